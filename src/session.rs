@@ -1,0 +1,440 @@
+//! The seam between carriers and applications.
+//!
+//! Every carrier (the SockJS transports, raw WebSocket, STOMP over TCP) produces a
+//! [`SessionHandle`]; every application (echo, close, the STOMP core, ...) consumes one. An
+//! application never learns which transport carries it: it sees a stream of inbound messages,
+//! a bounded sink for outbound ones, and a single close event.
+//!
+//! Outbound messages are [`OutMessage`]s: cheap to clone, so a fan-out builds one and hands
+//! the same bytes to every subscriber. A carrier that must re-encode a message (SockJS quotes
+//! it as a JSON string) caches that encoding inside the message, so it is computed once per
+//! message, not once per receiving session.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+/// How many inbound messages may wait for the application before carriers are paused.
+pub const INBOUND_CAPACITY: usize = 256;
+
+/// Which carrier a session arrived on; reported in events and stats, never used for logic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// SockJS-framed RFC 6455 WebSocket (`/S/I/websocket`).
+    Websocket,
+    /// SockJS-framed hixie-76 WebSocket (`/S/I/websocket` with the old handshake).
+    WebsocketHixie76,
+    /// Unframed WebSocket (`/websocket`).
+    RawWebsocket,
+    XhrPolling,
+    XhrStreaming,
+    EventSource,
+    HtmlFile,
+    JsonpPolling,
+    /// STOMP over a plain TCP socket.
+    Tcp,
+}
+
+impl TransportKind {
+    /// The name used in logs, events and stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::Websocket => "websocket",
+            TransportKind::WebsocketHixie76 => "websocket-hixie76",
+            TransportKind::RawWebsocket => "websocket-raw",
+            TransportKind::XhrPolling => "xhr-polling",
+            TransportKind::XhrStreaming => "xhr-streaming",
+            TransportKind::EventSource => "eventsource",
+            TransportKind::HtmlFile => "htmlfile",
+            TransportKind::JsonpPolling => "jsonp-polling",
+            TransportKind::Tcp => "tcp",
+        }
+    }
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the carrier knew about the client when the session opened.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// A process-unique id for logs; not the SockJS session id, which is a bearer secret.
+    pub log_id: u64,
+    /// The carrier that opened the session.
+    pub transport: TransportKind,
+    /// The peer address of the connection that opened the session.
+    pub remote_addr: SocketAddr,
+    /// Selected request headers of the opening request (lower-case names), cookies included.
+    pub headers: Vec<(String, String)>,
+    /// Path and query of the opening request.
+    pub url: String,
+    /// The principal an HTTP-level authenticator established, if any.
+    pub principal: Option<String>,
+    /// The WebSocket subprotocol agreed in the handshake, if any.
+    pub subprotocol: Option<String>,
+}
+
+impl SessionInfo {
+    /// The first value of a captured request header, by lower-case name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Request headers worth handing to applications (spec sockjs §6.9).
+pub const CAPTURED_HEADERS: &[&str] = &[
+    "host",
+    "user-agent",
+    "referer",
+    "accept-language",
+    "x-forwarded-for",
+    "x-real-ip",
+    "x-forwarded-proto",
+    "via",
+    "cookie",
+    "origin",
+    "authorization",
+];
+
+/// One inbound application message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// A text message (every SockJS transport, WebSocket text frames).
+    Text(String),
+    /// A binary message (raw WebSocket binary frames, TCP reads).
+    Binary(Bytes),
+}
+
+/// Why a session ended; every session reports exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCause {
+    /// The client closed the connection or sent a close.
+    Client,
+    /// No receiver came back within the disconnect delay, or a ping went unanswered.
+    Timeout,
+    /// A receiving request was aborted by the client.
+    Interrupted,
+    /// The client broke the framing protocol.
+    Protocol,
+    /// The application called close.
+    Application,
+    /// The outbound queue overflowed.
+    SendLimit,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// The close event an application receives once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseInfo {
+    /// The close code (SockJS `c` frame or WebSocket close code).
+    pub code: u16,
+    /// The human-readable reason.
+    pub reason: String,
+    /// What ended the session.
+    pub cause: CloseCause,
+}
+
+/// What [`SessionHandle::recv`] yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    Message(Inbound),
+    Closed(CloseInfo),
+}
+
+/// An outbound message, shared by every session it is sent to.
+#[derive(Clone)]
+pub struct OutMessage {
+    inner: Arc<OutInner>,
+}
+
+struct OutInner {
+    /// The payload bytes (UTF-8 for text messages).
+    payload: Bytes,
+    /// Whether the payload is text; raw WebSocket sends binary payloads as binary frames.
+    is_text: bool,
+    /// A carrier's re-encoding of the payload, computed once on first use.
+    encoded: OnceLock<Bytes>,
+}
+
+impl OutMessage {
+    /// A text message.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::new(Bytes::from(text.into()), true)
+    }
+
+    /// A text message from bytes the caller guarantees to be UTF-8.
+    pub fn text_bytes(text: Bytes) -> Option<Self> {
+        std::str::from_utf8(&text).ok()?;
+        Some(Self::new(text, true))
+    }
+
+    /// A binary message; carriers that only speak text send it as lossy UTF-8.
+    pub fn binary(payload: Bytes) -> Self {
+        Self::new(payload, false)
+    }
+
+    fn new(payload: Bytes, is_text: bool) -> Self {
+        Self {
+            inner: Arc::new(OutInner {
+                payload,
+                is_text,
+                encoded: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The payload bytes.
+    pub fn payload(&self) -> &Bytes {
+        &self.inner.payload
+    }
+
+    /// Whether this is a text message.
+    pub fn is_text(&self) -> bool {
+        self.inner.is_text
+    }
+
+    /// The payload as text (lossy for binary payloads).
+    pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.inner.payload)
+    }
+
+    /// Payload length in bytes, the unit of every queue limit.
+    pub fn len(&self) -> usize {
+        self.inner.payload.len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.inner.payload.is_empty()
+    }
+
+    /// The carrier encoding of this message, computed by `encode` on first use and shared by
+    /// every session the message goes to. One carrier encoding exists per process (SockJS's).
+    pub fn encoded(&self, encode: impl FnOnce(&str) -> Bytes) -> Bytes {
+        self.inner
+            .encoded
+            .get_or_init(|| encode(&self.as_text()))
+            .clone()
+    }
+}
+
+impl fmt::Debug for OutMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutMessage")
+            .field("len", &self.len())
+            .field("is_text", &self.is_text())
+            .finish()
+    }
+}
+
+/// Why a send was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The session is closing or closed; the message was discarded.
+    #[error("session is closed")]
+    Closed,
+    /// The outbound queue is full; the session was closed with 4500 "Send limit exceeded".
+    #[error("outbound queue limit exceeded; session closed")]
+    LimitExceeded,
+}
+
+/// The outbound side a carrier provides to its application.
+pub trait SessionSink: Send + Sync + 'static {
+    /// Queue a message for the client without waiting. Bounded: overflow applies the
+    /// carrier's overflow strategy.
+    fn send(&self, msg: OutMessage) -> Result<(), SendError>;
+    /// Close the session with a code and reason (SockJS `c` frame, WebSocket close frame).
+    fn close(&self, code: u16, reason: &str);
+    /// Whether the session has begun closing; sends are discarded from then on.
+    fn is_closed(&self) -> bool;
+    /// Bytes queued for the client but not yet written; for flow control and stats.
+    fn queued_bytes(&self) -> usize;
+    /// Ask the carrier to stop its own idle heartbeats because the application sends its own
+    /// (STOMP heart-beats). Carriers without heartbeats ignore it.
+    fn suppress_heartbeats(&self, _suppress: bool) {}
+}
+
+/// A cloneable handle to send to, or close, a session from anywhere (a broker's fan-out).
+#[derive(Clone)]
+pub struct SessionSender {
+    sink: Arc<dyn SessionSink>,
+}
+
+impl SessionSender {
+    /// Queue a message for the client.
+    pub fn send(&self, msg: OutMessage) -> Result<(), SendError> {
+        self.sink.send(msg)
+    }
+
+    /// Queue a text message for the client.
+    pub fn send_text(&self, text: impl Into<String>) -> Result<(), SendError> {
+        self.sink.send(OutMessage::text(text))
+    }
+
+    /// Close the session.
+    pub fn close(&self, code: u16, reason: &str) {
+        self.sink.close(code, reason)
+    }
+
+    /// Whether the session has begun closing.
+    pub fn is_closed(&self) -> bool {
+        self.sink.is_closed()
+    }
+
+    /// Bytes queued but not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.sink.queued_bytes()
+    }
+
+    /// See [`SessionSink::suppress_heartbeats`].
+    pub fn suppress_heartbeats(&self, suppress: bool) {
+        self.sink.suppress_heartbeats(suppress)
+    }
+}
+
+impl fmt::Debug for SessionSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionSender").finish_non_exhaustive()
+    }
+}
+
+/// What an application holds for one session.
+pub struct SessionHandle {
+    /// What the carrier knew about the client.
+    info: Arc<SessionInfo>,
+    /// Inbound messages; closed by the carrier when the session ends.
+    inbound: mpsc::Receiver<Inbound>,
+    /// Set by the carrier before it closes `inbound`.
+    close_info: Arc<OnceLock<CloseInfo>>,
+    /// Whether the close event was already handed out.
+    close_reported: bool,
+    /// The outbound side.
+    sender: SessionSender,
+}
+
+impl SessionHandle {
+    /// Information about the client and carrier.
+    pub fn info(&self) -> &Arc<SessionInfo> {
+        &self.info
+    }
+
+    /// The next event: messages in arrival order, then exactly one `Closed`, then `None`.
+    pub async fn recv(&mut self) -> Option<SessionEvent> {
+        if self.close_reported {
+            return None;
+        }
+        match self.inbound.recv().await {
+            Some(msg) => Some(SessionEvent::Message(msg)),
+            None => {
+                self.close_reported = true;
+                let info = self.close_info.get().cloned().unwrap_or(CloseInfo {
+                    code: 1000,
+                    reason: "Normal closure".into(),
+                    cause: CloseCause::Client,
+                });
+                Some(SessionEvent::Closed(info))
+            }
+        }
+    }
+
+    /// A cloneable sender for this session.
+    pub fn sender(&self) -> &SessionSender {
+        &self.sender
+    }
+
+    /// Queue a message for the client.
+    pub fn send(&self, msg: OutMessage) -> Result<(), SendError> {
+        self.sender.send(msg)
+    }
+
+    /// Queue a text message for the client.
+    pub fn send_text(&self, text: impl Into<String>) -> Result<(), SendError> {
+        self.sender.send_text(text)
+    }
+
+    /// Close the session with a code and reason.
+    pub fn close(&self, code: u16, reason: &str) {
+        self.sender.close(code, reason)
+    }
+}
+
+/// The carrier's side of a session's inbound stream.
+pub struct InboundSide {
+    /// Taken (dropped) when the session ends, which closes the application's stream.
+    tx: std::sync::Mutex<Option<mpsc::Sender<Inbound>>>,
+    /// Filled once with the close event, before `tx` is dropped.
+    close_info: Arc<OnceLock<CloseInfo>>,
+}
+
+impl InboundSide {
+    /// Deliver one message to the application, waiting while its inbound queue is full.
+    /// Returns false when the session has already ended.
+    pub async fn deliver(&self, msg: Inbound) -> bool {
+        let tx = match self.tx.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        match tx {
+            Some(tx) => tx.send(msg).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// End the inbound stream with a close event; only the first call has an effect.
+    /// Returns whether this call was the one that ended it.
+    pub fn finish(&self, info: CloseInfo) -> bool {
+        let mut guard = match self.tx.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if guard.is_none() {
+            return false;
+        }
+        let _ = self.close_info.set(info);
+        *guard = None;
+        true
+    }
+}
+
+/// Create the two ends of a session: the carrier keeps the [`InboundSide`], the application
+/// gets the [`SessionHandle`].
+pub fn new_session(info: SessionInfo, sink: Arc<dyn SessionSink>) -> (InboundSide, SessionHandle) {
+    let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
+    let close_info = Arc::new(OnceLock::new());
+    let side = InboundSide {
+        tx: std::sync::Mutex::new(Some(tx)),
+        close_info: close_info.clone(),
+    };
+    let handle = SessionHandle {
+        info: Arc::new(info),
+        inbound: rx,
+        close_info,
+        close_reported: false,
+        sender: SessionSender { sink },
+    };
+    (side, handle)
+}
+
+/// An application served on a SockJS prefix, raw WebSocket or TCP.
+pub trait App: Send + Sync + 'static {
+    /// Take ownership of a newly opened session. Implementations spawn their own task (one
+    /// per session, never one per message) and return at once.
+    fn on_session(&self, session: SessionHandle);
+}
+
+/// A fresh id for log lines.
+pub fn next_log_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
