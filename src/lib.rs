@@ -4,4 +4,14 @@
 //! ([`session::SessionHandle`]); applications (`apps`, `stomp`) consume them. `server` is the
 //! composition root, the only module that knows both sides.
 
+// Handlers return a finished HTTP answer as their `Err` (a 404, a 500 with the protocol's
+// text); it is sent as is, so boxing it would only add an allocation to every error path.
+#![allow(clippy::result_large_err)]
+
+pub mod apps;
+pub mod config;
+pub mod server;
 pub mod session;
+pub mod sockjs;
+
+pub use server::Gateway;

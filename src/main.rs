@@ -1,1 +1,112 @@
-fn main() {}
+//! The `sockjs-gateway` command: run the gateway, or check a config file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sockjs_gateway::Gateway;
+use sockjs_gateway::config::Config;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+/// A SockJS server for every browser and network, with a STOMP broker behind it.
+#[derive(Parser)]
+#[command(name = "sockjs-gateway", version, about)]
+struct Cli {
+    /// TOML config file; without it an embedded default serves /echo on 127.0.0.1:8080.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// HTTP listen address, overriding `[server] listen` (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file and report the first problem, naming the key.
+    CheckConfig {
+        /// The config file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("SOCKJS_GATEWAY_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        return match Config::from_file(file) {
+            Ok(config) => {
+                eprintln!(
+                    "{}: ok ({} services)",
+                    file.display(),
+                    config.services.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match &cli.config {
+        Some(path) => match Config::from_file(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("sockjs-gateway: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Config::embedded(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sockjs-gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, cli.listen)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sockjs-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(
+    mut config: Config,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(addr) = listen {
+        config.server.listen = addr;
+    }
+    let gateway = Gateway::from_config(&config)?;
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    let prefixes: Vec<&str> = config.services.iter().map(|s| s.prefix.as_str()).collect();
+    tracing::info!(services = ?prefixes, "listening on http://{addr}");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    gateway.serve(listener, stop_rx).await?;
+    Ok(())
+}

@@ -1,0 +1,424 @@
+//! The gateway's TOML configuration: listeners and SockJS services, with the defaults of the
+//! spec (sockjs.md §11) and validation errors that name the offending key.
+//!
+//! A config file looks like:
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:8080"
+//!
+//! [[service]]
+//! prefix = "/echo"
+//! app = "echo"
+//! response_limit = 4096
+//! ```
+//!
+//! Durations are given in seconds (integer or fractional).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The default `sockjs_url`: the sockjs-client 1.x bundle on the jsDelivr CDN, as in
+/// sockjs-node and Spring. Pages must load the same build for iframe transports to work.
+pub const DEFAULT_SOCKJS_URL: &str =
+    "https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js";
+
+/// Where the gateway listens when neither the file nor `--listen` says.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or did not match the schema; the message names the key.
+    #[error("invalid config: {0}")]
+    Parse(String),
+    /// A value parsed but is not acceptable.
+    #[error("invalid config: `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The SockJS services, each at its own prefix.
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// Listener-wide settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The HTTP listen address.
+    pub listen: SocketAddr,
+    /// How long a client may take to send request headers (slowloris guard).
+    #[serde(deserialize_with = "seconds")]
+    pub header_read_timeout: Duration,
+    /// The largest request head (request line plus headers) accepted, in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// What a service does when its outbound queue overflows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverflowStrategy {
+    /// Close the session with 4500 "Send limit exceeded".
+    Terminate,
+    /// Discard the oldest queued messages.
+    Drop,
+}
+
+/// A SockJS transport that can be switched off per service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    Websocket,
+    WebsocketRaw,
+    XhrPolling,
+    XhrStreaming,
+    Eventsource,
+    Htmlfile,
+    JsonpPolling,
+}
+
+impl Transport {
+    /// Every transport, the default enable list.
+    pub const ALL: [Transport; 7] = [
+        Transport::Websocket,
+        Transport::WebsocketRaw,
+        Transport::XhrPolling,
+        Transport::XhrStreaming,
+        Transport::Eventsource,
+        Transport::Htmlfile,
+        Transport::JsonpPolling,
+    ];
+}
+
+/// One SockJS service (sockjs.md §11).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The mount path, absolute and without a trailing slash.
+    pub prefix: String,
+    /// The application behind the service: echo, close, amplify, broadcast, ticker.
+    pub app: String,
+    /// Enables both websocket routes; reported in `/info`.
+    #[serde(default = "yes")]
+    pub websocket: bool,
+    /// The enabled transports.
+    #[serde(default = "all_transports")]
+    pub transports: Vec<Transport>,
+    /// Bytes a streaming response may carry before it is ended.
+    #[serde(default = "default_response_limit")]
+    pub response_limit: usize,
+    /// Idle time after which a receiver gets an `h` frame.
+    #[serde(default = "default_heartbeat", deserialize_with = "seconds")]
+    pub heartbeat_delay: Duration,
+    /// How long a session without a receiver lives.
+    #[serde(default = "default_disconnect", deserialize_with = "seconds")]
+    pub disconnect_delay: Duration,
+    /// Sets the JSESSIONID cookie for sticky load balancers.
+    #[serde(default)]
+    pub cookie_needed: bool,
+    /// The sockjs-client URL the iframe page loads.
+    #[serde(default = "default_sockjs_url")]
+    pub sockjs_url: String,
+    /// Allowed `Origin` values (exact, or `*` / `*.example.com` / `http://*:8080` patterns);
+    /// empty means any origin.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Added to `/info` when set.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Outbound bytes a session may queue before the overflow strategy applies.
+    #[serde(default = "default_max_queued")]
+    pub max_queued_bytes: usize,
+    /// What to do when the outbound queue overflows.
+    #[serde(default = "default_overflow")]
+    pub overflow_strategy: OverflowStrategy,
+    /// The largest xhr_send / jsonp_send body and WebSocket message, in bytes.
+    #[serde(default = "default_max_inbound")]
+    pub max_inbound_bytes: usize,
+    /// How long a WebSocket ping may go unanswered.
+    #[serde(default = "default_ping_timeout", deserialize_with = "seconds")]
+    pub ws_ping_timeout: Duration,
+    /// The most live sessions this service holds; new ones get 503 beyond it.
+    #[serde(default)]
+    pub max_sessions: Option<usize>,
+    /// Later requests for a session must come from the address that created it.
+    #[serde(default = "yes")]
+    pub session_affinity_check: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn all_transports() -> Vec<Transport> {
+    Transport::ALL.to_vec()
+}
+fn default_response_limit() -> usize {
+    128 * 1024
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(25)
+}
+fn default_disconnect() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_sockjs_url() -> String {
+    DEFAULT_SOCKJS_URL.to_string()
+}
+fn default_max_queued() -> usize {
+    512 * 1024
+}
+fn default_overflow() -> OverflowStrategy {
+    OverflowStrategy::Terminate
+}
+fn default_max_inbound() -> usize {
+    1024 * 1024
+}
+fn default_ping_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Accepts a number of seconds, integer or fractional.
+fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        Int(u64),
+        Float(f64),
+    }
+    match Num::deserialize(d)? {
+        Num::Int(s) => Ok(Duration::from_secs(s)),
+        Num::Float(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
+        Num::Float(_) => Err(serde::de::Error::custom(
+            "expected a non-negative number of seconds",
+        )),
+    }
+}
+
+impl ServiceConfig {
+    /// A service with every default, for the embedded configuration and tests.
+    pub fn new(prefix: &str, app: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            app: app.to_string(),
+            websocket: true,
+            transports: all_transports(),
+            response_limit: default_response_limit(),
+            heartbeat_delay: default_heartbeat(),
+            disconnect_delay: default_disconnect(),
+            cookie_needed: false,
+            sockjs_url: default_sockjs_url(),
+            allowed_origins: Vec::new(),
+            base_url: None,
+            max_queued_bytes: default_max_queued(),
+            overflow_strategy: default_overflow(),
+            max_inbound_bytes: default_max_inbound(),
+            ws_ping_timeout: default_ping_timeout(),
+            max_sessions: None,
+            session_affinity_check: true,
+        }
+    }
+
+    /// Whether a transport is enabled (websocket transports also need `websocket = true`).
+    pub fn enabled(&self, transport: Transport) -> bool {
+        let ws = matches!(transport, Transport::Websocket | Transport::WebsocketRaw);
+        (!ws || self.websocket) && self.transports.contains(&transport)
+    }
+}
+
+/// The names of the applications `app` may name.
+pub const APP_NAMES: &[&str] = &["echo", "close", "amplify", "broadcast", "ticker"];
+
+impl Config {
+    /// Parse and validate a config from TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string().trim().into()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Read, parse and validate a config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// The embedded default: an `/echo` service on 127.0.0.1:8080, no external services.
+    pub fn embedded() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            services: vec![ServiceConfig::new("/echo", "echo")],
+        }
+    }
+
+    /// Check what serde cannot: prefixes, app names, sizes.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.services.is_empty() {
+            return Err(invalid("service", "at least one [[service]] is required"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let key = |field: &str| format!("service[{i}].{field}");
+            let p = &s.prefix;
+            if !p.starts_with('/') || (p.len() > 1 && p.ends_with('/')) || p.contains("//") {
+                return Err(invalid(
+                    &key("prefix"),
+                    &format!("{p:?} must start with '/' and not end with '/'"),
+                ));
+            }
+            if p.contains(['?', '#', ' ']) {
+                return Err(invalid(
+                    &key("prefix"),
+                    &format!("{p:?} contains '?', '#' or a space"),
+                ));
+            }
+            if !seen.insert(p.clone()) {
+                return Err(invalid(
+                    &key("prefix"),
+                    &format!("{p:?} is used by two services"),
+                ));
+            }
+            if !APP_NAMES.contains(&s.app.as_str()) {
+                return Err(invalid(
+                    &key("app"),
+                    &format!(
+                        "unknown app {:?}; expected one of {}",
+                        s.app,
+                        APP_NAMES.join(", ")
+                    ),
+                ));
+            }
+            if !(s.sockjs_url.starts_with('/') || s.sockjs_url.starts_with("http")) {
+                return Err(invalid(&key("sockjs_url"), "must start with '/' or 'http'"));
+            }
+            if s.sockjs_url.contains(['"', '<', '>']) {
+                return Err(invalid(
+                    &key("sockjs_url"),
+                    "must not contain '\"', '<' or '>'",
+                ));
+            }
+            for (field, v) in [
+                ("response_limit", s.response_limit),
+                ("max_queued_bytes", s.max_queued_bytes),
+                ("max_inbound_bytes", s.max_inbound_bytes),
+            ] {
+                if v == 0 {
+                    return Err(invalid(&key(field), "must be greater than 0"));
+                }
+            }
+            for (field, v) in [
+                ("heartbeat_delay", s.heartbeat_delay),
+                ("disconnect_delay", s.disconnect_delay),
+                ("ws_ping_timeout", s.ws_ping_timeout),
+            ] {
+                if v.is_zero() {
+                    return Err(invalid(&key(field), "must be greater than 0 seconds"));
+                }
+            }
+            if s.max_sessions == Some(0) {
+                return Err(invalid(&key("max_sessions"), "must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn invalid(key: &str, message: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = Config::from_toml("[[service]]\nprefix = \"/echo\"\napp = \"echo\"\n").unwrap();
+        let s = &c.services[0];
+        assert_eq!(s.response_limit, 131072);
+        assert_eq!(s.heartbeat_delay, Duration::from_secs(25));
+        assert_eq!(s.disconnect_delay, Duration::from_secs(5));
+        assert!(!s.cookie_needed);
+        assert!(s.websocket);
+        assert_eq!(s.max_queued_bytes, 512 * 1024);
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn fractional_seconds_are_accepted() {
+        let c = Config::from_toml(
+            "[[service]]\nprefix = \"/e\"\napp = \"echo\"\ndisconnect_delay = 0.5\n",
+        )
+        .unwrap();
+        assert_eq!(c.services[0].disconnect_delay, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err =
+            Config::from_toml("[[service]]\nprefix = \"/e\"\napp = \"echo\"\nrespons_limit = 1\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("respons_limit"), "{err}");
+    }
+
+    #[test]
+    fn bad_prefix_is_named() {
+        let err = Config::from_toml("[[service]]\nprefix = \"echo/\"\napp = \"echo\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("service[0].prefix"), "{err}");
+    }
+
+    #[test]
+    fn unknown_app_is_named() {
+        let err = Config::from_toml("[[service]]\nprefix = \"/e\"\napp = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("service[0].app"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err =
+            Config::from_toml("[[service]]\nprefix = \"/e\"\napp = \"echo\"\nwebsocket = 3\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("websocket"), "{err}");
+    }
+}

@@ -1,0 +1,139 @@
+//! The composition root: wires configured app names to applications, mounts SockJS services
+//! by prefix, and runs the accept loop (hyper HTTP/1 with upgrades).
+//!
+//! Every connection gets `TCP_NODELAY` (frames must leave at once), a bounded request head
+//! and a header read timeout. Shutdown is a watch channel every connection listens to.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::apps;
+use crate::config::{Config, ConfigError, ServerConfig};
+use crate::session::{CloseCause, CloseInfo};
+use crate::sockjs::http::{HttpResponse, not_found};
+use crate::sockjs::{Peer, Service};
+
+/// A configured gateway, ready to serve.
+pub struct Gateway {
+    /// Listener-wide settings.
+    server: ServerConfig,
+    /// The services, longest prefix first so the longest match wins.
+    services: Vec<Arc<Service>>,
+}
+
+impl Gateway {
+    /// Build the services a configuration describes.
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut services = Vec::with_capacity(config.services.len());
+        for (i, s) in config.services.iter().enumerate() {
+            let app = apps::by_name(&s.app).ok_or_else(|| ConfigError::Invalid {
+                key: format!("service[{i}].app"),
+                message: format!("unknown app {:?}", s.app),
+            })?;
+            services.push(Service::new(s.clone(), app));
+        }
+        services.sort_by_key(|s| std::cmp::Reverse(s.prefix().len()));
+        Ok(Gateway {
+            server: config.server.clone(),
+            services,
+        })
+    }
+
+    /// The service a raw path belongs to, with the rest of the path after its prefix.
+    fn route<'p>(&self, path: &'p str) -> Option<(&Arc<Service>, &'p str)> {
+        self.services.iter().find_map(|s| {
+            let rest = path.strip_prefix(s.prefix())?;
+            (rest.is_empty() || rest.starts_with('/') || s.prefix() == "/").then_some((s, rest))
+        })
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Peer) -> HttpResponse {
+        let path = req.uri().path().to_owned();
+        match self.route(&path) {
+            Some((service, rest)) => service.handle(req, rest, peer).await,
+            None => not_found(),
+        }
+    }
+
+    /// Serve connections from `listener` until `shutdown` turns true.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<()> {
+        let gateway = Arc::new(self);
+        loop {
+            let (stream, addr) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => break,
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(serve_connection(
+                gateway.clone(),
+                stream,
+                addr,
+                shutdown.clone(),
+            ));
+        }
+        for service in &gateway.services {
+            service.registry().close_all(CloseInfo {
+                code: 1001,
+                reason: "Going away".into(),
+                cause: CloseCause::Shutdown,
+            });
+        }
+        Ok(())
+    }
+}
+
+async fn serve_connection(
+    gateway: Arc<Gateway>,
+    stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let peer = Peer { addr };
+    let limits = gateway.server.clone();
+    let service = service_fn(move |req| {
+        let gateway = gateway.clone();
+        async move { Ok::<_, std::convert::Infallible>(gateway.handle(req, peer).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .writev(true)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(%addr, error = %e, "connection ended with an error");
+            }
+        }
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

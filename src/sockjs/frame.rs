@@ -1,0 +1,325 @@
+//! SockJS frames (`o`, `h`, `a[...]`, `c[code,"reason"]`) and the JSON rules both ways.
+//!
+//! Outbound strings are quoted by our own encoder, not serde_json: the protocol requires the
+//! extra `\uXXXX` escapes of sockjs.md §4.1 (U+200C–U+200F, U+2028–U+202F, U+2060–U+206F,
+//! U+FFF0–U+FFFF), which serde writes raw. Inbound payloads are parsed with serde_json, after
+//! lone surrogate escapes (valid from JavaScript, rejected by serde) become U+FFFD.
+
+use std::borrow::Cow;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::Value;
+
+use crate::session::OutMessage;
+
+/// The open frame.
+pub const OPEN: &[u8] = b"o";
+/// The heartbeat frame.
+pub const HEARTBEAT: &[u8] = b"h";
+
+/// Whether a character must be `\u`-escaped beyond what JSON itself requires.
+fn needs_extra_escape(c: char) -> bool {
+    matches!(c as u32,
+        0x200C..=0x200F | 0x2028..=0x202F | 0x2060..=0x206F | 0xFFF0..=0xFFFF)
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn push_unicode_escape(out: &mut Vec<u8>, unit: u32) {
+    out.extend_from_slice(b"\\u");
+    for shift in [12, 8, 4, 0] {
+        out.push(HEX[((unit >> shift) & 0xF) as usize]);
+    }
+}
+
+/// Append `s` as a JSON string literal (quotes included) with the SockJS escapes; when
+/// `escape_lt` is set, `<` becomes `\u003c` too (htmlfile, so `</script>` cannot end the
+/// script element).
+pub fn quote_into(out: &mut Vec<u8>, s: &str, escape_lt: bool) {
+    out.push(b'"');
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let simple: Option<&[u8]> = match c {
+            '"' => Some(b"\\\""),
+            '\\' => Some(b"\\\\"),
+            '\n' => Some(b"\\n"),
+            '\r' => Some(b"\\r"),
+            '\t' => Some(b"\\t"),
+            '\u{8}' => Some(b"\\b"),
+            '\u{c}' => Some(b"\\f"),
+            _ => None,
+        };
+        let escape = simple.is_some()
+            || (c as u32) < 0x20
+            || needs_extra_escape(c)
+            || (escape_lt && c == '<');
+        if !escape {
+            continue;
+        }
+        out.extend_from_slice(&s.as_bytes()[start..i]);
+        match simple {
+            Some(seq) => out.extend_from_slice(seq),
+            None => push_unicode_escape(out, c as u32),
+        }
+        start = i + c.len_utf8();
+    }
+    out.extend_from_slice(&s.as_bytes()[start..]);
+    out.push(b'"');
+}
+
+/// `s` as a SockJS JSON string literal.
+pub fn quote(s: &str) -> Bytes {
+    let mut out = Vec::with_capacity(s.len() + 2);
+    quote_into(&mut out, s, false);
+    Bytes::from(out)
+}
+
+/// The `a[...]` frame for a batch of messages, each quoted once and cached in the message.
+pub fn array_frame<'a>(messages: impl IntoIterator<Item = &'a OutMessage>) -> Bytes {
+    let parts: Vec<Bytes> = messages.into_iter().map(|m| m.encoded(quote)).collect();
+    let len = 3 + parts.iter().map(|p| p.len() + 1).sum::<usize>();
+    let mut out = BytesMut::with_capacity(len);
+    out.put_slice(b"a[");
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.put_u8(b',');
+        }
+        out.put_slice(p);
+    }
+    out.put_u8(b']');
+    out.freeze()
+}
+
+/// The `c[code,"reason"]` frame.
+pub fn close_frame(code: u16, reason: &str) -> Bytes {
+    let mut out = Vec::with_capacity(reason.len() + 12);
+    out.extend_from_slice(format!("c[{code},").as_bytes());
+    quote_into(&mut out, reason, false);
+    out.push(b']');
+    Bytes::from(out)
+}
+
+/// Why an inbound payload was refused; the texts are the protocol's exact 500 bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Empty payload, or valid JSON of the wrong shape.
+    #[error("Payload expected.")]
+    PayloadExpected,
+    /// Not JSON, or not UTF-8.
+    #[error("Broken JSON encoding.")]
+    BrokenJson,
+}
+
+/// Decode an xhr_send / jsonp_send body: a JSON array of messages.
+pub fn decode_send_body(body: &[u8]) -> Result<Vec<String>, DecodeError> {
+    if body.is_empty() {
+        return Err(DecodeError::PayloadExpected);
+    }
+    match parse_json(body)? {
+        Value::Array(items) => Ok(items.into_iter().map(message_text).collect()),
+        _ => Err(DecodeError::PayloadExpected),
+    }
+}
+
+/// Decode one SockJS WebSocket text message: an array of messages or a single string.
+/// The empty message decodes to no messages.
+pub fn decode_ws_message(text: &str) -> Result<Vec<String>, DecodeError> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    match parse_json(text.as_bytes())? {
+        Value::Array(items) => Ok(items.into_iter().map(message_text).collect()),
+        Value::String(s) => Ok(vec![s]),
+        _ => Err(DecodeError::BrokenJson),
+    }
+}
+
+/// A message element as text: strings as they are, anything else as compact JSON.
+fn message_text(v: Value) -> String {
+    match v {
+        Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, DecodeError> {
+    let text = std::str::from_utf8(body).map_err(|_| DecodeError::BrokenJson)?;
+    let text = replace_lone_surrogates(text);
+    serde_json::from_str(&text).map_err(|_| DecodeError::BrokenJson)
+}
+
+fn is_hex4(b: &[u8]) -> Option<u16> {
+    if b.len() < 4 {
+        return None;
+    }
+    let s = std::str::from_utf8(&b[..4]).ok()?;
+    u16::from_str_radix(s, 16).ok()
+}
+
+/// Rewrite `\uD800`–`\uDFFF` escapes that are not part of a valid pair as `\ufffd`, so that
+/// JavaScript-produced JSON with lone surrogates decodes (sockjs.md §4.2).
+pub fn replace_lone_surrogates(text: &str) -> Cow<'_, str> {
+    let b = text.as_bytes();
+    if !b
+        .windows(3)
+        .any(|w| w[0] == b'\\' && w[1] == b'u' && (w[2] | 0x20) == b'd')
+    {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut copied = 0;
+    while i < b.len() {
+        if b[i] != b'\\' || i + 1 >= b.len() {
+            i += 1;
+            continue;
+        }
+        if b[i + 1] != b'u' {
+            i += 2; // any other escape, including `\\`
+            continue;
+        }
+        let Some(unit) = is_hex4(&b[i + 2..]) else {
+            i += 2;
+            continue;
+        };
+        let is_high = (0xD800..0xDC00).contains(&unit);
+        let is_low = (0xDC00..0xE000).contains(&unit);
+        if is_high {
+            let next = &b[i + 6..];
+            let paired = next.len() >= 6
+                && next[0] == b'\\'
+                && next[1] == b'u'
+                && is_hex4(&next[2..]).is_some_and(|u| (0xDC00..0xE000).contains(&u));
+            if paired {
+                i += 12;
+                continue;
+            }
+        }
+        if is_high || is_low {
+            out.push_str(&text[copied..i]);
+            out.push_str("\\ufffd");
+            i += 6;
+            copied = i;
+            continue;
+        }
+        i += 6;
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn q(s: &str) -> String {
+        String::from_utf8(quote(s).to_vec()).unwrap()
+    }
+
+    #[test]
+    fn escapes_the_44_extra_characters_in_lowercase() {
+        let chars: String = (0x200C..=0x200F)
+            .chain(0x2028..=0x202F)
+            .chain(0x2060..=0x206F)
+            .chain(0xFFF0..=0xFFFF)
+            .filter_map(char::from_u32)
+            .collect();
+        assert_eq!(chars.chars().count(), 44);
+        let expected = "\"\\u200c\\u200d\\u200e\\u200f\\u2028\\u2029\\u202a\\u202b\\u202c\\u202d\\u202e\\u202f\\u2060\\u2061\\u2062\\u2063\\u2064\\u2065\\u2066\\u2067\\u2068\\u2069\\u206a\\u206b\\u206c\\u206d\\u206e\\u206f\\ufff0\\ufff1\\ufff2\\ufff3\\ufff4\\ufff5\\ufff6\\ufff7\\ufff8\\ufff9\\ufffa\\ufffb\\ufffc\\ufffd\\ufffe\\uffff\"";
+        assert_eq!(q(&chars), expected);
+    }
+
+    #[test]
+    fn quotes_controls_and_leaves_slash_and_unicode_raw() {
+        assert_eq!(
+            q("a\"b\\c\n\u{1}/é\u{7f}"),
+            "\"a\\\"b\\\\c\\n\\u0001/é\u{7f}\""
+        );
+    }
+
+    #[test]
+    fn htmlfile_quoting_escapes_less_than() {
+        let mut out = Vec::new();
+        quote_into(&mut out, "</script>", true);
+        assert_eq!(out, b"\"\\u003c/script>\"");
+    }
+
+    #[test]
+    fn frames_have_the_exact_wire_form() {
+        let msgs = [OutMessage::text("a"), OutMessage::text("b\"")];
+        assert_eq!(&array_frame(&msgs)[..], b"a[\"a\",\"b\\\"\"]");
+        assert_eq!(&close_frame(3000, "Go away!")[..], b"c[3000,\"Go away!\"]");
+    }
+
+    #[test]
+    fn send_body_errors_match_the_protocol() {
+        assert_eq!(decode_send_body(b""), Err(DecodeError::PayloadExpected));
+        assert_eq!(decode_send_body(b"[\"x"), Err(DecodeError::BrokenJson));
+        assert_eq!(decode_send_body(b"null"), Err(DecodeError::PayloadExpected));
+        assert_eq!(decode_send_body(b"\xff"), Err(DecodeError::BrokenJson));
+        assert_eq!(decode_send_body(b"[]"), Ok(vec![]));
+        assert_eq!(
+            decode_send_body(b"[\"a\",1,{\"b\":null}]"),
+            Ok(vec!["a".into(), "1".into(), "{\"b\":null}".into()])
+        );
+    }
+
+    #[test]
+    fn lone_surrogates_become_replacement_characters() {
+        assert_eq!(
+            decode_send_body(br#"["\ud800"]"#),
+            Ok(vec!["\u{fffd}".into()])
+        );
+        assert_eq!(
+            decode_send_body(br#"["\udc00x"]"#),
+            Ok(vec!["\u{fffd}x".into()])
+        );
+        assert_eq!(
+            decode_send_body(br#"["\ud83d\ude00"]"#),
+            Ok(vec!["😀".into()])
+        );
+        assert_eq!(
+            decode_send_body(br#"["\\ud800"]"#),
+            Ok(vec!["\\ud800".into()])
+        );
+        assert_eq!(
+            decode_send_body(br#"["\uD800\uD800"]"#),
+            Ok(vec!["\u{fffd}\u{fffd}".into()])
+        );
+    }
+
+    #[test]
+    fn websocket_messages_accept_arrays_and_strings() {
+        assert_eq!(decode_ws_message(""), Ok(vec![]));
+        assert_eq!(decode_ws_message("[]"), Ok(vec![]));
+        assert_eq!(decode_ws_message("\"x\""), Ok(vec!["x".into()]));
+        assert_eq!(decode_ws_message("[\"a"), Err(DecodeError::BrokenJson));
+    }
+
+    proptest! {
+        #[test]
+        fn quoting_round_trips_and_hides_the_extra_set(s in any::<String>()) {
+            let quoted = q(&s);
+            prop_assert!(!quoted.chars().any(needs_extra_escape));
+            prop_assert!(!quoted.chars().any(|c| (c as u32) < 0x20));
+            let back: String = serde_json::from_str(&quoted).unwrap();
+            prop_assert_eq!(back, s);
+        }
+
+        #[test]
+        fn decoding_never_panics(body in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode_send_body(&body);
+        }
+
+        #[test]
+        fn escaped_utf16_input_decodes_back(s in any::<String>()) {
+            let mut json = String::from("[\"");
+            for unit in s.encode_utf16() {
+                json.push_str(&format!("\\u{unit:04x}"));
+            }
+            json.push_str("\"]");
+            prop_assert_eq!(decode_send_body(json.as_bytes()), Ok(vec![s]));
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! HTTP helpers shared by every SockJS handler: the response body type, CORS (§8.1),
+//! caching (§8.3), JSESSIONID (§7), and the plain 404/405/500 answers (§1.3).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use tokio::sync::mpsc;
+
+/// Every response body the gateway sends: a fixed buffer, or a stream of chunks fed by a
+/// receiver. Each streamed `Bytes` becomes exactly one HTTP chunk (§13.3).
+pub enum Body {
+    /// A fixed body, sent with `Content-Length`.
+    Full(Option<Bytes>),
+    /// A streamed body; dropping it (client gone) closes the channel, which is how a
+    /// receiver learns of an abort.
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl Body {
+    /// An empty fixed body.
+    pub fn empty() -> Self {
+        Body::Full(None)
+    }
+
+    /// A fixed body.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Body::Full(Some(bytes.into()))
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Stream(rx) => rx
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Body::Full(None) => SizeHint::with_exact(0),
+            Body::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// The response type of every handler.
+pub type HttpResponse = Response<Body>;
+
+pub const TEXT_PLAIN: &str = "text/plain; charset=UTF-8";
+pub const APPLICATION_JAVASCRIPT: &str = "application/javascript; charset=UTF-8";
+pub const APPLICATION_JSON: &str = "application/json; charset=UTF-8";
+pub const TEXT_HTML: &str = "text/html; charset=UTF-8";
+pub const TEXT_EVENT_STREAM: &str = "text/event-stream";
+const NO_CACHE: &str = "no-store, no-cache, no-transform, must-revalidate, max-age=0";
+const ONE_YEAR: Duration = Duration::from_secs(31_536_000);
+
+/// A response with a status, a content type and a fixed body.
+pub fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> HttpResponse {
+    let mut resp = Response::new(Body::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// 404 with a plain-text body.
+pub fn not_found() -> HttpResponse {
+    response(
+        StatusCode::NOT_FOUND,
+        TEXT_PLAIN,
+        "404 Error: Page not found\n",
+    )
+}
+
+/// 405: `Allow`, no content type, an empty body with `Content-Length: 0`.
+pub fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
+/// A 500 with one of the protocol's error texts, uncacheable.
+pub fn server_error(message: &str) -> HttpResponse {
+    let mut resp = response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        TEXT_PLAIN,
+        Bytes::copy_from_slice(message.as_bytes()),
+    );
+    set_no_cache(resp.headers_mut());
+    resp
+}
+
+/// The no-cache header of §8.3.
+pub fn set_no_cache(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(NO_CACHE));
+}
+
+/// One-year caching with `Expires` (iframe and preflights).
+pub fn set_cache_one_year(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000"),
+    );
+    let expires = httpdate::fmt_http_date(SystemTime::now() + ONE_YEAR);
+    if let Ok(v) = HeaderValue::from_str(&expires) {
+        headers.insert(header::EXPIRES, v);
+    }
+}
+
+/// The CORS rule of §8.1: echo `Origin` with credentials, else `*`; echo
+/// `Access-Control-Request-Headers` when non-empty; always `Vary: Origin`.
+pub fn set_cors(req: &HeaderMap, headers: &mut HeaderMap) {
+    match req.get(header::ORIGIN) {
+        Some(origin) => {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+        None => {
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+        }
+    }
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(acrh) = req
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .filter(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace))
+    {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, acrh.clone());
+    }
+}
+
+/// A CORS preflight answer (§8.2).
+pub fn preflight(req: &HeaderMap, methods: &'static str) -> HttpResponse {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    set_cors(req, h);
+    set_cache_one_year(h);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(methods),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("31536000"),
+    );
+    resp
+}
+
+/// The value of a cookie in the request, if present.
+pub fn cookie<'a>(req: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    req.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+}
+
+/// `Set-Cookie: JSESSIONID=<value or dummy>; path=/` (§7).
+pub fn set_jsessionid(req: &HeaderMap, headers: &mut HeaderMap) {
+    let value = cookie(req, "JSESSIONID")
+        .filter(|v| {
+            v.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+        })
+        .unwrap_or("dummy");
+    if let Ok(v) = HeaderValue::from_str(&format!("JSESSIONID={value}; path=/")) {
+        headers.insert(header::SET_COOKIE, v);
+    }
+}
+
+/// Insert a header whose value is known to be valid.
+pub fn insert_static(headers: &mut HeaderMap, name: HeaderName, value: &'static str) {
+    headers.insert(name, HeaderValue::from_static(value));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cors_echoes_origin_with_credentials() {
+        let mut req = HeaderMap::new();
+        req.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        let mut h = HeaderMap::new();
+        set_cors(&req, &mut h);
+        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "null");
+        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+        assert_eq!(h[header::VARY], "Origin");
+    }
+
+    #[test]
+    fn cors_without_origin_is_a_star_without_credentials() {
+        let mut h = HeaderMap::new();
+        let mut req = HeaderMap::new();
+        req.insert(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            HeaderValue::from_static(""),
+        );
+        set_cors(&req, &mut h);
+        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert!(h.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none());
+        assert!(h.get(header::ACCESS_CONTROL_ALLOW_HEADERS).is_none());
+    }
+
+    #[test]
+    fn jsessionid_reuses_the_request_cookie() {
+        let mut req = HeaderMap::new();
+        req.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; JSESSIONID=abcdef"),
+        );
+        let mut h = HeaderMap::new();
+        set_jsessionid(&req, &mut h);
+        assert_eq!(h[header::SET_COOKIE], "JSESSIONID=abcdef; path=/");
+        let mut h = HeaderMap::new();
+        set_jsessionid(&HeaderMap::new(), &mut h);
+        assert_eq!(h[header::SET_COOKIE], "JSESSIONID=dummy; path=/");
+    }
+}

@@ -1,0 +1,413 @@
+//! A SockJS *service*: a prefix, its options and its application, and the routing table of
+//! sockjs.md §1 that maps a request under the prefix to a handler.
+//!
+//! Routing works on the raw path (no percent-decoding), and every route accepts one
+//! optional trailing `/`.
+
+pub mod frame;
+pub mod http;
+pub mod registry;
+pub mod session;
+pub mod transport;
+
+mod iframe;
+mod info;
+mod welcome;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::{HeaderMap, Method, Request, StatusCode, header};
+use hyper::body::Incoming;
+
+use self::http::{HttpResponse, method_not_allowed, not_found};
+use self::registry::{Registry, TooManySessions};
+use self::session::{Session, SessionLimits};
+use crate::config::{ServiceConfig, Transport};
+use crate::session::{App, CAPTURED_HEADERS, SessionInfo, TransportKind, next_log_id};
+
+/// The longest server or session id accepted (a defensive limit, §1.2).
+const MAX_ID_LEN: usize = 256;
+
+/// Facts about the connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: SocketAddr,
+}
+
+/// One SockJS service.
+pub struct Service {
+    /// The service's options.
+    config: ServiceConfig,
+    /// The application every session of this service is handed to.
+    app: Arc<dyn App>,
+    /// HTTP-transport sessions by id.
+    registry: Arc<Registry>,
+    /// The iframe page, rendered once.
+    iframe: iframe::IframePage,
+    /// What each session is limited to.
+    limits: SessionLimits,
+}
+
+/// A route under the prefix.
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Greeting,
+    Info,
+    Iframe,
+    RawWebsocket,
+    Session {
+        /// The session id (`I`); the server id is ignored.
+        session_id: &'a str,
+        /// The transport segment.
+        transport: &'a str,
+    },
+}
+
+impl Service {
+    /// A service serving `app` with `config`.
+    pub fn new(config: ServiceConfig, app: Arc<dyn App>) -> Arc<Self> {
+        let tick =
+            (config.disconnect_delay / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        Arc::new(Service {
+            iframe: iframe::IframePage::new(&config.sockjs_url),
+            limits: SessionLimits {
+                disconnect_delay: config.disconnect_delay,
+                max_queued_bytes: config.max_queued_bytes,
+                overflow: config.overflow_strategy,
+            },
+            registry: Registry::new(tick),
+            config,
+            app,
+        })
+    }
+
+    /// The mount path.
+    pub fn prefix(&self) -> &str {
+        &self.config.prefix
+    }
+
+    /// The service's options.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// The registry of HTTP-transport sessions.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Answer a request whose path starts with this service's prefix; `rest` is the path
+    /// after the prefix (empty or starting with `/`).
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        rest: &str,
+        peer: Peer,
+    ) -> HttpResponse {
+        let Some(route) = parse_route(rest) else {
+            return not_found();
+        };
+        if !self.origin_allowed(req.headers()) && route != Route::Greeting {
+            return http::response(
+                StatusCode::FORBIDDEN,
+                http::TEXT_PLAIN,
+                "Origin not allowed\n",
+            );
+        }
+        let method = req.method().clone();
+        match route {
+            Route::Greeting => match method {
+                Method::GET => welcome::greeting(),
+                _ => method_not_allowed("GET"),
+            },
+            Route::Info => match method {
+                Method::GET => info::info(&self.config, req.headers()),
+                Method::OPTIONS => self::http::preflight(req.headers(), "OPTIONS, GET"),
+                _ => method_not_allowed("GET, OPTIONS"),
+            },
+            Route::Iframe if self.iframe_enabled() => match method {
+                Method::GET => self.iframe.respond(req.headers()),
+                _ => method_not_allowed("GET"),
+            },
+            Route::Iframe => not_found(),
+            Route::RawWebsocket if self.config.enabled(Transport::WebsocketRaw) => {
+                transport::websocket::raw(self, req, peer)
+            }
+            Route::RawWebsocket => not_found(),
+            Route::Session {
+                session_id,
+                transport,
+            } => {
+                self.handle_session_route(req, session_id, transport, peer)
+                    .await
+            }
+        }
+    }
+
+    async fn handle_session_route(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        sid: &str,
+        transport_name: &str,
+        peer: Peer,
+    ) -> HttpResponse {
+        use transport::{eventsource, htmlfile, jsonp, websocket, xhr};
+        let (needs, allow): (&[Transport], &'static str) = match transport_name {
+            "websocket" => (&[Transport::Websocket], "GET"),
+            "xhr" => (&[Transport::XhrPolling], "POST, OPTIONS"),
+            "xhr_send" => (
+                &[Transport::XhrPolling, Transport::XhrStreaming],
+                "POST, OPTIONS",
+            ),
+            "xhr_streaming" => (&[Transport::XhrStreaming], "POST, OPTIONS"),
+            "eventsource" => (&[Transport::Eventsource], "GET"),
+            "htmlfile" => (&[Transport::Htmlfile], "GET"),
+            "jsonp" => (&[Transport::JsonpPolling], "GET"),
+            "jsonp_send" => (&[Transport::JsonpPolling], "POST"),
+            _ => return not_found(),
+        };
+        if !needs.iter().any(|t| self.config.enabled(*t)) {
+            return not_found();
+        }
+        let method = req.method();
+        let allowed = allow.split(", ").any(|m| m == method.as_str());
+        if !allowed {
+            return method_not_allowed(allow);
+        }
+        if method == Method::OPTIONS {
+            return self::http::preflight(req.headers(), "OPTIONS, POST");
+        }
+        match transport_name {
+            "websocket" => websocket::sockjs(self, req, peer),
+            "xhr" => xhr::poll(self, req, sid, peer).await,
+            "xhr_send" => xhr::send(self, req, sid, peer).await,
+            "xhr_streaming" => xhr::streaming(self, req, sid, peer).await,
+            "eventsource" => eventsource::eventsource(self, req, sid, peer).await,
+            "htmlfile" => htmlfile::htmlfile(self, req, sid, peer).await,
+            "jsonp" => jsonp::poll(self, req, sid, peer).await,
+            _ => jsonp::send(self, req, sid, peer).await,
+        }
+    }
+
+    fn iframe_enabled(&self) -> bool {
+        self.config.allowed_origins.is_empty()
+            || self.config.allowed_origins.iter().any(|o| o == "*")
+    }
+
+    /// Whether the request's `Origin` (if any) is allowed by `allowed_origins` (§8.5).
+    pub fn origin_allowed(&self, headers: &HeaderMap) -> bool {
+        let patterns = &self.config.allowed_origins;
+        if patterns.is_empty() {
+            return true;
+        }
+        match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+            None => true,
+            Some(origin) => patterns.iter().any(|p| origin_matches(p, origin)),
+        }
+    }
+
+    /// What the application learns about a client opening a session.
+    pub fn session_info(
+        &self,
+        transport: TransportKind,
+        req_headers: &HeaderMap,
+        url: String,
+        peer: Peer,
+    ) -> SessionInfo {
+        let headers = CAPTURED_HEADERS
+            .iter()
+            .flat_map(|name| {
+                req_headers
+                    .get_all(*name)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .map(|v| (name.to_string(), v.to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        SessionInfo {
+            log_id: next_log_id(),
+            transport,
+            remote_addr: peer.addr,
+            headers,
+            url,
+            principal: None,
+            subprotocol: None,
+        }
+    }
+
+    /// A new, unregistered session (WebSocket carriers own theirs).
+    pub fn new_session(&self, info: SessionInfo) -> Arc<Session> {
+        Session::new(info, self.limits.clone(), self.app.clone())
+    }
+
+    /// The live session `sid` for a receiving request, created if unknown.
+    /// `Err` carries the answer to send instead (404 for a hijack attempt, 503 when full).
+    pub fn receiver_session(
+        &self,
+        sid: &str,
+        transport: TransportKind,
+        req_headers: &HeaderMap,
+        url: String,
+        peer: Peer,
+    ) -> Result<Arc<Session>, HttpResponse> {
+        let created = self
+            .registry
+            .get_or_create(sid, self.config.max_sessions, || {
+                self.new_session(self.session_info(transport, req_headers, url, peer))
+            });
+        match created {
+            Ok(session) if self.owned_by(&session, peer) => Ok(session),
+            Ok(_) => Err(not_found()),
+            Err(TooManySessions) => Err(http::response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                http::TEXT_PLAIN,
+                "Too many sessions\n",
+            )),
+        }
+    }
+
+    /// The live session `sid` for a send request; never creates one.
+    pub fn existing_session(&self, sid: &str, peer: Peer) -> Option<Arc<Session>> {
+        self.registry.get(sid).filter(|s| self.owned_by(s, peer))
+    }
+
+    /// The hijack check (§6.9): later requests must come from the creator's address.
+    fn owned_by(&self, session: &Session, peer: Peer) -> bool {
+        !self.config.session_affinity_check || session.info().remote_addr.ip() == peer.addr.ip()
+    }
+}
+
+/// Whether an `Origin` value matches an allowed-origins pattern: `*` matches anything, and a
+/// `*` inside a pattern matches any run of characters (`https://*.example.com`).
+fn origin_matches(pattern: &str, origin: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern.eq_ignore_ascii_case(origin);
+    }
+    let origin = origin.to_ascii_lowercase();
+    let mut rest = origin.as_str();
+    for (i, part) in parts.iter().enumerate() {
+        let part = part.to_ascii_lowercase();
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(part.as_str()) else {
+                return false;
+            };
+            rest = r;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part.as_str());
+        } else {
+            match rest.find(part.as_str()) {
+                Some(pos) => rest = &rest[pos + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && !id.contains('.')
+}
+
+/// Map the path after the prefix to a route (§1.2).
+fn parse_route(rest: &str) -> Option<Route<'_>> {
+    if rest.is_empty() || rest == "/" {
+        return Some(Route::Greeting);
+    }
+    let path = rest.strip_prefix('/')?;
+    let path = path.strip_suffix('/').unwrap_or(path);
+    match path {
+        "info" => return Some(Route::Info),
+        "websocket" => return Some(Route::RawWebsocket),
+        _ => {}
+    }
+    if let Some(middle) = path
+        .strip_prefix("iframe")
+        .and_then(|p| p.strip_suffix(".html"))
+    {
+        let ok = middle
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b"._-".contains(&b));
+        return ok.then_some(Route::Iframe);
+    }
+    let mut parts = path.split('/');
+    let (server_id, session_id, transport) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !valid_id(server_id) || !valid_id(session_id) {
+        return None;
+    }
+    Some(Route::Session {
+        session_id,
+        transport,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_follow_the_spec_table() {
+        assert_eq!(parse_route(""), Some(Route::Greeting));
+        assert_eq!(parse_route("/"), Some(Route::Greeting));
+        assert_eq!(parse_route("/info/"), Some(Route::Info));
+        assert_eq!(
+            parse_route("/iframe-0.1.2abc-dirty.2144.html"),
+            Some(Route::Iframe)
+        );
+        assert_eq!(parse_route("/iframe.html/"), Some(Route::Iframe));
+        for bad in [
+            "/a",
+            "/a.html",
+            "//",
+            "///",
+            "/a/a",
+            "/a/a/",
+            "/a/",
+            "/iframe.htm",
+            "/IFRAME.HTML",
+            "/iframe-/.html",
+            "//xhr",
+            "///xhr",
+            "/a./a/xhr",
+            "/a/a./xhr",
+            "/././xhr",
+        ] {
+            assert_eq!(parse_route(bad), None, "{bad}");
+        }
+        assert_eq!(
+            parse_route("/abcdefgh_i-j%20/abcdefg_i-j%20/xhr/"),
+            Some(Route::Session {
+                session_id: "abcdefg_i-j%20",
+                transport: "xhr"
+            })
+        );
+    }
+
+    #[test]
+    fn origin_patterns_match_hosts_and_wildcards() {
+        assert!(origin_matches("https://example.com", "https://EXAMPLE.com"));
+        assert!(origin_matches(
+            "https://*.example.com",
+            "https://a.b.example.com"
+        ));
+        assert!(!origin_matches(
+            "https://*.example.com",
+            "https://example.org"
+        ));
+        assert!(origin_matches(
+            "http://localhost:*",
+            "http://localhost:3000"
+        ));
+        assert!(!origin_matches(
+            "https://example.com",
+            "https://example.com.evil"
+        ));
+    }
+}

@@ -1,0 +1,116 @@
+//! Session id → session, for the HTTP transports of one service.
+//!
+//! WebSocket sessions are never registered (sockjs.md §13.7). One sweeper task per service
+//! expires sessions whose disconnect deadline passed, so no timer task exists per session.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use super::session::Session;
+use crate::session::{CloseCause, CloseInfo};
+
+/// The sessions of one service.
+#[derive(Default)]
+pub struct Registry {
+    /// Live sessions by SockJS session id.
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+/// Why a session could not be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManySessions;
+
+impl Registry {
+    /// An empty registry whose sweeper checks deadlines every `tick`.
+    pub fn new(tick: Duration) -> Arc<Self> {
+        let registry = Arc::new(Registry::default());
+        tokio::spawn(sweep(Arc::downgrade(&registry), tick));
+        registry
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live session with this id.
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.lock().get(id).filter(|s| !s.is_closed()).cloned()
+    }
+
+    /// The live session with this id, or a new one made by `create`.
+    pub fn get_or_create(
+        &self,
+        id: &str,
+        max_sessions: Option<usize>,
+        create: impl FnOnce() -> Arc<Session>,
+    ) -> Result<Arc<Session>, TooManySessions> {
+        let mut map = self.lock();
+        if let Some(s) = map.get(id).filter(|s| !s.is_closed()) {
+            return Ok(s.clone());
+        }
+        if max_sessions.is_some_and(|max| map.len() >= max) {
+            return Err(TooManySessions);
+        }
+        let session = create();
+        map.insert(id.to_string(), session.clone());
+        Ok(session)
+    }
+
+    /// Remove a session if it is still the one registered under `id`.
+    pub fn remove(&self, id: &str, session: &Arc<Session>) {
+        let mut map = self.lock();
+        if map.get(id).is_some_and(|s| Arc::ptr_eq(s, session)) {
+            map.remove(id);
+        }
+    }
+
+    /// How many sessions are registered.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no session is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Close every session (server shutdown).
+    pub fn close_all(&self, info: CloseInfo) {
+        let all: Vec<Arc<Session>> = self.lock().drain().map(|(_, s)| s).collect();
+        for s in all {
+            s.finish(info.clone());
+        }
+    }
+
+    fn expire(&self, now: Instant) {
+        let expired: Vec<Arc<Session>> = {
+            let mut map = self.lock();
+            let ids: Vec<String> = map
+                .iter()
+                .filter(|(_, s)| s.is_expired(now))
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| map.remove(id)).collect()
+        };
+        for s in expired {
+            s.finish(CloseInfo {
+                code: 1000,
+                reason: "Session timed out".into(),
+                cause: CloseCause::Timeout,
+            });
+        }
+    }
+}
+
+async fn sweep(registry: Weak<Registry>, tick: Duration) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(registry) = registry.upgrade() else {
+            return;
+        };
+        registry.expire(Instant::now());
+    }
+}

@@ -1,0 +1,467 @@
+//! The SockJS session state machine (sockjs.md §6): NEW → OPEN → CLOSING → CLOSED.
+//!
+//! A session owns one outbound queue, drained by whichever receiver is attached, so a poll
+//! that ends or a switch of transport loses nothing that was not yet written. It owns its
+//! timers as plain deadlines: the disconnect deadline is checked by the registry's sweeper,
+//! the heartbeat by the attached receiver. Nothing here knows HTTP.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use super::frame;
+use crate::config::OverflowStrategy;
+use crate::session::{
+    App, CloseCause, CloseInfo, Inbound, InboundSide, OutMessage, SendError, SessionHandle,
+    SessionInfo, SessionSink, new_session,
+};
+
+/// The per-service limits a session needs.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// How long the session lives without a receiver.
+    pub disconnect_delay: Duration,
+    /// Outbound bytes that may be queued.
+    pub max_queued_bytes: usize,
+    /// What happens when they overflow.
+    pub overflow: OverflowStrategy,
+}
+
+/// Where the session is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// Created; `o` not yet written.
+    New,
+    /// `o` written; messages flow.
+    Open,
+    /// A close frame is set; receivers get it until the session expires.
+    Closing,
+    /// Ended; the application has been told.
+    Closed,
+}
+
+/// The receiver currently attached.
+struct ReceiverSlot {
+    /// Which receiver it is, so a stale detach cannot clear a newer one.
+    id: u64,
+}
+
+/// State guarded by the session's lock.
+struct State {
+    /// Where the session is in its life.
+    phase: Phase,
+    /// Messages waiting for a receiver, in send order.
+    queue: VecDeque<OutMessage>,
+    /// Sum of queued payload bytes, bounded by `max_queued_bytes`.
+    queued_bytes: usize,
+    /// The attached receiver, if any.
+    receiver: Option<ReceiverSlot>,
+    /// When the session expires if no receiver attaches (None while one is attached).
+    expires_at: Option<Instant>,
+    /// The close event, fixed when closing starts.
+    close: Option<CloseInfo>,
+    /// The application's handle, held until the session opens.
+    pending_handle: Option<SessionHandle>,
+    /// Set when the application runs its own heart-beats (STOMP) and `h` frames are redundant.
+    heartbeats_suppressed: bool,
+}
+
+/// What a receiver found when it tried to attach.
+pub enum Attach {
+    /// A brand-new session: write `o`, then call [`Session::start_app`].
+    Opened(u64),
+    /// An open session: drain the queue as usual.
+    Attached(u64),
+    /// Another receiver is attached.
+    Busy,
+    /// The session is closing: write the queued messages or the close frame, then end.
+    Closing(u64),
+    /// The session ended a moment ago; look it up again.
+    Gone,
+}
+
+/// One SockJS session, shared by its receivers, its sender and the registry.
+pub struct Session {
+    /// The application's view of the client.
+    info: Arc<SessionInfo>,
+    /// The per-service limits.
+    limits: SessionLimits,
+    /// Everything that changes.
+    state: Mutex<State>,
+    /// Wakes the attached receiver when messages are queued or closing starts.
+    wake: Notify,
+    /// The inbound stream to the application.
+    inbound: InboundSide,
+    /// The application, started when the session opens.
+    app: Arc<dyn App>,
+    /// Receiver ids.
+    next_receiver: AtomicU64,
+}
+
+impl Session {
+    /// Create a session in the NEW state; the application is started on open.
+    pub fn new(info: SessionInfo, limits: SessionLimits, app: Arc<dyn App>) -> Arc<Self> {
+        Arc::new_cyclic(|weak: &std::sync::Weak<Session>| {
+            let sink: Arc<dyn SessionSink> = Arc::new(WeakSink(weak.clone()));
+            let (inbound, handle) = new_session(info, sink);
+            let info = handle.info().clone();
+            Session {
+                info,
+                state: Mutex::new(State {
+                    phase: Phase::New,
+                    queue: VecDeque::new(),
+                    queued_bytes: 0,
+                    receiver: None,
+                    expires_at: Some(Instant::now() + limits.disconnect_delay),
+                    close: None,
+                    pending_handle: Some(handle),
+                    heartbeats_suppressed: false,
+                }),
+                limits,
+                wake: Notify::new(),
+                inbound,
+                app,
+                next_receiver: AtomicU64::new(1),
+            }
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The application's view of the client.
+    pub fn info(&self) -> &Arc<SessionInfo> {
+        &self.info
+    }
+
+    /// Try to become the session's one receiver.
+    pub fn attach_receiver(&self) -> Attach {
+        let mut st = self.lock();
+        if st.receiver.is_some() {
+            return Attach::Busy;
+        }
+        let id = self.next_receiver.fetch_add(1, Ordering::Relaxed);
+        let outcome = match st.phase {
+            Phase::New => {
+                st.phase = Phase::Open;
+                Attach::Opened(id)
+            }
+            Phase::Open => Attach::Attached(id),
+            Phase::Closing => Attach::Closing(id),
+            Phase::Closed => return Attach::Gone,
+        };
+        st.receiver = Some(ReceiverSlot { id });
+        st.expires_at = None;
+        outcome
+    }
+
+    /// Whether a receiver is attached right now.
+    pub fn has_receiver(&self) -> bool {
+        self.lock().receiver.is_some()
+    }
+
+    /// Hand the session to its application; called right after `o` is written.
+    pub fn start_app(&self) {
+        let handle = self.lock().pending_handle.take();
+        if let Some(handle) = handle {
+            tracing::debug!(session = self.info.log_id, transport = %self.info.transport, "session opened");
+            self.app.on_session(handle);
+        }
+    }
+
+    /// Detach a receiver that ended normally, arming the disconnect timer.
+    pub fn detach_receiver(&self, id: u64) {
+        let mut st = self.lock();
+        if st.receiver.as_ref().is_some_and(|r| r.id == id) {
+            st.receiver = None;
+            if st.phase != Phase::Closed {
+                st.expires_at = Some(Instant::now() + self.limits.disconnect_delay);
+            }
+        }
+    }
+
+    /// Wait until there is something for the receiver to write.
+    pub async fn wait_for_output(&self) {
+        self.wake.notified().await
+    }
+
+    /// Take every queued message as one `a[...]` frame.
+    pub fn take_batch(&self) -> Option<Bytes> {
+        let mut st = self.lock();
+        if st.queue.is_empty() {
+            return None;
+        }
+        let frame = frame::array_frame(st.queue.iter());
+        st.queue.clear();
+        st.queued_bytes = 0;
+        Some(frame)
+    }
+
+    /// Take queued messages one by one (raw WebSocket, which does not batch).
+    pub fn take_messages(&self) -> Vec<OutMessage> {
+        let mut st = self.lock();
+        st.queued_bytes = 0;
+        st.queue.drain(..).collect()
+    }
+
+    /// The close event once closing has started.
+    pub fn closing(&self) -> Option<CloseInfo> {
+        let st = self.lock();
+        match st.phase {
+            Phase::Closing | Phase::Closed => st.close.clone(),
+            _ => None,
+        }
+    }
+
+    /// Whether `h` frames are currently suppressed by the application.
+    pub fn heartbeats_suppressed(&self) -> bool {
+        self.lock().heartbeats_suppressed
+    }
+
+    /// Hand an inbound message to the application, waiting while its queue is full.
+    /// Messages for a closing session are discarded.
+    pub async fn deliver(&self, msg: Inbound) {
+        if matches!(self.lock().phase, Phase::Closing | Phase::Closed) {
+            return;
+        }
+        self.inbound.deliver(msg).await;
+    }
+
+    /// Start closing with a close frame (no effect once closing).
+    pub fn begin_close(&self, info: CloseInfo) {
+        let mut st = self.lock();
+        if matches!(st.phase, Phase::Closing | Phase::Closed) {
+            return;
+        }
+        tracing::debug!(session = self.info.log_id, code = info.code, reason = %info.reason, cause = ?info.cause, "session closing");
+        st.phase = Phase::Closing;
+        st.close = Some(info);
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// End the session now: it is CLOSED and the application gets its close event (once).
+    /// `info` is used unless a close was already under way.
+    pub fn finish(&self, info: CloseInfo) {
+        let mut st = self.lock();
+        let info = st.close.clone().unwrap_or(info);
+        st.phase = Phase::Closed;
+        st.close = Some(info.clone());
+        st.queue.clear();
+        st.queued_bytes = 0;
+        st.receiver = None;
+        st.expires_at = None;
+        let never_opened = st.pending_handle.take();
+        drop(st);
+        drop(never_opened);
+        if self.inbound.finish(info.clone()) {
+            tracing::debug!(session = self.info.log_id, code = info.code, cause = ?info.cause, "session closed");
+        }
+        self.wake.notify_one();
+    }
+
+    /// Whether the session has expired (no receiver past its disconnect deadline).
+    pub fn is_expired(&self, now: Instant) -> bool {
+        let st = self.lock();
+        st.phase == Phase::Closed || st.expires_at.is_some_and(|t| t <= now)
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.lock().phase == Phase::Closed
+    }
+
+    fn queue_message(&self, msg: OutMessage) -> Result<(), SendError> {
+        let mut st = self.lock();
+        if matches!(st.phase, Phase::Closing | Phase::Closed) {
+            return Err(SendError::Closed);
+        }
+        let len = msg.len();
+        if st.queued_bytes + len > self.limits.max_queued_bytes {
+            match self.limits.overflow {
+                OverflowStrategy::Terminate => {
+                    drop(st);
+                    tracing::warn!(
+                        session = self.info.log_id,
+                        "outbound queue limit exceeded; closing session"
+                    );
+                    self.begin_close(CloseInfo {
+                        code: 4500,
+                        reason: "Send limit exceeded".into(),
+                        cause: CloseCause::SendLimit,
+                    });
+                    return Err(SendError::LimitExceeded);
+                }
+                OverflowStrategy::Drop => {
+                    while st.queued_bytes + len > self.limits.max_queued_bytes {
+                        match st.queue.pop_front() {
+                            Some(old) => st.queued_bytes -= old.len(),
+                            None => break,
+                        }
+                    }
+                    if len > self.limits.max_queued_bytes {
+                        return Err(SendError::LimitExceeded);
+                    }
+                }
+            }
+        }
+        st.queued_bytes += len;
+        st.queue.push_back(msg);
+        drop(st);
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
+/// The application's sink: a weak reference, so an application that keeps its handle after
+/// the session ended does not keep the session alive.
+struct WeakSink(std::sync::Weak<Session>);
+
+impl SessionSink for WeakSink {
+    fn send(&self, msg: OutMessage) -> Result<(), SendError> {
+        match self.0.upgrade() {
+            Some(s) => s.queue_message(msg),
+            None => Err(SendError::Closed),
+        }
+    }
+
+    fn close(&self, code: u16, reason: &str) {
+        if let Some(s) = self.0.upgrade() {
+            s.begin_close(CloseInfo {
+                code,
+                reason: reason.to_string(),
+                cause: CloseCause::Application,
+            });
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0.upgrade().is_none_or(|s| s.closing().is_some())
+    }
+
+    fn queued_bytes(&self) -> usize {
+        self.0.upgrade().map_or(0, |s| s.lock().queued_bytes)
+    }
+
+    fn suppress_heartbeats(&self, suppress: bool) {
+        if let Some(s) = self.0.upgrade() {
+            s.lock().heartbeats_suppressed = suppress;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{SessionEvent, TransportKind};
+    use std::sync::Mutex as StdMutex;
+
+    struct Collect(StdMutex<Vec<SessionHandle>>);
+    impl App for Collect {
+        fn on_session(&self, session: SessionHandle) {
+            self.0.lock().unwrap().push(session);
+        }
+    }
+
+    fn session(max_queued: usize, overflow: OverflowStrategy) -> (Arc<Session>, Arc<Collect>) {
+        let app = Arc::new(Collect(StdMutex::new(Vec::new())));
+        let info = SessionInfo {
+            log_id: 1,
+            transport: TransportKind::XhrPolling,
+            remote_addr: "127.0.0.1:1".parse().unwrap(),
+            headers: vec![],
+            url: "/".into(),
+            principal: None,
+            subprotocol: None,
+        };
+        let limits = SessionLimits {
+            disconnect_delay: Duration::from_secs(5),
+            max_queued_bytes: max_queued,
+            overflow,
+        };
+        (Session::new(info, limits, app.clone()), app)
+    }
+
+    #[tokio::test]
+    async fn messages_queued_while_detached_arrive_in_order_in_one_frame() {
+        let (s, app) = session(1024, OverflowStrategy::Terminate);
+        let Attach::Opened(id) = s.attach_receiver() else {
+            panic!("not opened")
+        };
+        s.start_app();
+        s.detach_receiver(id);
+        let handle = app.0.lock().unwrap().pop().unwrap();
+        handle.send_text("1").unwrap();
+        handle.send_text("2").unwrap();
+        assert!(matches!(s.attach_receiver(), Attach::Attached(_)));
+        assert_eq!(&s.take_batch().unwrap()[..], b"a[\"1\",\"2\"]");
+        assert!(s.take_batch().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_second_receiver_is_refused_while_one_is_attached() {
+        let (s, _app) = session(1024, OverflowStrategy::Terminate);
+        assert!(matches!(s.attach_receiver(), Attach::Opened(_)));
+        assert!(matches!(s.attach_receiver(), Attach::Busy));
+    }
+
+    #[tokio::test]
+    async fn overflow_terminates_with_4500() {
+        let (s, app) = session(4, OverflowStrategy::Terminate);
+        let Attach::Opened(_) = s.attach_receiver() else {
+            panic!()
+        };
+        s.start_app();
+        let handle = app.0.lock().unwrap().pop().unwrap();
+        handle.send_text("abc").unwrap();
+        assert_eq!(handle.send_text("de"), Err(SendError::LimitExceeded));
+        assert_eq!(s.closing().unwrap().code, 4500);
+        assert_eq!(handle.send_text("x"), Err(SendError::Closed));
+    }
+
+    #[tokio::test]
+    async fn overflow_drop_discards_the_oldest() {
+        let (s, app) = session(4, OverflowStrategy::Drop);
+        let Attach::Opened(_) = s.attach_receiver() else {
+            panic!()
+        };
+        s.start_app();
+        let handle = app.0.lock().unwrap().pop().unwrap();
+        handle.send_text("ab").unwrap();
+        handle.send_text("cd").unwrap();
+        handle.send_text("ef").unwrap();
+        assert_eq!(&s.take_batch().unwrap()[..], b"a[\"cd\",\"ef\"]");
+    }
+
+    #[tokio::test]
+    async fn the_application_sees_exactly_one_close() {
+        let (s, app) = session(1024, OverflowStrategy::Terminate);
+        let Attach::Opened(_) = s.attach_receiver() else {
+            panic!()
+        };
+        s.start_app();
+        let mut handle = app.0.lock().unwrap().pop().unwrap();
+        handle.close(3000, "Go away!");
+        s.finish(CloseInfo {
+            code: 1002,
+            reason: "x".into(),
+            cause: CloseCause::Interrupted,
+        });
+        s.finish(CloseInfo {
+            code: 1002,
+            reason: "x".into(),
+            cause: CloseCause::Interrupted,
+        });
+        let ev = handle.recv().await.unwrap();
+        assert!(matches!(
+            ev,
+            SessionEvent::Closed(CloseInfo { code: 3000, .. })
+        ));
+        assert!(handle.recv().await.is_none());
+    }
+}

@@ -1,0 +1,51 @@
+//! EventSource (sockjs.md §5.4). sockjs-client runs `decodeURI` on every event, so `%`, CR,
+//! LF and NUL are percent-escaped in the data line (§13.11).
+
+use std::sync::Arc;
+
+use http::{HeaderValue, Request};
+use hyper::body::Incoming;
+
+use super::{Framing, serve_receiver, stream_response};
+use crate::sockjs::http::{HttpResponse, TEXT_EVENT_STREAM, set_cors, set_jsessionid};
+use crate::sockjs::{Peer, Service};
+
+/// `GET P/S/I/eventsource`.
+pub async fn eventsource(
+    svc: &Arc<Service>,
+    req: Request<Incoming>,
+    sid: &str,
+    peer: Peer,
+) -> HttpResponse {
+    let mut resp = stream_response(TEXT_EVENT_STREAM);
+    set_cors(req.headers(), resp.headers_mut());
+    if svc.config().cookie_needed {
+        set_jsessionid(req.headers(), resp.headers_mut());
+    }
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    serve_receiver(svc, &req, sid, peer, Framing::EventSource, resp).await
+}
+
+/// Append `frame` with `%`, CR, LF and NUL percent-escaped.
+pub fn escape_into(out: &mut Vec<u8>, frame: &[u8]) {
+    for &b in frame {
+        match b {
+            b'%' => out.extend_from_slice(b"%25"),
+            b'\r' => out.extend_from_slice(b"%0D"),
+            b'\n' => out.extend_from_slice(b"%0A"),
+            0 => out.extend_from_slice(b"%00"),
+            _ => out.push(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percent_and_line_breaks_are_escaped() {
+        let mut out = Vec::new();
+        super::escape_into(&mut out, b"a[\"100% \r\n\0\"]");
+        assert_eq!(out, b"a[\"100%25 %0D%0A%00\"]");
+    }
+}

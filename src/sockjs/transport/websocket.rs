@@ -1,0 +1,410 @@
+//! The WebSocket transports: SockJS-framed (`P/S/I/websocket`, RFC 6455 or hixie-76) and raw
+//! (`P/websocket`) (sockjs.md §5.8, §5.9, §10).
+//!
+//! A WebSocket session is never registered: it lives exactly as long as its socket. One task
+//! per connection runs [`run_socket`], which reads client messages, flushes the session's
+//! queue, and sends heartbeats; no task exists per message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use sha1::{Digest, Sha1};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::hixie76::{self, Hixie76};
+use crate::session::{CloseCause, CloseInfo, Inbound, TransportKind};
+use crate::sockjs::frame;
+use crate::sockjs::http::{Body, HttpResponse, TEXT_PLAIN, method_not_allowed, response};
+use crate::sockjs::session::{Attach, Session};
+use crate::sockjs::{Peer, Service};
+
+/// The read buffer of each WebSocket, sized for idle connections (tungstenite's default
+/// 128 KiB would cost that much per socket).
+const READ_BUFFER: usize = 4 * 1024;
+/// How long the closing handshake may take before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Whether messages are SockJS-framed or raw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    SockJs,
+    Raw,
+}
+
+/// `GET P/S/I/websocket`: RFC 6455, or hixie-76 when the old handshake is offered.
+pub fn sockjs(svc: &Arc<Service>, req: Request<Incoming>, peer: Peer) -> HttpResponse {
+    if let Err(resp) = check_upgrade(req.headers()) {
+        return resp;
+    }
+    if hixie76::is_hixie76(req.headers()) {
+        return hixie76::handshake(svc, req, peer);
+    }
+    upgrade(svc, req, peer, Framing::SockJs)
+}
+
+/// `GET P/websocket`: unframed messages, RFC 6455 only.
+pub fn raw(svc: &Arc<Service>, req: Request<Incoming>, peer: Peer) -> HttpResponse {
+    if req.method() != http::Method::GET {
+        return method_not_allowed("GET");
+    }
+    if let Err(resp) = check_upgrade(req.headers()) {
+        return resp;
+    }
+    upgrade(svc, req, peer, Framing::Raw)
+}
+
+/// The validity check of §10.1: `Upgrade: websocket` and a `Connection` holding `upgrade`.
+fn check_upgrade(headers: &HeaderMap) -> Result<(), HttpResponse> {
+    let upgrade_ok = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    let connection_ok = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if upgrade_ok && connection_ok {
+        Ok(())
+    } else {
+        Err(response(
+            StatusCode::BAD_REQUEST,
+            TEXT_PLAIN,
+            "Not a valid websocket request",
+        ))
+    }
+}
+
+/// `Sec-WebSocket-Accept` for a key.
+pub fn accept_key(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(WS_GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+/// Answer an RFC 6455 handshake with 101 and run the socket once hyper hands it over.
+fn upgrade(
+    svc: &Arc<Service>,
+    req: Request<Incoming>,
+    peer: Peer,
+    framing: Framing,
+) -> HttpResponse {
+    let version = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    if !matches!(version, Some("13") | Some("8")) {
+        let mut resp = response(
+            StatusCode::BAD_REQUEST,
+            TEXT_PLAIN,
+            "Only supported WebSocket protocol is RFC 6455.",
+        );
+        resp.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return resp;
+    }
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        return response(
+            StatusCode::BAD_REQUEST,
+            TEXT_PLAIN,
+            "Missing Sec-WebSocket-Key",
+        );
+    };
+    let accept = accept_key(key.as_bytes());
+    let kind = match framing {
+        Framing::SockJs => TransportKind::Websocket,
+        Framing::Raw => TransportKind::RawWebsocket,
+    };
+    let info = svc.session_info(kind, req.headers(), req.uri().to_string(), peer);
+    let session = svc.new_session(info);
+    let config = ws_config(svc.config().max_inbound_bytes);
+    let svc = svc.clone();
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                run_socket(&svc, session, Conn::Rfc6455(Box::new(ws)), framing).await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                session.finish(client_gone());
+            }
+        }
+    });
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    resp
+}
+
+/// WebSocket limits: small read buffer, inbound messages bounded by `max_inbound_bytes`.
+fn ws_config(max_inbound: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(max_inbound))
+        .max_frame_size(Some(max_inbound))
+}
+
+/// What a socket read produced, whatever the wire protocol.
+pub enum WsIn {
+    Text(String),
+    Binary(Bytes),
+    Pong,
+    /// The client closed (or the connection ended).
+    Closed,
+    /// The client broke the protocol; close with this code and reason.
+    Failed(u16, &'static str),
+}
+
+/// An upgraded connection: RFC 6455 via tungstenite, or our hixie-76 codec.
+pub enum Conn {
+    Rfc6455(Box<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>>),
+    Hixie76(Hixie76),
+}
+
+impl Conn {
+    /// The next inbound event; cancel-safe.
+    async fn recv(&mut self) -> WsIn {
+        match self {
+            Conn::Rfc6455(ws) => loop {
+                return match ws.next().await {
+                    Some(Ok(Message::Text(t))) => WsIn::Text(t.as_str().to_owned()),
+                    Some(Ok(Message::Binary(b))) => WsIn::Binary(b),
+                    Some(Ok(Message::Pong(_))) => WsIn::Pong,
+                    Some(Ok(Message::Ping(_) | Message::Frame(_))) => continue,
+                    Some(Ok(Message::Close(_))) | None => WsIn::Closed,
+                    Some(Err(WsError::Capacity(_))) => WsIn::Failed(1009, "Message too big"),
+                    Some(Err(WsError::Utf8(_))) => WsIn::Failed(1007, "Invalid UTF-8"),
+                    Some(Err(WsError::Protocol(_))) => WsIn::Failed(1002, "Protocol error"),
+                    Some(Err(_)) => WsIn::Closed,
+                };
+            },
+            Conn::Hixie76(h) => h.recv().await,
+        }
+    }
+
+    async fn send_text(&mut self, text: Bytes) -> bool {
+        match self {
+            Conn::Rfc6455(ws) => match tokio_tungstenite::tungstenite::Utf8Bytes::try_from(text) {
+                Ok(t) => ws.send(Message::Text(t)).await.is_ok(),
+                Err(_) => false,
+            },
+            Conn::Hixie76(h) => h.send_text(&text).await,
+        }
+    }
+
+    async fn send_binary(&mut self, payload: Bytes) -> bool {
+        match self {
+            Conn::Rfc6455(ws) => ws.send(Message::Binary(payload)).await.is_ok(),
+            Conn::Hixie76(h) => {
+                h.send_text(&String::from_utf8_lossy(&payload).into_owned().into_bytes())
+                    .await
+            }
+        }
+    }
+
+    /// Send a ping (RFC 6455 only); returns whether a pong is now awaited.
+    async fn ping(&mut self) -> bool {
+        match self {
+            Conn::Rfc6455(ws) => ws.send(Message::Ping(Bytes::new())).await.is_ok(),
+            Conn::Hixie76(_) => false,
+        }
+    }
+
+    /// Send a close and wait briefly for the client's answer, then drop the socket.
+    async fn close(&mut self, code: u16, reason: &str) {
+        match self {
+            Conn::Rfc6455(ws) => {
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.to_owned().into(),
+                };
+                if ws.close(Some(frame)).await.is_ok() {
+                    let _ =
+                        timeout(CLOSE_GRACE, async { while ws.next().await.is_some() {} }).await;
+                }
+            }
+            Conn::Hixie76(h) => h.close().await,
+        }
+    }
+}
+
+fn client_gone() -> CloseInfo {
+    CloseInfo {
+        code: 1000,
+        reason: "Normal closure".into(),
+        cause: CloseCause::Client,
+    }
+}
+
+/// Drive one WebSocket session until either side closes.
+pub async fn run_socket(svc: &Service, session: Arc<Session>, mut conn: Conn, framing: Framing) {
+    if !matches!(session.attach_receiver(), Attach::Opened(_)) {
+        return;
+    }
+    let sockjs = framing == Framing::SockJs;
+    if sockjs && !conn.send_text(Bytes::from_static(frame::OPEN)).await {
+        session.finish(client_gone());
+        return;
+    }
+    session.start_app();
+    let heartbeat = svc.config().heartbeat_delay;
+    let ping_timeout = svc.config().ws_ping_timeout;
+    let mut next_beat = Instant::now() + heartbeat;
+    let mut pong_deadline: Option<Instant> = None;
+    loop {
+        if !flush(&session, &mut conn, framing).await {
+            session.finish(client_gone());
+            return;
+        }
+        if let Some(info) = session.closing() {
+            if sockjs {
+                conn.send_text(frame::close_frame(info.code, &info.reason))
+                    .await;
+                conn.close(1000, "Normal closure").await;
+            } else {
+                conn.close(info.code, &info.reason).await;
+            }
+            session.finish(info);
+            return;
+        }
+        tokio::select! {
+            inbound = conn.recv() => {
+                if let Some(info) = handle_inbound(&session, &mut conn, framing, inbound, &mut pong_deadline).await {
+                    session.finish(info);
+                    return;
+                }
+            }
+            _ = session.wait_for_output() => {}
+            _ = sleep_until(next_beat) => {
+                next_beat = Instant::now() + heartbeat;
+                let beat = sockjs && !session.heartbeats_suppressed();
+                if beat && !conn.send_text(Bytes::from_static(frame::HEARTBEAT)).await {
+                    session.finish(client_gone());
+                    return;
+                }
+                if pong_deadline.is_none() && conn.ping().await {
+                    pong_deadline = Some(Instant::now() + ping_timeout);
+                }
+            }
+            _ = sleep_until(pong_deadline.unwrap_or(next_beat)), if pong_deadline.is_some() => {
+                conn.close(3000, "No response from heartbeat").await;
+                session.finish(CloseInfo {
+                    code: 3000,
+                    reason: "No response from heartbeat".into(),
+                    cause: CloseCause::Timeout,
+                });
+                return;
+            }
+        }
+    }
+}
+
+/// Write everything queued: one `a[...]` frame (SockJS) or one message each (raw).
+async fn flush(session: &Session, conn: &mut Conn, framing: Framing) -> bool {
+    match framing {
+        Framing::SockJs => match session.take_batch() {
+            Some(batch) => conn.send_text(batch).await,
+            None => true,
+        },
+        Framing::Raw => {
+            for msg in session.take_messages() {
+                let ok = if msg.is_text() {
+                    conn.send_text(msg.payload().clone()).await
+                } else {
+                    conn.send_binary(msg.payload().clone()).await
+                };
+                if !ok {
+                    return false;
+                }
+            }
+            true
+        }
+    }
+}
+
+/// Act on one inbound event; `Some` means the session ends with that close event.
+async fn handle_inbound(
+    session: &Session,
+    conn: &mut Conn,
+    framing: Framing,
+    inbound: WsIn,
+    pong_deadline: &mut Option<Instant>,
+) -> Option<CloseInfo> {
+    let broken = || CloseInfo {
+        code: 3000,
+        reason: "Broken framing.".into(),
+        cause: CloseCause::Protocol,
+    };
+    match (inbound, framing) {
+        (WsIn::Text(text), Framing::Raw) => session.deliver(Inbound::Text(text)).await,
+        (WsIn::Binary(bytes), Framing::Raw) => session.deliver(Inbound::Binary(bytes)).await,
+        (WsIn::Text(text), Framing::SockJs) => match frame::decode_ws_message(&text) {
+            Ok(messages) => {
+                for m in messages {
+                    session.deliver(Inbound::Text(m)).await;
+                }
+            }
+            Err(_) => {
+                conn.close(3000, "Broken framing.").await;
+                return Some(broken());
+            }
+        },
+        (WsIn::Binary(_), Framing::SockJs) => {
+            conn.close(3000, "Broken framing.").await;
+            return Some(broken());
+        }
+        (WsIn::Pong, _) => *pong_deadline = None,
+        (WsIn::Closed, _) => {
+            conn.close(1000, "Normal closure").await;
+            return Some(client_gone());
+        }
+        (WsIn::Failed(code, reason), _) => {
+            conn.close(code, reason).await;
+            return Some(CloseInfo {
+                code,
+                reason: reason.into(),
+                cause: CloseCause::Protocol,
+            });
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn accept_key_matches_the_rfc_vector() {
+        assert_eq!(
+            super::accept_key(b"x3JJHMbDL1EzLkh9GBhXDw=="),
+            "HSmrc0sMlYUkAGmm5OPpG2HaGWk="
+        );
+    }
+}
