@@ -9,7 +9,6 @@ use std::time::Duration;
 use sockjs_gateway::Gateway;
 use sockjs_gateway::config::Config;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::timeout;
 
@@ -95,7 +94,23 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    let stream = TcpStream::connect(addr).await.expect("connect");
+    request_from("127.0.0.1", addr, method, path, headers, body).await
+}
+
+/// Like [`request`], from a chosen loopback source address.
+pub async fn request_from(
+    source: &str,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{source}:0").parse().expect("source"))
+        .expect("bind source");
+    let stream = socket.connect(addr).await.expect("connect");
     let (read, mut writer) = stream.into_split();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n",
