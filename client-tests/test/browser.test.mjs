@@ -1,0 +1,201 @@
+// sockjs-client 1.6.x in headless Chromium against the real gateway binary: all nine browser
+// transports, from a page on the gateway's own origin and from a page on a second origin.
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+import { chromium } from 'playwright-core';
+import { assertEchoed, assertNotPermitted, assertServerClosed } from '../lib/checks.mjs';
+import { startGateway, testServices } from '../lib/gateway.mjs';
+import { startStaticServer } from '../lib/static-server.mjs';
+import { MESSAGES } from '../page/scenario.mjs';
+
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-proxy-server', // loopback only, whatever the environment says
+];
+const PAGE_HOST = '127.0.0.2'; // the second origin; the gateway is on 127.0.0.1
+const TEST_TIMEOUT_MS = 40_000;
+const PAGE_LOAD_TIMEOUT_MS = 15_000;
+
+// sockjs-client's transport names, in its own order of preference.
+const TRANSPORTS = [
+  'websocket',
+  'xhr-streaming',
+  'eventsource',
+  'iframe-eventsource',
+  'htmlfile',
+  'iframe-htmlfile',
+  'xhr-polling',
+  'iframe-xhr-polling',
+  'jsonp-polling',
+];
+
+// (origin kind, transport) pairs that sockjs-client 1.6.1 itself refuses, and why.
+const NOT_PERMITTED = {
+  'cross-origin': {
+    htmlfile:
+      'sockjs-client enables htmlfile only when info.sameOrigin (lib/transport/htmlfile.js); ' +
+      'from another origin it is reached through iframe-htmlfile instead',
+  },
+};
+
+// The route each transport receives on.
+const RECEIVING_ROUTE = {
+  websocket: 'websocket',
+  'xhr-streaming': 'xhr_streaming',
+  eventsource: 'eventsource',
+  'iframe-eventsource': 'eventsource',
+  htmlfile: 'htmlfile',
+  'iframe-htmlfile': 'htmlfile',
+  'xhr-polling': 'xhr',
+  'iframe-xhr-polling': 'xhr',
+  'jsonp-polling': 'jsonp',
+};
+const STREAMING = new Set(['xhr_streaming', 'eventsource', 'htmlfile']);
+const RECEIVING_ROUTE_RE = /\/[^/]+\/[^/]+\/(xhr_streaming|eventsource|htmlfile|xhr|jsonp)$/; // HTTP ones
+
+// Every receiving request went to the forced transport's route. On streaming transports the
+// 70 KiB echo passes /echo's response_limit (4096), so the response must have ended and the
+// client reconnected at least once (spec §5.11).
+function assertReceivingRequests(transport, receiving, diagnostics) {
+  const route = RECEIVING_ROUTE[transport];
+  assert.ok(receiving.length >= 1, `no ${route} request seen\n${diagnostics()}`);
+  assert.ok(
+    receiving.every((r) => r === route),
+    `receiving requests other than ${route}: ${receiving.join(' ')}\n${diagnostics()}`,
+  );
+  if (STREAMING.has(route)) {
+    assert.ok(
+      receiving.length >= 2,
+      `expected the ${route} response to end at response_limit and the client to reconnect; ` +
+        `saw ${receiving.length} request(s)\n${diagnostics()}`,
+    );
+  }
+}
+
+let staticServer;
+let gw;
+let browser;
+let context;
+
+before(async () => {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`Chromium not found at ${CHROMIUM}: apt-get install -y chromium, or set CHROMIUM_BIN`);
+  }
+  staticServer = await startStaticServer(PAGE_HOST);
+  // The iframe page served by the gateway loads sockjs-client from here: the same file the
+  // test page loads, as sockjs-client requires the same version on both sides.
+  gw = await startGateway({ services: testServices(`${staticServer.origin}/sockjs.min.js`) });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+  context = await browser.newContext();
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (gw) await gw.stop();
+  if (staticServer) await staticServer.close();
+});
+
+// Opens the test page.
+// same-origin: the document is the gateway's own iframe page, http://127.0.0.1:GWPORT/echo/iframe.html.
+//   It is a real page on the gateway's origin, served by the gateway, and it already loads the
+//   sockjs-client bundle (through sockjs_url); the scenario module is then imported into it.
+//   (Its SockJS.bootstrap_iframe() only listens for postMessage from a parent window; at top
+//   level it has none, so it does nothing.)
+// cross-origin: the page is index.html from the static server at http://127.0.0.2:PAGEPORT/.
+async function openPage(originKind) {
+  const page = await context.newPage();
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warning') problems.push(`console.${m.type()}: ${m.text()}`);
+  });
+  // Receiving requests on SockJS session routes, from the page and its iframes, by route name.
+  const receiving = [];
+  page.on('request', (r) => {
+    const m = RECEIVING_ROUTE_RE.exec(new URL(r.url()).pathname);
+    if (m) receiving.push(m[1]);
+  });
+  page.on('websocket', (ws) => {
+    if (/\/[^/]+\/[^/]+\/websocket$/.test(new URL(ws.url()).pathname)) receiving.push('websocket');
+  });
+  page.on('requestfailed', (r) => problems.push(`requestfailed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
+  if (originKind === 'same-origin') {
+    await page.goto(`${gw.origin}/echo/iframe.html`, { timeout: PAGE_LOAD_TIMEOUT_MS });
+    await page.waitForFunction(() => window.SockJS, null, { timeout: PAGE_LOAD_TIMEOUT_MS });
+    await page.evaluate(async (url) => {
+      window.scenario = await import(url);
+    }, `${staticServer.origin}/scenario.mjs`);
+  } else {
+    await page.goto(`${staticServer.origin}/index.html`, { timeout: PAGE_LOAD_TIMEOUT_MS });
+    await page.waitForFunction(() => window.scenario && window.SockJS, null, { timeout: PAGE_LOAD_TIMEOUT_MS });
+  }
+  const diagnostics = () =>
+    `  page: ${page.url()}\n  page problems:\n    ${problems.slice(0, 20).join('\n    ') || '(none)'}` +
+    `\n  receiving requests: ${receiving.join(' ') || '(none)'}` +
+    `\n  gateway output (tail):\n${gw.logTail(30)}`;
+  return { page, diagnostics, receiving };
+}
+
+async function inPage(originKind, fn, arg) {
+  const { page, diagnostics, receiving } = await openPage(originKind);
+  try {
+    return { result: await page.evaluate(fn, arg), diagnostics, receiving };
+  } finally {
+    await page.close();
+  }
+}
+
+const echoInPage = ([url, transport]) =>
+  window.scenario.runEcho(window.SockJS, url, transport, window.scenario.MESSAGES);
+const serverCloseInPage = ([url, transport]) => window.scenario.runServerClose(window.SockJS, url, transport);
+
+for (const originKind of ['same-origin', 'cross-origin']) {
+  describe(`Chromium, ${originKind} page`, () => {
+    test('the page origin is as intended', { timeout: TEST_TIMEOUT_MS }, async () => {
+      const { page } = await openPage(originKind);
+      try {
+        const origin = await page.evaluate(() => window.location.origin);
+        if (originKind === 'same-origin' && origin !== gw.origin) throw new Error(`page origin ${origin} != ${gw.origin}`);
+        if (originKind === 'cross-origin' && origin === gw.origin) throw new Error(`page origin ${origin} == gateway`);
+      } finally {
+        await page.close();
+      }
+    });
+
+    for (const transport of TRANSPORTS) {
+      const why = NOT_PERMITTED[originKind]?.[transport];
+      if (why) {
+        test(`${transport}: not applicable (${why}); sockjs-client refuses it`, { timeout: TEST_TIMEOUT_MS }, async () => {
+          const { result, diagnostics, receiving } = await inPage(originKind, echoInPage, [`${gw.origin}/echo`, transport]);
+          assertNotPermitted(result, diagnostics);
+          assert.deepEqual(receiving, [], `no session request expected\n${diagnostics()}`);
+        });
+        continue;
+      }
+
+      test(`${transport}: echo of ${MESSAGES.length} messages`, { timeout: TEST_TIMEOUT_MS }, async () => {
+        const { result, diagnostics, receiving } = await inPage(originKind, echoInPage, [`${gw.origin}/echo`, transport]);
+        assertEchoed(result, transport, diagnostics);
+        assertReceivingRequests(transport, receiving, diagnostics);
+      });
+
+      test(`${transport}: /close gives 3000 "Go away!"`, { timeout: TEST_TIMEOUT_MS }, async () => {
+        const { result, diagnostics } = await inPage(originKind, serverCloseInPage, [`${gw.origin}/close`, transport]);
+        assertServerClosed(result, transport, diagnostics);
+      });
+    }
+
+    test('no forced transport: websocket is chosen and echoes', { timeout: TEST_TIMEOUT_MS }, async () => {
+      const { result, diagnostics } = await inPage(originKind, echoInPage, [`${gw.origin}/echo`, null]);
+      assertEchoed(result, 'websocket', diagnostics);
+    });
+  });
+}
