@@ -56,6 +56,13 @@ pub struct Config {
     /// The SockJS services, each at its own prefix.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
+    /// Authentication: token verification and anonymous access.
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
+    /// The directory relative file names (key files) are resolved against: the config
+    /// file's directory, or the working directory.
+    #[serde(skip)]
+    pub base_dir: std::path::PathBuf,
 }
 
 /// Listener-wide settings.
@@ -258,11 +265,20 @@ impl ServiceConfig {
 pub const APP_NAMES: &[&str] = &["echo", "close", "amplify", "broadcast", "ticker"];
 
 impl Config {
-    /// Parse and validate a config from TOML text.
+    /// Parse and validate a config from TOML text; relative file names resolve against the
+    /// working directory.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config =
+        Self::from_toml_in(text, Path::new("."))
+    }
+
+    /// Parse and validate a config from TOML text; relative file names resolve against
+    /// `base_dir`.
+    pub fn from_toml_in(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config =
             toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string().trim().into()))?;
+        config.base_dir = base_dir.to_path_buf();
         config.validate()?;
+        crate::auth::Authenticator::from_config(&config.auth, &config.base_dir)?;
         Ok(config)
     }
 
@@ -272,7 +288,11 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_toml(&text)
+        let base_dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        Self::from_toml_in(&text, base_dir)
     }
 
     /// The embedded default: an `/echo` service on 127.0.0.1:8080, no external services.
@@ -280,6 +300,8 @@ impl Config {
         Config {
             server: ServerConfig::default(),
             services: vec![ServiceConfig::new("/echo", "echo")],
+            auth: crate::auth::AuthConfig::default(),
+            base_dir: std::path::PathBuf::from("."),
         }
     }
 

@@ -9,6 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod apps;
+pub mod auth;
 pub mod config;
 pub mod server;
 pub mod session;

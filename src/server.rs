@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::apps;
+use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError, ServerConfig};
 use crate::session::{CloseCause, CloseInfo};
 use crate::sockjs::http::{HttpResponse, not_found};
@@ -33,13 +34,14 @@ impl Gateway {
     /// Build the services a configuration describes.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         config.validate()?;
+        let auth = Authenticator::from_config(&config.auth, &config.base_dir)?;
         let mut services = Vec::with_capacity(config.services.len());
         for (i, s) in config.services.iter().enumerate() {
             let app = apps::by_name(&s.app).ok_or_else(|| ConfigError::Invalid {
                 key: format!("service[{i}].app"),
                 message: format!("unknown app {:?}", s.app),
             })?;
-            services.push(Service::new(s.clone(), app));
+            services.push(Service::new(s.clone(), app, auth.clone()));
         }
         services.sort_by_key(|s| std::cmp::Reverse(s.prefix().len()));
         Ok(Gateway {

@@ -75,7 +75,7 @@ pub struct SessionInfo {
     /// Path and query of the opening request.
     pub url: String,
     /// The principal an HTTP-level authenticator established, if any.
-    pub principal: Option<String>,
+    pub principal: Option<Arc<Principal>>,
     /// The WebSocket subprotocol agreed in the handshake, if any.
     pub subprotocol: Option<String>,
 }
@@ -88,6 +88,17 @@ impl SessionInfo {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// An authenticated user, as a token verifier established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The user name (the configured claim, `sub` by default); user destinations key on it.
+    pub name: String,
+    /// Role names, for authorization rules.
+    pub roles: Vec<String>,
+    /// When the credential expires; sessions must end then.
+    pub expires_at: Option<std::time::SystemTime>,
 }
 
 /// Request headers worth handing to applications (spec sockjs §6.9).
@@ -430,6 +441,20 @@ pub trait App: Send + Sync + 'static {
     /// Take ownership of a newly opened session. Implementations spawn their own task (one
     /// per session, never one per message) and return at once.
     fn on_session(&self, session: SessionHandle);
+
+    /// Whether the application authenticates clients itself after the handshake (STOMP's
+    /// CONNECT carries credentials) and enforces credential expiry. When false, carriers
+    /// refuse anonymous handshakes if anonymous access is off, and end sessions whose
+    /// credential expires.
+    fn authenticates_in_band(&self) -> bool {
+        false
+    }
+
+    /// WebSocket subprotocols the application speaks, most preferred first; a raw WebSocket
+    /// handshake selects the first one the client offers.
+    fn subprotocols(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// A fresh id for log lines.

@@ -24,8 +24,9 @@ use hyper::body::Incoming;
 use self::http::{HttpResponse, method_not_allowed, not_found};
 use self::registry::{Registry, TooManySessions};
 use self::session::{Session, SessionLimits};
+use crate::auth::{AuthError, Authenticator};
 use crate::config::{ServiceConfig, Transport};
-use crate::session::{App, CAPTURED_HEADERS, SessionInfo, TransportKind, next_log_id};
+use crate::session::{App, CAPTURED_HEADERS, Principal, SessionInfo, TransportKind, next_log_id};
 
 /// The longest server or session id accepted (a defensive limit, §1.2).
 const MAX_ID_LEN: usize = 256;
@@ -35,6 +36,17 @@ const MAX_ID_LEN: usize = 256;
 pub struct Peer {
     /// The client's address.
     pub addr: SocketAddr,
+}
+
+/// Who sent a session request: its connection and the principal its token names.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// The principal of a verified handshake token, if one was presented.
+    pub principal: Option<Arc<Principal>>,
+    /// The request's JSESSIONID cookie, when the service uses one.
+    pub jsessionid: Option<String>,
 }
 
 /// One SockJS service.
@@ -49,6 +61,8 @@ pub struct Service {
     iframe: iframe::IframePage,
     /// What each session is limited to.
     limits: SessionLimits,
+    /// Verifies handshake tokens.
+    auth: Arc<Authenticator>,
 }
 
 /// A route under the prefix.
@@ -68,7 +82,7 @@ enum Route<'a> {
 
 impl Service {
     /// A service serving `app` with `config`.
-    pub fn new(config: ServiceConfig, app: Arc<dyn App>) -> Arc<Self> {
+    pub fn new(config: ServiceConfig, app: Arc<dyn App>, auth: Arc<Authenticator>) -> Arc<Self> {
         let tick =
             (config.disconnect_delay / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         Arc::new(Service {
@@ -81,6 +95,7 @@ impl Service {
             registry: Registry::new(tick),
             config,
             app,
+            auth,
         })
     }
 
@@ -134,7 +149,10 @@ impl Service {
             },
             Route::Iframe => not_found(),
             Route::RawWebsocket if self.config.enabled(Transport::WebsocketRaw) => {
-                transport::websocket::raw(self, req, peer)
+                match self.identify(&req, peer) {
+                    Ok(client) => transport::websocket::raw(self, req, &client),
+                    Err(refused) => refused,
+                }
             }
             Route::RawWebsocket => not_found(),
             Route::Session {
@@ -180,16 +198,62 @@ impl Service {
         if method == Method::OPTIONS {
             return self::http::preflight(req.headers(), "OPTIONS, POST");
         }
+        let client = match self.identify(&req, peer) {
+            Ok(client) => client,
+            Err(mut refused) => {
+                if transport_name.starts_with("xhr") || transport_name == "eventsource" {
+                    self::http::set_cors(req.headers(), refused.headers_mut());
+                }
+                return refused;
+            }
+        };
+        let client = &client;
         match transport_name {
-            "websocket" => websocket::sockjs(self, req, peer),
-            "xhr" => xhr::poll(self, req, sid, peer).await,
-            "xhr_send" => xhr::send(self, req, sid, peer).await,
-            "xhr_streaming" => xhr::streaming(self, req, sid, peer).await,
-            "eventsource" => eventsource::eventsource(self, req, sid, peer).await,
-            "htmlfile" => htmlfile::htmlfile(self, req, sid, peer).await,
-            "jsonp" => jsonp::poll(self, req, sid, peer).await,
-            _ => jsonp::send(self, req, sid, peer).await,
+            "websocket" => websocket::sockjs(self, req, client),
+            "xhr" => xhr::poll(self, req, sid, client).await,
+            "xhr_send" => xhr::send(self, req, sid, client).await,
+            "xhr_streaming" => xhr::streaming(self, req, sid, client).await,
+            "eventsource" => eventsource::eventsource(self, req, sid, client).await,
+            "htmlfile" => htmlfile::htmlfile(self, req, sid, client).await,
+            "jsonp" => jsonp::poll(self, req, sid, client).await,
+            _ => jsonp::send(self, req, sid, client).await,
         }
+    }
+
+    /// Verify the handshake token, if any. A bad token is refused with 401, and so is a
+    /// missing one when anonymous access is off and the application does not authenticate
+    /// in-band.
+    fn identify<B>(&self, req: &Request<B>, peer: Peer) -> Result<Client, HttpResponse> {
+        let unauthorized = |message: String| {
+            tracing::info!(remote = %peer.addr, reason = %message, "handshake refused");
+            let mut resp = http::response(
+                StatusCode::UNAUTHORIZED,
+                http::TEXT_PLAIN,
+                format!("{message}\n"),
+            );
+            http::set_no_cache(resp.headers_mut());
+            resp
+        };
+        let principal = self
+            .auth
+            .authenticate_handshake(req.headers(), req.uri().query())
+            .map_err(|e| unauthorized(e.to_string()))?;
+        if principal.is_none()
+            && !self.auth.anonymous_allowed()
+            && !self.app.authenticates_in_band()
+        {
+            return Err(unauthorized(AuthError::Missing.to_string()));
+        }
+        let jsessionid = self
+            .config
+            .cookie_needed
+            .then(|| http::cookie(req.headers(), "JSESSIONID").map(str::to_string))
+            .flatten();
+        Ok(Client {
+            addr: peer.addr,
+            principal: principal.map(Arc::new),
+            jsessionid,
+        })
     }
 
     fn iframe_enabled(&self) -> bool {
@@ -215,7 +279,7 @@ impl Service {
         transport: TransportKind,
         req_headers: &HeaderMap,
         url: String,
-        peer: Peer,
+        client: &Client,
     ) -> SessionInfo {
         let headers = CAPTURED_HEADERS
             .iter()
@@ -231,17 +295,22 @@ impl Service {
         SessionInfo {
             log_id: next_log_id(),
             transport,
-            remote_addr: peer.addr,
+            remote_addr: client.addr,
             headers,
             url,
-            principal: None,
+            principal: client.principal.clone(),
             subprotocol: None,
         }
     }
 
     /// A new, unregistered session (WebSocket carriers own theirs).
-    pub fn new_session(&self, info: SessionInfo) -> Arc<Session> {
-        Session::new(info, self.limits.clone(), self.app.clone())
+    pub fn new_session(&self, info: SessionInfo, client: &Client) -> Arc<Session> {
+        Session::new(
+            info,
+            self.limits.clone(),
+            self.app.clone(),
+            client.jsessionid.clone(),
+        )
     }
 
     /// The live session `sid` for a receiving request, created if unknown.
@@ -252,15 +321,18 @@ impl Service {
         transport: TransportKind,
         req_headers: &HeaderMap,
         url: String,
-        peer: Peer,
+        client: &Client,
     ) -> Result<Arc<Session>, HttpResponse> {
         let created = self
             .registry
             .get_or_create(sid, self.config.max_sessions, || {
-                self.new_session(self.session_info(transport, req_headers, url, peer))
+                self.new_session(
+                    self.session_info(transport, req_headers, url, client),
+                    client,
+                )
             });
         match created {
-            Ok(session) if self.owned_by(&session, peer) => Ok(session),
+            Ok(session) if self.owned_by(&session, client) => Ok(session),
             Ok(_) => Err(not_found()),
             Err(TooManySessions) => Err(http::response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -271,13 +343,26 @@ impl Service {
     }
 
     /// The live session `sid` for a send request; never creates one.
-    pub fn existing_session(&self, sid: &str, peer: Peer) -> Option<Arc<Session>> {
-        self.registry.get(sid).filter(|s| self.owned_by(s, peer))
+    pub fn existing_session(&self, sid: &str, client: &Client) -> Option<Arc<Session>> {
+        self.registry.get(sid).filter(|s| self.owned_by(s, client))
     }
 
-    /// The hijack check (§6.9): later requests must come from the creator's address.
-    fn owned_by(&self, session: &Session, peer: Peer) -> bool {
-        !self.config.session_affinity_check || session.info().remote_addr.ip() == peer.addr.ip()
+    /// The hijack check (§6.9): later requests must come from the creator's address, with
+    /// the creator's principal, and (when the service uses it) the creator's JSESSIONID.
+    fn owned_by(&self, session: &Session, client: &Client) -> bool {
+        if !self.config.session_affinity_check {
+            return true;
+        }
+        let info = session.info();
+        let same_principal = match (&info.principal, &client.principal) {
+            (Some(owner), Some(requester)) => owner.name == requester.name,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        let creator_cookie = session.jsessionid();
+        let same_cookie =
+            creator_cookie.is_none() || creator_cookie == client.jsessionid.as_deref();
+        info.remote_addr.ip() == client.addr.ip() && same_principal && same_cookie
     }
 }
 

@@ -84,6 +84,16 @@ impl Registry {
     }
 
     fn expire(&self, now: Instant) {
+        let wall = std::time::SystemTime::now();
+        let expired_credentials: Vec<Arc<Session>> = self
+            .lock()
+            .values()
+            .filter(|s| s.credential_expired(wall) && s.closing().is_none())
+            .cloned()
+            .collect();
+        for s in expired_credentials {
+            s.close_for_expired_credential();
+        }
         let expired: Vec<Arc<Session>> = {
             let mut map = self.lock();
             let ids: Vec<String> = map

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -100,11 +100,24 @@ pub struct Session {
     app: Arc<dyn App>,
     /// Receiver ids.
     next_receiver: AtomicU64,
+    /// The creator's JSESSIONID, which later requests must repeat (when the service uses it).
+    jsessionid: Option<String>,
+    /// When the creator's credential expires, if the carrier enforces it.
+    credential_expires: Option<SystemTime>,
 }
 
 impl Session {
     /// Create a session in the NEW state; the application is started on open.
-    pub fn new(info: SessionInfo, limits: SessionLimits, app: Arc<dyn App>) -> Arc<Self> {
+    pub fn new(
+        info: SessionInfo,
+        limits: SessionLimits,
+        app: Arc<dyn App>,
+        jsessionid: Option<String>,
+    ) -> Arc<Self> {
+        let credential_expires = match app.authenticates_in_band() {
+            true => None,
+            false => info.principal.as_ref().and_then(|p| p.expires_at),
+        };
         Arc::new_cyclic(|weak: &std::sync::Weak<Session>| {
             let sink: Arc<dyn SessionSink> = Arc::new(WeakSink(weak.clone()));
             let (inbound, handle) = new_session(info, sink);
@@ -126,6 +139,8 @@ impl Session {
                 inbound,
                 app,
                 next_receiver: AtomicU64::new(1),
+                jsessionid,
+                credential_expires,
             }
         })
     }
@@ -137,6 +152,34 @@ impl Session {
     /// The application's view of the client.
     pub fn info(&self) -> &Arc<SessionInfo> {
         &self.info
+    }
+
+    /// The creator's JSESSIONID, if recorded.
+    pub fn jsessionid(&self) -> Option<&str> {
+        self.jsessionid.as_deref()
+    }
+
+    /// When the creator's credential expires, if the carrier must enforce it.
+    pub fn credential_expires(&self) -> Option<SystemTime> {
+        self.credential_expires
+    }
+
+    /// Whether the creator's credential has expired at `now`.
+    pub fn credential_expired(&self, now: SystemTime) -> bool {
+        self.credential_expires.is_some_and(|exp| exp <= now)
+    }
+
+    /// Start closing with 4401 "Token expired": the credential's `exp` has passed.
+    pub fn close_for_expired_credential(&self) {
+        tracing::info!(
+            session = self.info.log_id,
+            "credential expired; closing session"
+        );
+        self.begin_close(CloseInfo {
+            code: 4401,
+            reason: "Token expired".into(),
+            cause: CloseCause::Application,
+        });
     }
 
     /// Try to become the session's one receiver.
@@ -384,7 +427,7 @@ mod tests {
             max_queued_bytes: max_queued,
             overflow,
         };
-        (Session::new(info, limits, app.clone()), app)
+        (Session::new(info, limits, app.clone(), None), app)
     }
 
     #[tokio::test]

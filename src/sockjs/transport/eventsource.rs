@@ -8,14 +8,14 @@ use hyper::body::Incoming;
 
 use super::{Framing, serve_receiver, stream_response};
 use crate::sockjs::http::{HttpResponse, TEXT_EVENT_STREAM, set_cors, set_jsessionid};
-use crate::sockjs::{Peer, Service};
+use crate::sockjs::{Client, Service};
 
 /// `GET P/S/I/eventsource`.
 pub async fn eventsource(
     svc: &Arc<Service>,
     req: Request<Incoming>,
     sid: &str,
-    peer: Peer,
+    client: &Client,
 ) -> HttpResponse {
     let mut resp = stream_response(TEXT_EVENT_STREAM);
     set_cors(req.headers(), resp.headers_mut());
@@ -24,7 +24,7 @@ pub async fn eventsource(
     }
     resp.headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    serve_receiver(svc, &req, sid, peer, Framing::EventSource, resp).await
+    serve_receiver(svc, &req, sid, client, Framing::EventSource, resp).await
 }
 
 /// Append `frame` with `%`, CR, LF and NUL percent-escaped.

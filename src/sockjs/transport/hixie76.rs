@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::websocket::{Conn, Framing, WsIn, run_socket};
 use crate::session::{CloseCause, CloseInfo, TransportKind};
 use crate::sockjs::http::{Body, HttpResponse, TEXT_PLAIN, response};
-use crate::sockjs::{Peer, Service};
+use crate::sockjs::{Client, Service};
 
 /// How long the client may take to send key3.
 const KEY3_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,7 +50,7 @@ pub fn challenge(v1: [u8; 4], v2: [u8; 4], key3: &[u8; 8]) -> [u8; 16] {
 }
 
 /// Answer the hixie-76 handshake and run the socket once hyper hands it over.
-pub fn handshake(svc: &Arc<Service>, req: Request<Incoming>, peer: Peer) -> HttpResponse {
+pub fn handshake(svc: &Arc<Service>, req: Request<Incoming>, client: &Client) -> HttpResponse {
     let key = |name: &str| {
         req.headers()
             .get(name)
@@ -72,9 +72,9 @@ pub fn handshake(svc: &Arc<Service>, req: Request<Incoming>, peer: Peer) -> Http
         TransportKind::WebsocketHixie76,
         req.headers(),
         req.uri().to_string(),
-        peer,
+        client,
     );
-    let session = svc.new_session(info);
+    let session = svc.new_session(info, client);
     let max = svc.config().max_inbound_bytes;
     let svc = svc.clone();
     tokio::spawn(async move {

@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 
 use super::{Framing, serve_receiver, stream_response};
 use crate::sockjs::http::{HttpResponse, TEXT_HTML, server_error, set_jsessionid};
-use crate::sockjs::{Peer, Service};
+use crate::sockjs::{Client, Service};
 
 const HEAD: &str = r#"<!doctype html>
 <html><head>
@@ -30,7 +30,7 @@ pub async fn htmlfile(
     svc: &Arc<Service>,
     req: Request<Incoming>,
     sid: &str,
-    peer: Peer,
+    client: &Client,
 ) -> HttpResponse {
     let callback = match callback(req.uri().query()) {
         Ok(cb) => cb,
@@ -39,7 +39,7 @@ pub async fn htmlfile(
     let mut resp = with_cookie(svc, &req, stream_response(TEXT_HTML));
     resp.headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    serve_receiver(svc, &req, sid, peer, Framing::HtmlFile(callback), resp).await
+    serve_receiver(svc, &req, sid, client, Framing::HtmlFile(callback), resp).await
 }
 
 /// The head page, padded with spaces to 1024 bytes, then `\r\n\r\n`.

@@ -14,14 +14,14 @@ use crate::sockjs::frame::DecodeError;
 use crate::sockjs::http::{
     APPLICATION_JAVASCRIPT, HttpResponse, TEXT_PLAIN, response, server_error, set_no_cache,
 };
-use crate::sockjs::{Peer, Service};
+use crate::sockjs::{Client, Service};
 
 /// `GET P/S/I/jsonp?c=callback`: one `/**/cb("frame");` then the response ends.
 pub async fn poll(
     svc: &Arc<Service>,
     req: Request<Incoming>,
     sid: &str,
-    peer: Peer,
+    client: &Client,
 ) -> HttpResponse {
     let callback = match callback(req.uri().query()) {
         Ok(cb) => cb,
@@ -32,7 +32,7 @@ pub async fn poll(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
-    serve_receiver(svc, &req, sid, peer, Framing::Jsonp(callback), resp).await
+    serve_receiver(svc, &req, sid, client, Framing::Jsonp(callback), resp).await
 }
 
 /// `POST P/S/I/jsonp_send`: a form field `d` or a raw body holding a JSON array.
@@ -40,7 +40,7 @@ pub async fn send(
     svc: &Arc<Service>,
     req: Request<Incoming>,
     sid: &str,
-    peer: Peer,
+    client: &Client,
 ) -> HttpResponse {
     let is_form = req
         .headers()
@@ -74,7 +74,7 @@ pub async fn send(
     } else {
         body.to_vec()
     };
-    if let Err(resp) = deliver_send_body(svc, sid, peer, &payload).await {
+    if let Err(resp) = deliver_send_body(svc, sid, client, &payload).await {
         return cookie(resp);
     }
     let mut resp = response(StatusCode::OK, TEXT_PLAIN, "ok");

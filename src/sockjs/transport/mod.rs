@@ -26,7 +26,7 @@ use tokio::time::{Instant, sleep_until};
 use super::frame;
 use super::http::{Body, HttpResponse, response, set_no_cache};
 use super::session::{Attach, Session};
-use super::{Peer, Service};
+use super::{Client, Service};
 use crate::session::{CloseCause, CloseInfo, TransportKind};
 
 /// How long a new receiver waits for an attached one to turn out aborted (§6.6).
@@ -113,16 +113,16 @@ pub async fn serve_receiver(
     svc: &Arc<Service>,
     req: &Request<Incoming>,
     sid: &str,
-    peer: Peer,
+    client: &Client,
     framing: Framing,
     mut resp: HttpResponse,
 ) -> HttpResponse {
     let url = req.uri().to_string();
-    let (session, outcome) = match attach(svc, sid, req.headers(), &url, peer, framing.kind()).await
-    {
-        Ok(attached) => attached,
-        Err(early) => return early,
-    };
+    let (session, outcome) =
+        match attach(svc, sid, req.headers(), &url, client, framing.kind()).await {
+            Ok(attached) => attached,
+            Err(early) => return early,
+        };
     let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     *resp.body_mut() = Body::Stream(rx);
     let receiver = Receiver {
@@ -144,12 +144,12 @@ async fn attach(
     sid: &str,
     headers: &HeaderMap,
     url: &str,
-    peer: Peer,
+    client: &Client,
     kind: TransportKind,
 ) -> Result<(Option<Arc<Session>>, Option<Attach>), HttpResponse> {
     let deadline = Instant::now() + ABORT_GRACE;
     for _ in 0..64 {
-        let session = svc.receiver_session(sid, kind, headers, url.to_string(), peer)?;
+        let session = svc.receiver_session(sid, kind, headers, url.to_string(), client)?;
         match session.attach_receiver() {
             Attach::Busy if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -371,12 +371,12 @@ pub fn stream_response(content_type: &'static str) -> HttpResponse {
 pub async fn deliver_send_body(
     svc: &Service,
     sid: &str,
-    peer: Peer,
+    client: &Client,
     body: &[u8],
 ) -> Result<(), HttpResponse> {
     let messages =
         frame::decode_send_body(body).map_err(|e| super::http::server_error(&e.to_string()))?;
-    let Some(session) = svc.existing_session(sid, peer) else {
+    let Some(session) = svc.existing_session(sid, client) else {
         let mut resp = super::http::not_found();
         set_no_cache(resp.headers_mut());
         return Err(resp);

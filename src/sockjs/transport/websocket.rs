@@ -6,7 +6,7 @@
 //! queue, and sends heartbeats; no task exists per message.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -26,7 +26,7 @@ use crate::session::{CloseCause, CloseInfo, Inbound, TransportKind};
 use crate::sockjs::frame;
 use crate::sockjs::http::{Body, HttpResponse, TEXT_PLAIN, method_not_allowed, response};
 use crate::sockjs::session::{Attach, Session};
-use crate::sockjs::{Peer, Service};
+use crate::sockjs::{Client, Service};
 
 /// The read buffer of each WebSocket, sized for idle connections (tungstenite's default
 /// 128 KiB would cost that much per socket).
@@ -43,25 +43,25 @@ pub enum Framing {
 }
 
 /// `GET P/S/I/websocket`: RFC 6455, or hixie-76 when the old handshake is offered.
-pub fn sockjs(svc: &Arc<Service>, req: Request<Incoming>, peer: Peer) -> HttpResponse {
+pub fn sockjs(svc: &Arc<Service>, req: Request<Incoming>, client: &Client) -> HttpResponse {
     if let Err(resp) = check_upgrade(req.headers()) {
         return resp;
     }
     if hixie76::is_hixie76(req.headers()) {
-        return hixie76::handshake(svc, req, peer);
+        return hixie76::handshake(svc, req, client);
     }
-    upgrade(svc, req, peer, Framing::SockJs)
+    upgrade(svc, req, client, Framing::SockJs)
 }
 
 /// `GET P/websocket`: unframed messages, RFC 6455 only.
-pub fn raw(svc: &Arc<Service>, req: Request<Incoming>, peer: Peer) -> HttpResponse {
+pub fn raw(svc: &Arc<Service>, req: Request<Incoming>, client: &Client) -> HttpResponse {
     if req.method() != http::Method::GET {
         return method_not_allowed("GET");
     }
     if let Err(resp) = check_upgrade(req.headers()) {
         return resp;
     }
-    upgrade(svc, req, peer, Framing::Raw)
+    upgrade(svc, req, client, Framing::Raw)
 }
 
 /// The validity check of §10.1: `Upgrade: websocket` and a `Connection` holding `upgrade`.
@@ -99,7 +99,7 @@ pub fn accept_key(key: &[u8]) -> String {
 fn upgrade(
     svc: &Arc<Service>,
     req: Request<Incoming>,
-    peer: Peer,
+    client: &Client,
     framing: Framing,
 ) -> HttpResponse {
     let version = req
@@ -131,8 +131,8 @@ fn upgrade(
         Framing::SockJs => TransportKind::Websocket,
         Framing::Raw => TransportKind::RawWebsocket,
     };
-    let info = svc.session_info(kind, req.headers(), req.uri().to_string(), peer);
-    let session = svc.new_session(info);
+    let info = svc.session_info(kind, req.headers(), req.uri().to_string(), client);
+    let session = svc.new_session(info, client);
     let config = ws_config(svc.config().max_inbound_bytes);
     let svc = svc.clone();
     tokio::spawn(async move {
@@ -279,6 +279,9 @@ pub async fn run_socket(svc: &Service, session: Arc<Session>, mut conn: Conn, fr
     let ping_timeout = svc.config().ws_ping_timeout;
     let mut next_beat = Instant::now() + heartbeat;
     let mut pong_deadline: Option<Instant> = None;
+    let mut credential_deadline = session
+        .credential_expires()
+        .map(|exp| Instant::now() + exp.duration_since(SystemTime::now()).unwrap_or_default());
     loop {
         if !flush(&session, &mut conn, framing).await {
             session.finish(client_gone());
@@ -313,6 +316,10 @@ pub async fn run_socket(svc: &Service, session: Arc<Session>, mut conn: Conn, fr
                 if pong_deadline.is_none() && conn.ping().await {
                     pong_deadline = Some(Instant::now() + ping_timeout);
                 }
+            }
+            _ = sleep_until(credential_deadline.unwrap_or(next_beat)), if credential_deadline.is_some() => {
+                credential_deadline = None;
+                session.close_for_expired_credential();
             }
             _ = sleep_until(pong_deadline.unwrap_or(next_beat)), if pong_deadline.is_some() => {
                 conn.close(3000, "No response from heartbeat").await;

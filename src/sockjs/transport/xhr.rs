@@ -11,17 +11,17 @@ use super::{
 use crate::sockjs::http::{
     APPLICATION_JAVASCRIPT, Body, HttpResponse, TEXT_PLAIN, set_cors, set_jsessionid, set_no_cache,
 };
-use crate::sockjs::{Peer, Service};
+use crate::sockjs::{Client, Service};
 
 /// `POST P/S/I/xhr`: one frame, then the response ends. The request body is ignored.
 pub async fn poll(
     svc: &Arc<Service>,
     req: Request<Incoming>,
     sid: &str,
-    peer: Peer,
+    client: &Client,
 ) -> HttpResponse {
     let resp = headers(svc, &req, stream_response(APPLICATION_JAVASCRIPT));
-    serve_receiver(svc, &req, sid, peer, Framing::XhrPolling, resp).await
+    serve_receiver(svc, &req, sid, client, Framing::XhrPolling, resp).await
 }
 
 /// `POST P/S/I/xhr_streaming`: a 2049-byte prelude, then frames until the response limit.
@@ -29,12 +29,12 @@ pub async fn streaming(
     svc: &Arc<Service>,
     req: Request<Incoming>,
     sid: &str,
-    peer: Peer,
+    client: &Client,
 ) -> HttpResponse {
     let mut resp = headers(svc, &req, stream_response(APPLICATION_JAVASCRIPT));
     resp.headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    serve_receiver(svc, &req, sid, peer, Framing::XhrStreaming, resp).await
+    serve_receiver(svc, &req, sid, client, Framing::XhrStreaming, resp).await
 }
 
 /// `POST P/S/I/xhr_send`: deliver a JSON array of messages; 204 on success.
@@ -42,11 +42,11 @@ pub async fn send(
     svc: &Arc<Service>,
     req: Request<Incoming>,
     sid: &str,
-    peer: Peer,
+    client: &Client,
 ) -> HttpResponse {
     let req_headers = req.headers().clone();
     let result = match read_body(req, svc.config().max_inbound_bytes).await {
-        Ok(body) => deliver_send_body(svc, sid, peer, &body).await,
+        Ok(body) => deliver_send_body(svc, sid, client, &body).await,
         Err(e) => Err(body_error_response(e)),
     };
     let resp = result.map_or_else(

@@ -1,0 +1,343 @@
+//! Authentication: who a client is.
+//!
+//! Bearer tokens are JWTs (HS256/384/512, RS256, ES256) checked for signature, `exp`, `nbf`,
+//! `iss` and `aud` with a configurable leeway. A token may arrive in the SockJS/WebSocket
+//! handshake (`?access_token=`, an `Authorization: Bearer` header, or a named cookie) for
+//! clients that cannot set headers, or later in-band (the STOMP CONNECT frame), so this
+//! module only verifies; carriers and apps decide where to look.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderMap;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::ConfigError;
+use crate::session::Principal;
+
+/// The `[auth]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Whether clients without a token are served. Defaults to true without `[auth.jwt]`
+    /// and to false with it.
+    pub anonymous: Option<bool>,
+    /// JWT verification; absent means tokens are not accepted.
+    pub jwt: Option<JwtConfig>,
+    /// The claim that names the principal.
+    pub principal_claim: String,
+    /// The claim holding role names (a string or a list of strings).
+    pub roles_claim: String,
+    /// The query parameter a handshake may carry a token in; empty disables it.
+    pub query_param: String,
+    /// The cookie a handshake may carry a token in; empty disables it.
+    pub cookie: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            anonymous: None,
+            jwt: None,
+            principal_claim: "sub".into(),
+            roles_claim: "roles".into(),
+            query_param: "access_token".into(),
+            cookie: String::new(),
+        }
+    }
+}
+
+/// The `[auth.jwt]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// HS256, HS384, HS512, RS256 or ES256.
+    pub algorithm: String,
+    /// The shared secret for HS*.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// A file holding the shared secret for HS* (trailing newline ignored).
+    #[serde(default)]
+    pub secret_file: Option<String>,
+    /// A PEM public key for RS256/ES256.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// A file holding the PEM public key for RS256/ES256.
+    #[serde(default)]
+    pub public_key_file: Option<String>,
+    /// Accepted issuers (`iss`); empty accepts any.
+    #[serde(default)]
+    pub issuer: Vec<String>,
+    /// Accepted audiences (`aud`); empty accepts any.
+    #[serde(default)]
+    pub audience: Vec<String>,
+    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    #[serde(default = "default_leeway")]
+    pub leeway: u64,
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+/// Why a token was refused; the texts go into ERROR frames and 401 bodies.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("authentication required: present a bearer token")]
+    Missing,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid (nbf)")]
+    NotYetValid,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token audience is not accepted")]
+    WrongAudience,
+    #[error("token issuer is not accepted")]
+    WrongIssuer,
+    #[error("token has no {0:?} claim naming the principal")]
+    NoPrincipal(String),
+    #[error("token is malformed: {0}")]
+    Malformed(String),
+    #[error("tokens are not accepted: no [auth.jwt] is configured")]
+    NotConfigured,
+}
+
+/// Verifies tokens per the `[auth]` config.
+pub struct Authenticator {
+    /// Whether clients without a token are served.
+    anonymous: bool,
+    /// The key and rules; None when no JWT is configured.
+    jwt: Option<(DecodingKey, Validation)>,
+    /// The claim naming the principal.
+    principal_claim: String,
+    /// The claim holding roles.
+    roles_claim: String,
+    /// Handshake query parameter, if enabled.
+    query_param: Option<String>,
+    /// Handshake cookie, if enabled.
+    cookie: Option<String>,
+}
+
+impl Authenticator {
+    /// Build from config; key files are read relative to `base_dir`.
+    pub fn from_config(config: &AuthConfig, base_dir: &Path) -> Result<Arc<Self>, ConfigError> {
+        let jwt = match &config.jwt {
+            Some(j) => Some(build_jwt(j, base_dir)?),
+            None => None,
+        };
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Ok(Arc::new(Authenticator {
+            anonymous: config.anonymous.unwrap_or(jwt.is_none()),
+            jwt,
+            principal_claim: config.principal_claim.clone(),
+            roles_claim: config.roles_claim.clone(),
+            query_param: non_empty(&config.query_param),
+            cookie: non_empty(&config.cookie),
+        }))
+    }
+
+    /// No tokens, everyone anonymous: the embedded default.
+    pub fn anonymous_only() -> Arc<Self> {
+        Arc::new(Authenticator {
+            anonymous: true,
+            jwt: None,
+            principal_claim: "sub".into(),
+            roles_claim: "roles".into(),
+            query_param: None,
+            cookie: None,
+        })
+    }
+
+    /// Whether clients without a token are served.
+    pub fn anonymous_allowed(&self) -> bool {
+        self.anonymous
+    }
+
+    /// Verify a token and return its principal.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let Some((key, validation)) = &self.jwt else {
+            return Err(AuthError::NotConfigured);
+        };
+        let data =
+            jsonwebtoken::decode::<Value>(token.trim(), key, validation).map_err(map_jwt_error)?;
+        let claims = data.claims;
+        let name = match claims.get(&self.principal_claim) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err(AuthError::NoPrincipal(self.principal_claim.clone())),
+        };
+        let roles = match claims.get(&self.roles_claim) {
+            Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let expires_at = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .map(|exp| UNIX_EPOCH + Duration::from_secs(exp));
+        Ok(Principal {
+            name,
+            roles,
+            expires_at,
+        })
+    }
+
+    /// The token a handshake carries, if any: `Authorization: Bearer`, the query parameter,
+    /// or the cookie, in that order.
+    pub fn handshake_token<'a>(
+        &self,
+        headers: &'a HeaderMap,
+        query: Option<&'a str>,
+    ) -> Option<String> {
+        if let Some(token) = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer)
+        {
+            return Some(token.to_string());
+        }
+        if let (Some(param), Some(query)) = (&self.query_param, query) {
+            for pair in query.split('&') {
+                if let Some((k, v)) = pair.split_once('=')
+                    && k == param
+                {
+                    return percent_encoding::percent_decode_str(v)
+                        .decode_utf8()
+                        .ok()
+                        .map(|v| v.into_owned());
+                }
+            }
+        }
+        let name = self.cookie.as_ref()?;
+        crate::sockjs::http::cookie(headers, name).map(str::to_string)
+    }
+
+    /// The principal a handshake establishes: `Ok(None)` when it carries no token.
+    pub fn authenticate_handshake(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Option<Principal>, AuthError> {
+        match self.handshake_token(headers, query) {
+            Some(token) => self.verify(&token).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value.
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether a principal's credential has expired at `now`.
+pub fn is_expired(principal: &Principal, now: SystemTime) -> bool {
+    principal.expires_at.is_some_and(|exp| exp <= now)
+}
+
+fn build_jwt(j: &JwtConfig, base_dir: &Path) -> Result<(DecodingKey, Validation), ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        key: format!("auth.jwt.{key}"),
+        message,
+    };
+    let read = |key: &str, file: &str| {
+        std::fs::read(base_dir.join(file))
+            .map_err(|e| invalid(key, format!("cannot read {file}: {e}")))
+    };
+    let algorithm = match j.algorithm.as_str() {
+        "HS256" => Algorithm::HS256,
+        "HS384" => Algorithm::HS384,
+        "HS512" => Algorithm::HS512,
+        "RS256" => Algorithm::RS256,
+        "ES256" => Algorithm::ES256,
+        other => {
+            return Err(invalid(
+                "algorithm",
+                format!("unsupported {other:?}; expected HS256, HS384, HS512, RS256 or ES256"),
+            ));
+        }
+    };
+    let key = match algorithm {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+            let secret = match (&j.secret, &j.secret_file) {
+                (Some(s), None) => s.as_bytes().to_vec(),
+                (None, Some(f)) => {
+                    let mut bytes = read("secret_file", f)?;
+                    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                        bytes.pop();
+                    }
+                    bytes
+                }
+                _ => {
+                    return Err(invalid(
+                        "secret",
+                        format!("{} needs exactly one of secret or secret_file", j.algorithm),
+                    ));
+                }
+            };
+            if secret.len() < 32 {
+                return Err(invalid("secret", "must be at least 32 bytes".into()));
+            }
+            DecodingKey::from_secret(&secret)
+        }
+        _ => {
+            let pem = match (&j.public_key, &j.public_key_file) {
+                (Some(k), None) => k.as_bytes().to_vec(),
+                (None, Some(f)) => read("public_key_file", f)?,
+                _ => {
+                    return Err(invalid(
+                        "public_key",
+                        format!(
+                            "{} needs exactly one of public_key or public_key_file",
+                            j.algorithm
+                        ),
+                    ));
+                }
+            };
+            let parsed = if algorithm == Algorithm::RS256 {
+                DecodingKey::from_rsa_pem(&pem)
+            } else {
+                DecodingKey::from_ec_pem(&pem)
+            };
+            parsed.map_err(|e| invalid("public_key", format!("not a valid PEM public key: {e}")))?
+        }
+    };
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = j.leeway;
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["exp"]);
+    if !j.issuer.is_empty() {
+        validation.set_issuer(&j.issuer);
+    }
+    if j.audience.is_empty() {
+        validation.validate_aud = false;
+    } else {
+        validation.set_audience(&j.audience);
+    }
+    Ok((key, validation))
+}
+
+fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+        ErrorKind::InvalidAlgorithm => AuthError::Malformed("algorithm not accepted".into()),
+        ErrorKind::MissingRequiredClaim(c) => AuthError::Malformed(format!("missing claim {c:?}")),
+        other => AuthError::Malformed(format!("{other:?}")),
+    }
+}
