@@ -177,6 +177,18 @@ pub struct ServiceConfig {
     /// The most live sessions this service holds; new ones get 503 beyond it.
     #[serde(default)]
     pub max_sessions: Option<usize>,
+    /// The most live sessions from one client address.
+    #[serde(default = "default_per_ip")]
+    pub max_sessions_per_ip: Option<usize>,
+    /// The most live sessions of one authenticated principal.
+    #[serde(default = "default_per_principal")]
+    pub max_sessions_per_principal: Option<usize>,
+    /// Inbound messages a session may send per second (token bucket refill rate).
+    #[serde(default = "default_rate")]
+    pub max_messages_per_second: Option<u32>,
+    /// How long one write to a client may stay blocked before the session is terminated.
+    #[serde(default = "default_send_time_limit", deserialize_with = "seconds")]
+    pub send_time_limit: Duration,
     /// Later requests for a session must come from the address that created it.
     #[serde(default = "yes")]
     pub session_affinity_check: bool,
@@ -208,6 +220,18 @@ fn default_overflow() -> OverflowStrategy {
 }
 fn default_max_inbound() -> usize {
     1024 * 1024
+}
+fn default_per_ip() -> Option<usize> {
+    Some(10_000)
+}
+fn default_per_principal() -> Option<usize> {
+    Some(100)
+}
+fn default_rate() -> Option<u32> {
+    Some(5_000)
+}
+fn default_send_time_limit() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_ping_timeout() -> Duration {
     Duration::from_secs(10)
@@ -250,6 +274,10 @@ impl ServiceConfig {
             max_inbound_bytes: default_max_inbound(),
             ws_ping_timeout: default_ping_timeout(),
             max_sessions: None,
+            max_sessions_per_ip: default_per_ip(),
+            max_sessions_per_principal: default_per_principal(),
+            max_messages_per_second: default_rate(),
+            send_time_limit: default_send_time_limit(),
             session_affinity_check: true,
         }
     }
@@ -369,8 +397,27 @@ impl Config {
                     return Err(invalid(&key(field), "must be greater than 0 seconds"));
                 }
             }
-            if s.max_sessions == Some(0) {
-                return Err(invalid(&key("max_sessions"), "must be greater than 0"));
+            for (field, v) in [
+                ("max_sessions", s.max_sessions),
+                ("max_sessions_per_ip", s.max_sessions_per_ip),
+                ("max_sessions_per_principal", s.max_sessions_per_principal),
+                (
+                    "max_messages_per_second",
+                    s.max_messages_per_second.map(|r| r as usize),
+                ),
+            ] {
+                if v == Some(0) {
+                    return Err(invalid(
+                        &key(field),
+                        "must be greater than 0 (omit it for no limit)",
+                    ));
+                }
+            }
+            if s.send_time_limit.is_zero() {
+                return Err(invalid(
+                    &key("send_time_limit"),
+                    "must be greater than 0 seconds",
+                ));
             }
         }
         Ok(())

@@ -6,6 +6,7 @@
 
 pub mod frame;
 pub mod http;
+pub mod limits;
 pub mod registry;
 pub mod session;
 pub mod transport;
@@ -22,7 +23,8 @@ use ::http::{HeaderMap, Method, Request, StatusCode, header};
 use hyper::body::Incoming;
 
 use self::http::{HttpResponse, method_not_allowed, not_found};
-use self::registry::{Registry, TooManySessions};
+use self::limits::{Admission, Maxima, SessionLimiter};
+use self::registry::Registry;
 use self::session::{Session, SessionLimits};
 use crate::auth::{AuthError, Authenticator};
 use crate::config::{ServiceConfig, Transport};
@@ -63,6 +65,8 @@ pub struct Service {
     limits: SessionLimits,
     /// Verifies handshake tokens.
     auth: Arc<Authenticator>,
+    /// Counts live sessions against the configured maxima.
+    limiter: Arc<SessionLimiter>,
 }
 
 /// A route under the prefix.
@@ -91,7 +95,13 @@ impl Service {
                 disconnect_delay: config.disconnect_delay,
                 max_queued_bytes: config.max_queued_bytes,
                 overflow: config.overflow_strategy,
+                max_messages_per_second: config.max_messages_per_second,
             },
+            limiter: SessionLimiter::new(Maxima {
+                total: config.max_sessions,
+                per_ip: config.max_sessions_per_ip,
+                per_principal: config.max_sessions_per_principal,
+            }),
             registry: Registry::new(tick),
             config,
             app,
@@ -303,18 +313,41 @@ impl Service {
         }
     }
 
-    /// A new, unregistered session (WebSocket carriers own theirs).
-    pub fn new_session(&self, info: SessionInfo, client: &Client) -> Arc<Session> {
-        Session::new(
+    /// A new, unregistered session (WebSocket carriers own theirs), counted against the
+    /// session limits; `Err` is the 503 to answer instead.
+    pub fn new_session(
+        &self,
+        info: SessionInfo,
+        client: &Client,
+    ) -> Result<Arc<Session>, HttpResponse> {
+        let admission = self.admit(client)?;
+        Ok(Session::new(
             info,
             self.limits.clone(),
             self.app.clone(),
             client.jsessionid.clone(),
-        )
+            Some(admission),
+        ))
+    }
+
+    fn admit(&self, client: &Client) -> Result<Admission, HttpResponse> {
+        let principal = client.principal.as_ref().map(|p| p.name.as_str());
+        self.limiter
+            .admit(client.addr.ip(), principal)
+            .map_err(|limit| {
+                tracing::warn!(remote = %client.addr, %limit, "session refused");
+                let mut resp = http::response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    http::TEXT_PLAIN,
+                    format!("{limit}\n"),
+                );
+                http::set_no_cache(resp.headers_mut());
+                resp
+            })
     }
 
     /// The live session `sid` for a receiving request, created if unknown.
-    /// `Err` carries the answer to send instead (404 for a hijack attempt, 503 when full).
+    /// `Err` carries the answer to send instead (404 for a hijack attempt, 503 over a limit).
     pub fn receiver_session(
         &self,
         sid: &str,
@@ -323,22 +356,16 @@ impl Service {
         url: String,
         client: &Client,
     ) -> Result<Arc<Session>, HttpResponse> {
-        let created = self
-            .registry
-            .get_or_create(sid, self.config.max_sessions, || {
-                self.new_session(
-                    self.session_info(transport, req_headers, url, client),
-                    client,
-                )
-            });
-        match created {
-            Ok(session) if self.owned_by(&session, client) => Ok(session),
-            Ok(_) => Err(not_found()),
-            Err(TooManySessions) => Err(http::response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                http::TEXT_PLAIN,
-                "Too many sessions\n",
-            )),
+        let session = self.registry.get_or_create(sid, || {
+            self.new_session(
+                self.session_info(transport, req_headers, url, client),
+                client,
+            )
+        })?;
+        if self.owned_by(&session, client) {
+            Ok(session)
+        } else {
+            Err(not_found())
         }
     }
 

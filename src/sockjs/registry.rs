@@ -17,10 +17,6 @@ pub struct Registry {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
 }
 
-/// Why a session could not be created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TooManySessions;
-
 impl Registry {
     /// An empty registry whose sweeper checks deadlines every `tick`.
     pub fn new(tick: Duration) -> Arc<Self> {
@@ -38,21 +34,17 @@ impl Registry {
         self.lock().get(id).filter(|s| !s.is_closed()).cloned()
     }
 
-    /// The live session with this id, or a new one made by `create`.
-    pub fn get_or_create(
+    /// The live session with this id, or a new one made by `create` (which may refuse).
+    pub fn get_or_create<E>(
         &self,
         id: &str,
-        max_sessions: Option<usize>,
-        create: impl FnOnce() -> Arc<Session>,
-    ) -> Result<Arc<Session>, TooManySessions> {
+        create: impl FnOnce() -> Result<Arc<Session>, E>,
+    ) -> Result<Arc<Session>, E> {
         let mut map = self.lock();
         if let Some(s) = map.get(id).filter(|s| !s.is_closed()) {
             return Ok(s.clone());
         }
-        if max_sessions.is_some_and(|max| map.len() >= max) {
-            return Err(TooManySessions);
-        }
-        let session = create();
+        let session = create()?;
         map.insert(id.to_string(), session.clone());
         Ok(session)
     }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::frame;
+use super::limits::{Admission, TokenBucket};
 use crate::config::OverflowStrategy;
 use crate::session::{
     App, CloseCause, CloseInfo, Inbound, InboundSide, OutMessage, SendError, SessionHandle,
@@ -29,6 +30,8 @@ pub struct SessionLimits {
     pub max_queued_bytes: usize,
     /// What happens when they overflow.
     pub overflow: OverflowStrategy,
+    /// Inbound messages per second (burst: twice as many); None is unlimited.
+    pub max_messages_per_second: Option<u32>,
 }
 
 /// Where the session is in its life.
@@ -68,6 +71,10 @@ struct State {
     pending_handle: Option<SessionHandle>,
     /// Set when the application runs its own heart-beats (STOMP) and `h` frames are redundant.
     heartbeats_suppressed: bool,
+    /// The inbound message-rate limit.
+    rate: Option<TokenBucket>,
+    /// This session's place in the service's session counts, released when it ends.
+    admission: Option<Admission>,
 }
 
 /// What a receiver found when it tried to attach.
@@ -113,6 +120,7 @@ impl Session {
         limits: SessionLimits,
         app: Arc<dyn App>,
         jsessionid: Option<String>,
+        admission: Option<Admission>,
     ) -> Arc<Self> {
         let credential_expires = match app.authenticates_in_band() {
             true => None,
@@ -133,6 +141,10 @@ impl Session {
                     close: None,
                     pending_handle: Some(handle),
                     heartbeats_suppressed: false,
+                    rate: limits
+                        .max_messages_per_second
+                        .map(|r| TokenBucket::new(f64::from(r), 2.0 * f64::from(r))),
+                    admission,
                 }),
                 limits,
                 wake: Notify::new(),
@@ -268,9 +280,27 @@ impl Session {
 
     /// Hand an inbound message to the application, waiting while its queue is full.
     /// Messages for a closing session are discarded.
+    /// A client that sends faster than `max_messages_per_second` is closed with 4429.
     pub async fn deliver(&self, msg: Inbound) {
-        if matches!(self.lock().phase, Phase::Closing | Phase::Closed) {
-            return;
+        {
+            let mut st = self.lock();
+            if matches!(st.phase, Phase::Closing | Phase::Closed) {
+                return;
+            }
+            let within_rate = st.rate.as_mut().is_none_or(|b| b.take(Instant::now()));
+            if !within_rate {
+                drop(st);
+                tracing::warn!(
+                    session = self.info.log_id,
+                    "inbound message rate limit exceeded; closing session"
+                );
+                self.begin_close(CloseInfo {
+                    code: 4429,
+                    reason: "Message rate limit exceeded".into(),
+                    cause: CloseCause::Protocol,
+                });
+                return;
+            }
         }
         self.inbound.deliver(msg).await;
     }
@@ -300,8 +330,10 @@ impl Session {
         st.receiver = None;
         st.expires_at = None;
         let never_opened = st.pending_handle.take();
+        let admission = st.admission.take();
         drop(st);
         drop(never_opened);
+        drop(admission);
         if self.inbound.finish(info.clone()) {
             tracing::debug!(session = self.info.log_id, code = info.code, cause = ?info.cause, "session closed");
         }
@@ -426,8 +458,9 @@ mod tests {
             disconnect_delay: Duration::from_secs(5),
             max_queued_bytes: max_queued,
             overflow,
+            max_messages_per_second: None,
         };
-        (Session::new(info, limits, app.clone(), None), app)
+        (Session::new(info, limits, app.clone(), None, None), app)
     }
 
     #[tokio::test]

@@ -74,7 +74,10 @@ pub fn handshake(svc: &Arc<Service>, req: Request<Incoming>, client: &Client) ->
         req.uri().to_string(),
         client,
     );
-    let session = svc.new_session(info, client);
+    let session = match svc.new_session(info, client) {
+        Ok(session) => session,
+        Err(refused) => return refused,
+    };
     let max = svc.config().max_inbound_bytes;
     let svc = svc.clone();
     tokio::spawn(async move {

@@ -180,50 +180,49 @@ struct Receiver {
     last_write: Instant,
 }
 
-/// Why a receiver stopped writing.
-enum Stop {
-    /// The response ended normally (poll answered, limit reached, close frame sent).
-    Done,
+/// Why a receiver stopped before its response ended normally.
+enum Failure {
     /// The client went away.
     Aborted,
+    /// A write stayed blocked past `send_time_limit`: the client is not reading.
+    Stalled,
 }
+
+/// How a receiver's response ended: `Ok` when it ended normally (poll answered, limit
+/// reached, close frame sent).
+type Outcome = Result<(), Failure>;
 
 impl Receiver {
     async fn run(mut self, outcome: Option<Attach>) {
-        if let Some(prelude) = self.framing.prelude()
-            && self.tx.send(prelude).await.is_err()
-        {
-            self.stop(Stop::Aborted, &outcome);
-            return;
-        }
-        let stop = match (&self.session.clone(), &outcome) {
-            (Some(session), Some(outcome)) => self.serve(session, outcome).await,
-            _ => {
+        let result = match self.framing.prelude() {
+            Some(prelude) => self.send_chunk(prelude).await,
+            None => Ok(()),
+        };
+        let result = match (result, &self.session.clone(), &outcome) {
+            (Err(e), _, _) => Err(e),
+            (Ok(()), Some(session), Some(outcome)) => self.serve(session, outcome).await,
+            (Ok(()), _, _) => {
                 let busy = frame::close_frame(2010, "Another connection still open");
                 self.write(&busy).await
             }
         };
-        self.stop(stop, &outcome);
+        self.stop(result, &outcome);
     }
 
-    async fn serve(&mut self, session: &Arc<Session>, outcome: &Attach) -> Stop {
+    async fn serve(&mut self, session: &Arc<Session>, outcome: &Attach) -> Outcome {
         match outcome {
             Attach::Opened(_) => {
-                if let Stop::Aborted = self.write(frame::OPEN).await {
-                    return Stop::Aborted;
-                }
+                self.write(frame::OPEN).await?;
                 session.start_app();
                 if self.framing.is_polling() {
-                    return Stop::Done;
+                    return Ok(());
                 }
             }
             Attach::Closing(_) => {
                 if let Some(batch) = session.take_batch() {
-                    if let Stop::Aborted = self.write(&batch).await {
-                        return Stop::Aborted;
-                    }
+                    self.write(&batch).await?;
                     if self.framing.is_polling() {
-                        return Stop::Done;
+                        return Ok(());
                     }
                 }
                 return self.write_close(session).await;
@@ -234,16 +233,14 @@ impl Receiver {
     }
 
     /// Write queued batches, heartbeats and finally the close frame until the response ends.
-    async fn stream(&mut self, session: &Arc<Session>) -> Stop {
+    async fn stream(&mut self, session: &Arc<Session>) -> Outcome {
         let heartbeat = self.svc.config().heartbeat_delay;
         let limit = self.svc.config().response_limit;
         loop {
             if let Some(batch) = session.take_batch() {
-                if let Stop::Aborted = self.write(&batch).await {
-                    return Stop::Aborted;
-                }
+                self.write(&batch).await?;
                 if self.framing.is_polling() || self.written >= limit {
-                    return Stop::Done;
+                    return Ok(());
                 }
                 continue;
             }
@@ -254,19 +251,17 @@ impl Receiver {
             tokio::select! {
                 _ = session.wait_for_output() => {}
                 _ = sleep_until(self.last_write + heartbeat), if beat => {
-                    if let Stop::Aborted = self.write(frame::HEARTBEAT).await {
-                        return Stop::Aborted;
-                    }
+                    self.write(frame::HEARTBEAT).await?;
                     if self.framing.is_polling() {
-                        return Stop::Done;
+                        return Ok(());
                     }
                 }
-                _ = self.tx.closed() => return Stop::Aborted,
+                _ = self.tx.closed() => return Err(Failure::Aborted),
             }
         }
     }
 
-    async fn write_close(&mut self, session: &Arc<Session>) -> Stop {
+    async fn write_close(&mut self, session: &Arc<Session>) -> Outcome {
         let info = session.closing().unwrap_or(CloseInfo {
             code: 1000,
             reason: "Normal closure".into(),
@@ -277,17 +272,24 @@ impl Receiver {
     }
 
     /// Write one frame as one chunk and count it.
-    async fn write(&mut self, f: &[u8]) -> Stop {
+    async fn write(&mut self, f: &[u8]) -> Outcome {
         let chunk = self.framing.wrap(f);
         self.written += chunk.len();
         self.last_write = Instant::now();
-        match self.tx.send(chunk).await {
-            Ok(()) => Stop::Done,
-            Err(_) => Stop::Aborted,
+        self.send_chunk(chunk).await
+    }
+
+    /// Hand one chunk to hyper, waiting at most `send_time_limit` for room.
+    async fn send_chunk(&mut self, chunk: Bytes) -> Outcome {
+        let limit = self.svc.config().send_time_limit;
+        match tokio::time::timeout(limit, self.tx.send(chunk)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Failure::Aborted),
+            Err(_) => Err(Failure::Stalled),
         }
     }
 
-    fn stop(&self, stop: Stop, outcome: &Option<Attach>) {
+    fn stop(&self, result: Outcome, outcome: &Option<Attach>) {
         let (Some(session), Some(outcome)) = (&self.session, outcome) else {
             return;
         };
@@ -295,21 +297,33 @@ impl Receiver {
             Attach::Opened(id) | Attach::Attached(id) | Attach::Closing(id) => *id,
             Attach::Busy | Attach::Gone => return,
         };
-        match stop {
-            Stop::Done => session.detach_receiver(id),
-            Stop::Aborted => {
+        let ended = match result {
+            Ok(()) => return session.detach_receiver(id),
+            Err(Failure::Aborted) => {
                 tracing::debug!(
                     session = session.info().log_id,
                     "receiver aborted by client"
                 );
-                self.svc.registry().remove(&self.sid, session);
-                session.finish(CloseInfo {
+                CloseInfo {
                     code: 1002,
                     reason: "Connection interrupted".into(),
                     cause: CloseCause::Interrupted,
-                });
+                }
             }
-        }
+            Err(Failure::Stalled) => {
+                tracing::warn!(
+                    session = session.info().log_id,
+                    "client stopped reading; send time limit exceeded"
+                );
+                CloseInfo {
+                    code: 4500,
+                    reason: "Send limit exceeded".into(),
+                    cause: CloseCause::SendLimit,
+                }
+            }
+        };
+        self.svc.registry().remove(&self.sid, session);
+        session.finish(ended);
     }
 }
 

@@ -132,7 +132,10 @@ fn upgrade(
         Framing::Raw => TransportKind::RawWebsocket,
     };
     let info = svc.session_info(kind, req.headers(), req.uri().to_string(), client);
-    let session = svc.new_session(info, client);
+    let session = match svc.new_session(info, client) {
+        Ok(session) => session,
+        Err(refused) => return refused,
+    };
     let config = ws_config(svc.config().max_inbound_bytes);
     let svc = svc.clone();
     tokio::spawn(async move {
@@ -282,10 +285,26 @@ pub async fn run_socket(svc: &Service, session: Arc<Session>, mut conn: Conn, fr
     let mut credential_deadline = session
         .credential_expires()
         .map(|exp| Instant::now() + exp.duration_since(SystemTime::now()).unwrap_or_default());
+    let send_limit = svc.config().send_time_limit;
     loop {
-        if !flush(&session, &mut conn, framing).await {
-            session.finish(client_gone());
-            return;
+        match timeout(send_limit, flush(&session, &mut conn, framing)).await {
+            Ok(true) => {}
+            Ok(false) => {
+                session.finish(client_gone());
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    session = session.info().log_id,
+                    "client stopped reading; send time limit exceeded"
+                );
+                session.finish(CloseInfo {
+                    code: 4500,
+                    reason: "Send limit exceeded".into(),
+                    cause: CloseCause::SendLimit,
+                });
+                return;
+            }
         }
         if let Some(info) = session.closing() {
             if sockjs {
@@ -309,9 +328,12 @@ pub async fn run_socket(svc: &Service, session: Arc<Session>, mut conn: Conn, fr
             _ = sleep_until(next_beat) => {
                 next_beat = Instant::now() + heartbeat;
                 let beat = sockjs && !session.heartbeats_suppressed();
-                if beat && !conn.send_text(Bytes::from_static(frame::HEARTBEAT)).await {
-                    session.finish(client_gone());
-                    return;
+                if beat {
+                    let sent = timeout(send_limit, conn.send_text(Bytes::from_static(frame::HEARTBEAT))).await;
+                    if sent != Ok(true) {
+                        session.finish(client_gone());
+                        return;
+                    }
                 }
                 if pong_deadline.is_none() && conn.ping().await {
                     pong_deadline = Some(Instant::now() + ping_timeout);

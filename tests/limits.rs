@@ -1,0 +1,205 @@
+//! Every limit answered clearly, through real sockets: per-address session limits (503),
+//! the inbound message rate (4429), the outbound queue (4500 or drop-oldest), a client that
+//! stops reading (4500 after `send_time_limit`), and a request head that never ends.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{array_messages, post, request_from, start_gateway};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+async fn websocket(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> tokio_tungstenite::WebSocketStream<TcpStream> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}{path}"), stream)
+        .await
+        .unwrap();
+    ws
+}
+
+/// Read text frames until the socket closes; returns the texts and the close code.
+async fn read_until_close(
+    ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>,
+) -> (Vec<String>, Option<u16>) {
+    let mut texts = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let next = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("socket closes in time");
+        match next {
+            Some(Ok(Message::Text(t))) => texts.push(t.to_string()),
+            Some(Ok(Message::Close(frame))) => return (texts, frame.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return (texts, None),
+        }
+    }
+}
+
+#[tokio::test]
+async fn sessions_per_address_are_limited() {
+    let addr =
+        start_gateway("[[service]]\nprefix = \"/echo\"\napp = \"echo\"\nmax_sessions_per_ip = 2\n")
+            .await;
+    for id in ["a", "b"] {
+        assert_eq!(post(addr, &format!("/echo/000/{id}/xhr"), b"").await.0, 200);
+    }
+    let refused = request_from("127.0.0.1", addr, "POST", "/echo/000/c/xhr", &[], b"").await;
+    assert_eq!(refused.status, 503);
+    assert!(
+        String::from_utf8(refused.body().await)
+            .unwrap()
+            .contains("too many sessions from this address")
+    );
+    let other = request_from("127.0.0.3", addr, "POST", "/echo/000/d/xhr", &[], b"").await;
+    assert_eq!(other.status, 200, "other addresses are unaffected");
+}
+
+#[tokio::test]
+async fn a_client_sending_too_fast_is_closed_with_4429() {
+    let addr = start_gateway(
+        "[[service]]\nprefix = \"/echo\"\napp = \"echo\"\nmax_messages_per_second = 10\n",
+    )
+    .await;
+    let mut ws = websocket(addr, "/echo/000/rate/websocket").await;
+    for i in 0..60 {
+        if ws.send(Message::text(format!("[\"{i}\"]"))).await.is_err() {
+            break;
+        }
+    }
+    let (texts, _) = read_until_close(&mut ws).await;
+    assert_eq!(texts.first().map(String::as_str), Some("o"));
+    assert_eq!(
+        texts.last().map(String::as_str),
+        Some("c[4429,\"Message rate limit exceeded\"]")
+    );
+    let echoed: usize = texts
+        .iter()
+        .filter(|t| t.starts_with('a'))
+        .map(|t| array_messages(t.as_bytes()).len())
+        .sum();
+    assert!(echoed <= 20, "at most the burst got through, got {echoed}");
+}
+
+#[tokio::test]
+async fn queue_overflow_terminates_with_4500() {
+    let addr =
+        start_gateway("[[service]]\nprefix = \"/echo\"\napp = \"echo\"\nmax_queued_bytes = 100\n")
+            .await;
+    assert_eq!(post(addr, "/echo/000/of/xhr", b"").await.1, b"o\n");
+    for _ in 0..3 {
+        post(
+            addr,
+            "/echo/000/of/xhr_send",
+            &serde_json::to_vec(&["x".repeat(40)]).unwrap(),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, body) = post(addr, "/echo/000/of/xhr", b"").await;
+    assert_eq!(
+        array_messages(&body).len(),
+        2,
+        "what fit is still delivered"
+    );
+    let (_, body) = post(addr, "/echo/000/of/xhr", b"").await;
+    assert_eq!(body, b"c[4500,\"Send limit exceeded\"]\n");
+}
+
+#[tokio::test]
+async fn queue_overflow_can_drop_the_oldest_instead() {
+    let config = "[[service]]\nprefix = \"/echo\"\napp = \"echo\"\nmax_queued_bytes = 100\noverflow_strategy = \"drop\"\n";
+    let addr = start_gateway(config).await;
+    assert_eq!(post(addr, "/echo/000/dr/xhr", b"").await.1, b"o\n");
+    for i in 0..5 {
+        post(
+            addr,
+            "/echo/000/dr/xhr_send",
+            &serde_json::to_vec(&[format!("{i}{}", "x".repeat(39))]).unwrap(),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, body) = post(addr, "/echo/000/dr/xhr", b"").await;
+    let got: Vec<char> = array_messages(&body)
+        .iter()
+        .map(|m| m.chars().next().unwrap())
+        .collect();
+    assert_eq!(got, ['3', '4'], "the newest messages that fit");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_terminated_after_the_send_time_limit() {
+    let config = "[[service]]\nprefix = \"/amplify\"\napp = \"amplify\"\nsend_time_limit = 1\nmax_queued_bytes = 67108864\n";
+    let addr = start_gateway(config).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(format!("ws://{addr}/amplify/websocket"), stream)
+            .await
+            .unwrap();
+    // Each request asks for 256 KiB; never read the answers.
+    for _ in 0..60 {
+        if tokio::time::timeout(Duration::from_millis(200), ws.send(Message::text("18")))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Now read: after the buffered data, the socket ends (the server gave up on it).
+    let mut ended = false;
+    let mut received = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(next) = tokio::time::timeout_at(deadline, ws.next()).await {
+        match next {
+            Some(Ok(Message::Close(frame))) => {
+                assert!(frame.is_none_or(|f| f.code == CloseCode::from(4500)));
+                ended = true;
+                break;
+            }
+            Some(Ok(_)) => received += 1,
+            Some(Err(_)) | None => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        ended,
+        "the stalled socket was closed by the server (read {received} messages)"
+    );
+    assert!(received < 60, "not every answer was written: {received}");
+}
+
+#[tokio::test]
+async fn a_request_head_that_never_ends_is_cut_off() {
+    let addr = start_gateway(
+        "[server]\nheader_read_timeout = 1\n[[service]]\nprefix = \"/echo\"\napp = \"echo\"\n",
+    )
+    .await;
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /echo/info HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the server closed the connection within the timeout"
+    );
+    assert_eq!(
+        post(addr, "/echo/000/ok/xhr", b"").await.0,
+        200,
+        "others are served meanwhile"
+    );
+}
