@@ -5,3 +5,4 @@
 //! composition root, the only module that knows both sides.
 
 pub mod session;
+pub mod stomp;
