@@ -225,6 +225,21 @@ mod tests {
     }
 
     #[test]
+    fn deserializes_a_partial_toml_table_and_rejects_unknown_keys() {
+        let config: StompConfig = toml::from_str(
+            "heart_beat = \"2000,0\"\nqueue_semantics = \"competing\"\nunroutable = \"error\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.heart_beat.send_ms, 2000);
+        assert_eq!(config.queue_semantics, QueueSemantics::Competing);
+        assert_eq!(config.unroutable, Unroutable::Error);
+        assert_eq!(config.max_subscriptions, 1024);
+        let err = toml::from_str::<StompConfig>("max_subscriptons = 3").unwrap_err();
+        assert!(err.to_string().contains("max_subscriptons"), "{err}");
+        assert!(toml::from_str::<StompConfig>("heart_beat = \"x\"").is_err());
+    }
+
+    #[test]
     fn read_margin_never_goes_below_one_and_a_half() {
         let config = StompConfig {
             heartbeat_read_margin: 1.0,

@@ -1266,6 +1266,61 @@ mod tests {
         assert_eq!(message.get("subscription"), Some("0"));
     }
 
+    struct EchoBackend {
+        broker: std::sync::Mutex<Option<Arc<crate::stomp::Broker>>>,
+    }
+
+    impl crate::stomp::AppHandler for EchoBackend {
+        fn on_send(&self, send: &AppSend<'_>) -> Result<(), crate::stomp::BackendError> {
+            if send.stripped == "/fail" {
+                return Err(crate::stomp::BackendError::Rejected("no".into()));
+            }
+            if let Some(broker) = self.broker.lock().unwrap().as_ref() {
+                let message = broker.message(send.headers, send.body.clone());
+                broker.publish(&format!("/topic{}", send.stripped), message);
+            }
+            Ok(())
+        }
+
+        fn on_subscribe(
+            &self,
+            subscribe: &AppSubscribe<'_>,
+        ) -> Result<Option<crate::stomp::AppReply>, crate::stomp::BackendError> {
+            Ok(Some(crate::stomp::AppReply {
+                headers: vec![("x-init".into(), subscribe.stripped.into())],
+                body: Bytes::from_static(b"snapshot"),
+            }))
+        }
+    }
+
+    #[test]
+    fn app_destinations_reach_the_backend() {
+        let backend = Arc::new(EchoBackend {
+            broker: std::sync::Mutex::new(None),
+        });
+        let core = Arc::new(Core::new(
+            StompConfig::default(),
+            None,
+            Some(backend.clone()),
+        ));
+        *backend.broker.lock().unwrap() = Some(core.broker.clone());
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("SUBSCRIBE\nid:0\ndestination:/topic/echo\n\n\0SUBSCRIBE\nid:init\ndestination:/app/init\n\n\0");
+        let reply = c.last();
+        assert_eq!(reply.get("destination"), Some("/app/init"));
+        assert_eq!(reply.get("subscription"), Some("init"));
+        assert_eq!(reply.get("x-init"), Some("/init"));
+        c.feed("SEND\ndestination:/app/echo\nreceipt:r\n\nping\0");
+        let frames = c.frames();
+        assert_eq!(
+            frames[frames.len() - 2].get("destination"),
+            Some("/topic/echo")
+        );
+        assert_eq!(frames[frames.len() - 1].get("receipt-id"), Some("r"));
+        c.feed("UNSUBSCRIBE\nid:init\n\n\0SEND\ndestination:/app/fail\n\n\0");
+        assert_error(&c, "Backend error");
+    }
+
     #[test]
     fn app_destinations_without_handler_are_errors() {
         let core = core(StompConfig::default());
