@@ -59,6 +59,9 @@ pub struct Config {
     /// Authentication: token verification and anonymous access.
     #[serde(default)]
     pub auth: crate::auth::AuthConfig,
+    /// The STOMP core, served by services with `app = "stomp"` and on `tcp_listen`.
+    #[serde(default)]
+    pub stomp: crate::stomp::StompConfig,
     /// The directory relative file names (key files) are resolved against: the config
     /// file's directory, or the working directory.
     #[serde(skip)]
@@ -132,7 +135,7 @@ impl Transport {
 pub struct ServiceConfig {
     /// The mount path, absolute and without a trailing slash.
     pub prefix: String,
-    /// The application behind the service: echo, close, amplify, broadcast, ticker.
+    /// The application behind the service: stomp, echo, close, amplify, broadcast, ticker.
     pub app: String,
     /// Enables both websocket routes; reported in `/info`.
     #[serde(default = "yes")]
@@ -290,7 +293,7 @@ impl ServiceConfig {
 }
 
 /// The names of the applications `app` may name.
-pub const APP_NAMES: &[&str] = &["echo", "close", "amplify", "broadcast", "ticker"];
+pub const APP_NAMES: &[&str] = &["stomp", "echo", "close", "amplify", "broadcast", "ticker"];
 
 impl Config {
     /// Parse and validate a config from TOML text; relative file names resolve against the
@@ -323,12 +326,17 @@ impl Config {
         Self::from_toml_in(&text, base_dir)
     }
 
-    /// The embedded default: an `/echo` service on 127.0.0.1:8080, no external services.
+    /// The embedded default: STOMP at `/stomp` (in-memory broker) and `/echo`, on
+    /// 127.0.0.1:8080, with no external service.
     pub fn embedded() -> Self {
         Config {
             server: ServerConfig::default(),
-            services: vec![ServiceConfig::new("/echo", "echo")],
+            services: vec![
+                ServiceConfig::new("/stomp", "stomp"),
+                ServiceConfig::new("/echo", "echo"),
+            ],
             auth: crate::auth::AuthConfig::default(),
+            stomp: crate::stomp::StompConfig::default(),
             base_dir: std::path::PathBuf::from("."),
         }
     }

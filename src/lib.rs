@@ -14,5 +14,6 @@ pub mod config;
 pub mod server;
 pub mod session;
 pub mod sockjs;
+pub mod stomp;
 
 pub use server::Gateway;

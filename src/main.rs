@@ -13,12 +13,16 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser)]
 #[command(name = "sockjs-gateway", version, about)]
 struct Cli {
-    /// TOML config file; without it an embedded default serves /echo on 127.0.0.1:8080.
+    /// TOML config file; without it an embedded default serves STOMP at /stomp (in-memory
+    /// broker) and /echo on 127.0.0.1:8080.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// HTTP listen address, overriding `[server] listen` (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
+    /// Serve STOMP over plain TCP on ADDR, overriding `[stomp] tcp_listen`.
+    #[arg(long, value_name = "ADDR")]
+    stomp_listen: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -58,7 +62,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match &cli.config {
+    let mut config = match &cli.config {
         Some(path) => match Config::from_file(path) {
             Ok(c) => c,
             Err(e) => {
@@ -78,7 +82,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, cli.listen)) {
+    if let Some(addr) = cli.listen {
+        config.server.listen = addr;
+    }
+    if let Some(addr) = cli.stomp_listen {
+        config.stomp.tcp_listen = Some(addr);
+    }
+    match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sockjs-gateway: {e}");
@@ -87,20 +97,23 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(
-    mut config: Config,
-    listen: Option<std::net::SocketAddr>,
-) -> Result<(), Box<dyn std::error::Error>> {
-    if let Some(addr) = listen {
-        config.server.listen = addr;
-    }
+async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let gateway = Gateway::from_config(&config)?;
     let listener = TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
     let addr = listener.local_addr()?;
+    if let Some(addr) = config.stomp.tcp_listen {
+        let tcp = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen for STOMP over TCP on {addr}: {e}"))?;
+        tracing::info!("STOMP over TCP listening on {}", tcp.local_addr()?);
+        gateway.spawn_stomp_tcp(tcp);
+    }
+    // Logged last: test harnesses wait for this line before they connect.
     let prefixes: Vec<&str> = config.services.iter().map(|s| s.prefix.as_str()).collect();
     tracing::info!(services = ?prefixes, "listening on http://{addr}");
+    gateway.stomp().spawn_stats_logger();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;

@@ -18,9 +18,11 @@ use tokio::sync::watch;
 use crate::apps;
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError, ServerConfig};
-use crate::session::{CloseCause, CloseInfo};
+use crate::session::{App, CloseCause, CloseInfo};
 use crate::sockjs::http::{HttpResponse, not_found};
 use crate::sockjs::{Peer, Service};
+use crate::stomp::tcp::{TcpSettings, serve_tcp_with};
+use crate::stomp::{Authenticator as StompAuthenticator, StompApp, TokenAuthenticator};
 
 /// A configured gateway, ready to serve.
 pub struct Gateway {
@@ -28,6 +30,8 @@ pub struct Gateway {
     server: ServerConfig,
     /// The services, longest prefix first so the longest match wins.
     services: Vec<Arc<Service>>,
+    /// The STOMP core shared by every STOMP endpoint (one broker per gateway).
+    stomp: StompApp,
 }
 
 impl Gateway {
@@ -35,19 +39,36 @@ impl Gateway {
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         config.validate()?;
         let auth = Authenticator::from_config(&config.auth, &config.base_dir)?;
+        let stomp = stomp_app(config, &auth);
         let mut services = Vec::with_capacity(config.services.len());
         for (i, s) in config.services.iter().enumerate() {
-            let app = apps::by_name(&s.app).ok_or_else(|| ConfigError::Invalid {
-                key: format!("service[{i}].app"),
-                message: format!("unknown app {:?}", s.app),
-            })?;
+            let app: Arc<dyn App> = match s.app.as_str() {
+                "stomp" => Arc::new(stomp.clone()),
+                name => apps::by_name(name).ok_or_else(|| ConfigError::Invalid {
+                    key: format!("service[{i}].app"),
+                    message: format!("unknown app {name:?}"),
+                })?,
+            };
             services.push(Service::new(s.clone(), app, auth.clone()));
         }
         services.sort_by_key(|s| std::cmp::Reverse(s.prefix().len()));
         Ok(Gateway {
             server: config.server.clone(),
             services,
+            stomp,
         })
+    }
+
+    /// The STOMP core, for carriers outside HTTP (TCP) and for backends.
+    pub fn stomp(&self) -> &StompApp {
+        &self.stomp
+    }
+
+    /// Serve STOMP over plain TCP on `listener`, sharing this gateway's broker.
+    pub fn spawn_stomp_tcp(&self, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+        let settings = TcpSettings::from_config(self.stomp.config());
+        let app: Arc<dyn App> = Arc::new(self.stomp.clone());
+        tokio::spawn(serve_tcp_with(listener, app, settings))
     }
 
     /// The service a raw path belongs to, with the rest of the path after its prefix.
@@ -102,6 +123,21 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// The STOMP core with the configured authentication: JWTs when `[auth.jwt]` is set, else
+/// the principal from a CONNECT header (`login` by default, e.g. `uid`).
+fn stomp_app(config: &Config, auth: &Arc<Authenticator>) -> StompApp {
+    let authenticator: Option<Arc<dyn StompAuthenticator>> = if auth.verifies_tokens() {
+        let header = Some(config.auth.connect_header.clone()).filter(|h| !h.is_empty());
+        Some(Arc::new(TokenAuthenticator {
+            verifier: auth.clone(),
+            header,
+        }))
+    } else {
+        None
+    };
+    StompApp::with_hooks(config.stomp.clone(), authenticator, None)
 }
 
 async fn serve_connection(

@@ -35,6 +35,9 @@ pub struct AuthConfig {
     pub query_param: String,
     /// The cookie a handshake may carry a token in; empty disables it.
     pub cookie: String,
+    /// A STOMP CONNECT header that may carry the token, besides `Authorization: Bearer` and
+    /// `passcode`; empty disables it.
+    pub connect_header: String,
 }
 
 impl Default for AuthConfig {
@@ -46,6 +49,7 @@ impl Default for AuthConfig {
             roles_claim: "roles".into(),
             query_param: "access_token".into(),
             cookie: String::new(),
+            connect_header: "token".into(),
         }
     }
 }
@@ -150,6 +154,11 @@ impl Authenticator {
             query_param: None,
             cookie: None,
         })
+    }
+
+    /// Whether a JWT verifier is configured.
+    pub fn verifies_tokens(&self) -> bool {
+        self.jwt.is_some()
     }
 
     /// Whether clients without a token are served.

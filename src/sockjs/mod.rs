@@ -119,6 +119,11 @@ impl Service {
         &self.config
     }
 
+    /// WebSocket subprotocols the application speaks, most preferred first.
+    pub fn subprotocols(&self) -> &'static [&'static str] {
+        self.app.subprotocols()
+    }
+
     /// The registry of HTTP-transport sessions.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry

@@ -131,7 +131,9 @@ fn upgrade(
         Framing::SockJs => TransportKind::Websocket,
         Framing::Raw => TransportKind::RawWebsocket,
     };
-    let info = svc.session_info(kind, req.headers(), req.uri().to_string(), client);
+    let subprotocol = select_subprotocol(req.headers(), svc.subprotocols());
+    let mut info = svc.session_info(kind, req.headers(), req.uri().to_string(), client);
+    info.subprotocol = subprotocol.map(str::to_string);
     let session = match svc.new_session(info, client) {
         Ok(session) => session,
         Err(refused) => return refused,
@@ -163,7 +165,32 @@ fn upgrade(
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
+    if let Some(protocol) = subprotocol {
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(protocol),
+        );
+    }
     resp
+}
+
+/// The first of the application's subprotocols (its order of preference) that the client
+/// offers; None leaves the header out and the handshake goes on (§5.9).
+fn select_subprotocol(
+    headers: &HeaderMap,
+    supported: &'static [&'static str],
+) -> Option<&'static str> {
+    let offered: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_ascii_lowercase())
+        .collect();
+    supported
+        .iter()
+        .copied()
+        .find(|p| offered.iter().any(|o| o == p))
 }
 
 /// WebSocket limits: small read buffer, inbound messages bounded by `max_inbound_bytes`.
@@ -429,6 +456,22 @@ async fn handle_inbound(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_highest_offered_stomp_version_is_selected() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            "v10.stomp, v12.stomp".parse().unwrap(),
+        );
+        let supported: &'static [&'static str] = &["v12.stomp", "v11.stomp", "v10.stomp"];
+        assert_eq!(super::select_subprotocol(&h, supported), Some("v12.stomp"));
+        h.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            "mqtt".parse().unwrap(),
+        );
+        assert_eq!(super::select_subprotocol(&h, supported), None);
+    }
+
     #[test]
     fn accept_key_matches_the_rfc_vector() {
         assert_eq!(

@@ -1,0 +1,1139 @@
+//! The embedded broker: subscriptions, fan-out, competing queues, acks and the user registry.
+//!
+//! All broker state sits behind one `std::sync::Mutex`. Every operation is short and
+//! synchronous (it appends to bounded carrier queues and never waits), so the lock is never
+//! held across an `.await`, and a slow client cannot stall a publisher: its carrier either
+//! buffers within its limit or closes it.
+//!
+//! # Encode once per destination
+//!
+//! A published message becomes a [`Published`]: its user headers and body never change between
+//! subscribers, so their encoded form (the *tail*: escaped user headers, `content-length`,
+//! blank line, body, NUL) is built once per negotiated version and cached in the message. Only
+//! the *head* differs per delivery: `MESSAGE`, `destination` (rewritten for user
+//! destinations), `message-id`, `subscription`, `ack` and `redelivered`. A delivery is one
+//! allocation of `head.len() + tail.len()` and a `memcpy` of the shared tail: no header is
+//! escaped and no body is re-encoded per subscriber, and nothing in the tail has to be patched
+//! (no placeholders), because every per-delivery header precedes every shared one.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::config::{QueueSemantics, StompConfig};
+use super::destination::{Pattern, is_pattern, session_target, user_suffix};
+use super::frame::{Escaping, Version, put_content_length, write_header};
+use super::outbound::{Outbound, Payload};
+use super::stats::{StompStats, bump};
+
+/// How a subscription acknowledges messages (spec §5.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// Consumed once written; no `ack` header.
+    Auto,
+    /// Cumulative ACK/NACK.
+    Client,
+    /// ACK/NACK of one message only.
+    ClientIndividual,
+}
+
+impl AckMode {
+    /// Parse the SUBSCRIBE `ack` header for `version` (`client-individual` is 1.1+).
+    pub fn parse(value: &str, version: Version) -> Option<AckMode> {
+        match value {
+            "auto" => Some(AckMode::Auto),
+            "client" => Some(AckMode::Client),
+            "client-individual" if version >= Version::V1_1 => Some(AckMode::ClientIndividual),
+            _ => None,
+        }
+    }
+
+    /// Whether deliveries wait for the client's ACK or NACK.
+    fn needs_ack(self) -> bool {
+        self != AckMode::Auto
+    }
+}
+
+/// ACK or NACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckKind {
+    /// The client consumed the message(s).
+    Ack,
+    /// The client rejected the message(s).
+    Nack,
+}
+
+/// How an ACK or NACK names its delivery (spec §5.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckTarget {
+    /// 1.2: the MESSAGE's `ack` header.
+    Token(String),
+    /// 1.0 and 1.1: `message-id`, with `subscription` (required in 1.1, optional in 1.0).
+    MessageId {
+        /// The MESSAGE's `message-id`.
+        message_id: String,
+        /// The subscription, when named.
+        subscription: Option<String>,
+    },
+}
+
+/// Whether an ACK or NACK found what it named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Applied.
+    Applied,
+    /// Nothing outstanding matched; ignored and counted.
+    Unknown,
+}
+
+/// A message as published, shared by every delivery of it.
+#[derive(Debug)]
+pub struct Published {
+    /// The opaque id every copy carries.
+    message_id: String,
+    /// User headers to copy into MESSAGE (first occurrence only, control headers removed).
+    headers: Vec<(String, String)>,
+    /// The body.
+    body: Bytes,
+    /// Whether the frame can travel as text.
+    payload: Payload,
+    /// The encoded tail, per version, built on first use (see the module comment).
+    tails: [OnceLock<(Bytes, usize)>; 3],
+}
+
+/// SEND headers never copied into MESSAGE (spec §8.1): ours replace them.
+const CONTROL_HEADERS: &[&str] = &[
+    "receipt",
+    "transaction",
+    "content-length",
+    "destination",
+    "message-id",
+    "subscription",
+    "ack",
+    "redelivered",
+];
+
+impl Published {
+    /// A message with `headers` (control headers are filtered out) and `body`.
+    pub fn new(message_id: String, headers: &[(String, String)], body: Bytes) -> Published {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(name, _)| !CONTROL_HEADERS.contains(&name.as_str()))
+            .cloned()
+            .collect();
+        let octet_stream = headers
+            .iter()
+            .any(|(n, v)| n == "content-type" && v == "application/octet-stream");
+        let payload = if octet_stream || std::str::from_utf8(&body).is_err() {
+            Payload::Binary
+        } else {
+            Payload::Text
+        };
+        Published {
+            message_id,
+            headers,
+            body,
+            payload,
+            tails: Default::default(),
+        }
+    }
+
+    /// The message id.
+    pub fn message_id(&self) -> &str {
+        &self.message_id
+    }
+
+    /// Approximate stored size, for queue byte limits.
+    fn size(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        headers + self.body.len() + self.message_id.len()
+    }
+
+    /// The shared tail for `version`, and how many headers it had to drop.
+    fn tail(&self, version: Version) -> &(Bytes, usize) {
+        self.tails[version.index()].get_or_init(|| {
+            let escaping = Escaping::for_frame(super::frame::Command::Message, version);
+            let mut buf = BytesMut::with_capacity(self.size() + 32);
+            let dropped = self
+                .headers
+                .iter()
+                .filter(|(n, v)| !write_header(&mut buf, n, v, escaping))
+                .count();
+            put_content_length(&mut buf, self.body.len());
+            buf.put_u8(b'\n');
+            buf.put_slice(&self.body);
+            buf.put_u8(0);
+            (buf.freeze(), dropped)
+        })
+    }
+
+    /// The complete MESSAGE frame for one delivery: a per-delivery head plus the shared tail.
+    fn encode_for(&self, head: &DeliveryHead<'_>, version: Version) -> (Bytes, usize) {
+        let escaping = Escaping::for_frame(super::frame::Command::Message, version);
+        let (tail, tail_dropped) = self.tail(version);
+        let mut buf = BytesMut::with_capacity(tail.len() + 128);
+        buf.put_slice(b"MESSAGE\n");
+        let mut dropped = *tail_dropped;
+        let mut put = |name: &str, value: &str| {
+            if !write_header(&mut buf, name, value, escaping) {
+                dropped += 1;
+            }
+        };
+        put("destination", head.destination);
+        put("message-id", &self.message_id);
+        put("subscription", head.subscription);
+        if let Some(token) = head.ack {
+            put("ack", token);
+        }
+        if head.redelivered == Redelivered::Yes {
+            put("redelivered", "true");
+        }
+        buf.put_slice(tail);
+        (buf.freeze(), dropped)
+    }
+}
+
+/// Whether a delivery is a redelivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Redelivered {
+    /// The first delivery.
+    No,
+    /// Requeued after a NACK or a release.
+    Yes,
+}
+
+/// The per-delivery headers.
+struct DeliveryHead<'a> {
+    /// The destination the client sees.
+    destination: &'a str,
+    /// The receiving subscription's id.
+    subscription: &'a str,
+    /// The `ack` token in client modes.
+    ack: Option<&'a str>,
+    /// Whether to add `redelivered:true`.
+    redelivered: Redelivered,
+}
+
+/// What a connection asks for when it subscribes.
+#[derive(Debug, Clone)]
+pub struct SubscribeRequest {
+    /// The subscription id (unique per connection; the connection checks that).
+    pub id: String,
+    /// The broker destination or pattern to subscribe to.
+    pub target: String,
+    /// The destination to show in MESSAGE, when it differs from the published one (user
+    /// destinations are shown as the client subscribed them).
+    pub shown: Option<String>,
+    /// The ack mode.
+    pub ack: AckMode,
+    /// At most this many unacked deliveries in client modes.
+    pub prefetch: Option<usize>,
+}
+
+/// One delivery awaiting ACK or NACK.
+#[derive(Debug)]
+struct Delivery {
+    /// The `ack` header value sent with it.
+    token: String,
+    /// The message.
+    message: Arc<Published>,
+    /// The competing queue it came from, if any (NACK and release requeue it there).
+    queue: Option<String>,
+}
+
+/// A subscription as the broker keeps it.
+#[derive(Debug)]
+struct Subscription {
+    /// What the connection asked for.
+    request: SubscribeRequest,
+    /// The compiled pattern, for pattern subscriptions.
+    pattern: Option<Pattern>,
+    /// Deliveries awaiting ACK/NACK, oldest first (cumulative ACKs drain a prefix).
+    unacked: VecDeque<Delivery>,
+}
+
+/// A connected session as the broker keeps it.
+#[derive(Debug)]
+struct SessionEntry {
+    /// Its outbound side.
+    out: Arc<Outbound>,
+    /// Its principal.
+    user: Option<String>,
+    /// Its subscriptions by id.
+    subs: HashMap<String, Subscription>,
+    /// The next `ack` token number.
+    next_ack: u64,
+    /// Deliveries awaiting ACK over all subscriptions.
+    pending_acks: usize,
+}
+
+/// Identifies one subscription in the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SubKey {
+    /// The session id.
+    session: Arc<str>,
+    /// The subscription id.
+    id: Arc<str>,
+}
+
+/// A stored message of a competing queue.
+#[derive(Debug)]
+struct Stored {
+    /// The message.
+    message: Arc<Published>,
+    /// Whether it was delivered before.
+    redelivered: Redelivered,
+}
+
+/// A competing queue's store and round-robin position.
+#[derive(Debug, Default)]
+struct CompetingQueue {
+    /// Messages waiting for a subscriber with room, oldest first.
+    stored: VecDeque<Stored>,
+    /// Their summed size.
+    bytes: usize,
+    /// Where the next round-robin search starts.
+    cursor: usize,
+}
+
+/// Everything behind the broker's lock.
+#[derive(Debug, Default)]
+struct BrokerState {
+    /// Connected sessions by id.
+    sessions: HashMap<Arc<str>, SessionEntry>,
+    /// User name → session ids.
+    users: HashMap<String, HashSet<Arc<str>>>,
+    /// Literal destination → subscriptions, in subscription order.
+    literal: HashMap<String, Vec<SubKey>>,
+    /// Pattern subscriptions.
+    patterns: Vec<SubKey>,
+    /// Competing queues by destination.
+    queues: HashMap<String, CompetingQueue>,
+}
+
+/// Broker settings taken from [`StompConfig`].
+#[derive(Debug, Clone)]
+struct BrokerSettings {
+    /// Semantics of `/queue` destinations.
+    queue_semantics: QueueSemantics,
+    /// Competing-queue message bound.
+    max_queue_messages: usize,
+    /// Competing-queue byte bound.
+    max_queue_bytes: usize,
+    /// Per-connection bound on deliveries awaiting ACK.
+    max_pending_acks: usize,
+    /// Pattern separator.
+    separator: char,
+}
+
+/// Why a broker operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    /// The session is not registered (it already disconnected).
+    #[error("session {0} is not connected")]
+    UnknownSession(String),
+    /// Subscribing to another session's user destination.
+    #[error("destination {0} belongs to another session")]
+    AccessDenied(String),
+}
+
+/// How many sessions a publish reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishOutcome {
+    /// Deliveries made now (a competing queue may store the message instead).
+    pub delivered: usize,
+}
+
+/// The embedded broker.
+#[derive(Debug)]
+pub struct Broker {
+    /// All mutable state.
+    state: Mutex<BrokerState>,
+    /// Settings.
+    settings: BrokerSettings,
+    /// Counters.
+    stats: Arc<StompStats>,
+    /// This process's message-id prefix.
+    node: String,
+    /// The next message-id number.
+    next_message_id: AtomicU64,
+}
+
+impl Broker {
+    /// A broker configured by `config`, counting into `stats`.
+    pub fn new(config: &StompConfig, stats: Arc<StompStats>) -> Broker {
+        Broker {
+            state: Mutex::new(BrokerState::default()),
+            settings: BrokerSettings {
+                queue_semantics: config.queue_semantics,
+                max_queue_messages: config.max_queue_messages,
+                max_queue_bytes: config.max_queue_bytes,
+                max_pending_acks: config.max_pending_acks,
+                separator: config.path_separator,
+            },
+            stats,
+            node: format!("n{}", random_id(6)),
+            next_message_id: AtomicU64::new(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BrokerState> {
+        match self.state.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// A fresh message id, `[A-Za-z0-9_-]` only.
+    pub fn next_message_id(&self) -> String {
+        let n = self.next_message_id.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n:016x}", self.node)
+    }
+
+    /// Build a message from headers and body with a fresh id.
+    pub fn message(&self, headers: &[(String, String)], body: Bytes) -> Arc<Published> {
+        Arc::new(Published::new(self.next_message_id(), headers, body))
+    }
+
+    /// Register a connected session (fed by CONNECTED).
+    pub fn register_session(&self, session: &str, out: Arc<Outbound>, user: Option<String>) {
+        let session: Arc<str> = session.into();
+        let mut state = self.lock();
+        if let Some(user) = &user {
+            state
+                .users
+                .entry(user.clone())
+                .or_default()
+                .insert(session.clone());
+        }
+        state.sessions.insert(
+            session,
+            SessionEntry {
+                out,
+                user,
+                subs: HashMap::new(),
+                next_ack: 0,
+                pending_acks: 0,
+            },
+        );
+    }
+
+    /// Remove a session: its subscriptions end and its unacked competing-queue messages are
+    /// requeued for other subscribers (spec §5.5).
+    pub fn unregister_session(&self, session: &str) {
+        let mut state = self.lock();
+        let Some(entry) = state.sessions.remove(session) else {
+            return;
+        };
+        if let Some(user) = &entry.user
+            && let Some(set) = state.users.get_mut(user)
+        {
+            set.remove(session);
+            if set.is_empty() {
+                state.users.remove(user);
+            }
+        }
+        let mut touched = Vec::new();
+        for (id, sub) in entry.subs {
+            forget_subscription_index(&mut state, session, &id, &sub);
+            self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
+            touched.extend(self.release(&mut state, sub.unacked));
+        }
+        self.dispatch_all(&mut state, touched);
+    }
+
+    /// Activate a subscription. Once this returns, every later publish reaches it.
+    pub fn subscribe(&self, session: &str, request: SubscribeRequest) -> Result<(), BrokerError> {
+        let mut state = self.lock();
+        if let Some(owner) = user_suffix(&request.target)
+            && owner != session
+            && state.sessions.contains_key(owner)
+        {
+            return Err(BrokerError::AccessDenied(request.target));
+        }
+        let Some(session_key) = state
+            .sessions
+            .get_key_value(session)
+            .map(|(k, _)| k.clone())
+        else {
+            return Err(BrokerError::UnknownSession(session.into()));
+        };
+        let key = SubKey {
+            session: session_key,
+            id: request.id.as_str().into(),
+        };
+        let pattern = is_pattern(&request.target)
+            .then(|| Pattern::new(&request.target, self.settings.separator));
+        let target = request.target.clone();
+        if pattern.is_some() {
+            state.patterns.push(key);
+        } else {
+            state.literal.entry(target.clone()).or_default().push(key);
+        }
+        if let Some(entry) = state.sessions.get_mut(session) {
+            entry.subs.insert(
+                request.id.clone(),
+                Subscription {
+                    request,
+                    pattern,
+                    unacked: VecDeque::new(),
+                },
+            );
+        }
+        self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
+        if self.is_competing(&target) {
+            self.dispatch(&mut state, &target);
+        }
+        Ok(())
+    }
+
+    /// End a subscription; returns whether it existed. Unacked competing-queue messages are
+    /// requeued; once this returns no further MESSAGE is sent for it.
+    pub fn unsubscribe(&self, session: &str, id: &str) -> bool {
+        let mut state = self.lock();
+        let Some(sub) = state
+            .sessions
+            .get_mut(session)
+            .and_then(|e| e.subs.remove(id))
+        else {
+            return false;
+        };
+        if let Some(entry) = state.sessions.get_mut(session) {
+            entry.pending_acks -= sub.unacked.len();
+        }
+        forget_subscription_index(&mut state, session, id, &sub);
+        self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        let touched = self.release(&mut state, sub.unacked);
+        self.dispatch_all(&mut state, touched);
+        true
+    }
+
+    /// Publish to a broker destination (a literal, never a pattern).
+    pub fn publish(&self, destination: &str, message: Arc<Published>) -> PublishOutcome {
+        bump(&self.stats.published);
+        let mut state = self.lock();
+        self.publish_locked(&mut state, destination, message)
+    }
+
+    /// Publish several messages atomically, in order (a transaction's COMMIT).
+    pub fn publish_all(&self, messages: Vec<(String, Arc<Published>)>) {
+        let mut state = self.lock();
+        for (destination, message) in messages {
+            bump(&self.stats.published);
+            self.publish_locked(&mut state, &destination, message);
+        }
+    }
+
+    /// Send to `/user/{user}{actual}` following spec §7.5: `origin` is the sending session (a
+    /// client SEND) or the session a backend names. Returns how many sessions were chosen.
+    pub fn send_to_user(
+        &self,
+        user: &str,
+        actual: &str,
+        origin: Option<&str>,
+        message: Arc<Published>,
+    ) -> usize {
+        bump(&self.stats.published);
+        let mut state = self.lock();
+        let targets = choose_user_sessions(&state, user, origin);
+        if targets.is_empty() {
+            bump(&self.stats.dropped_user_unknown);
+            tracing::debug!(user, actual, "message to a user without sessions dropped");
+            return 0;
+        }
+        for session in &targets {
+            let target = session_target(actual, session);
+            self.publish_locked(&mut state, &target, message.clone());
+        }
+        targets.len()
+    }
+
+    /// Send to one session's user destination (`@SendToUser(broadcast=false)`, and the only
+    /// way to reach an anonymous session): `actual` is e.g. `/queue/x`.
+    pub fn send_to_session(&self, session: &str, actual: &str, message: Arc<Published>) {
+        bump(&self.stats.published);
+        let mut state = self.lock();
+        let target = session_target(actual, session);
+        self.publish_locked(&mut state, &target, message);
+    }
+
+    /// Deliver one message to one subscription of one session only (an `/app` subscribe
+    /// reply); the subscription need not be registered in the broker.
+    pub fn send_to_subscription(
+        &self,
+        out: &Outbound,
+        subscription: &str,
+        destination: &str,
+        message: &Published,
+    ) {
+        let head = DeliveryHead {
+            destination,
+            subscription,
+            ack: None,
+            redelivered: Redelivered::No,
+        };
+        let (bytes, dropped) = message.encode_for(&head, out.version());
+        out.count_dropped_headers(dropped);
+        match out.send_encoded(bytes, message.payload) {
+            Ok(()) => bump(&self.stats.delivered),
+            Err(_) => bump(&self.stats.dropped_overflow),
+        }
+    }
+
+    /// Apply an ACK or NACK from `session`.
+    pub fn acknowledge(&self, session: &str, target: &AckTarget, kind: AckKind) -> AckOutcome {
+        let mut state = self.lock();
+        let Some(entry) = state.sessions.get_mut(session) else {
+            return self.unknown_ack();
+        };
+        let Some((sub_id, position)) = find_delivery(entry, target) else {
+            return self.unknown_ack();
+        };
+        let Some(sub) = entry.subs.get_mut(&sub_id) else {
+            return self.unknown_ack();
+        };
+        let settled: VecDeque<Delivery> = match sub.request.ack {
+            AckMode::Client => sub.unacked.drain(..=position).collect(),
+            _ => sub.unacked.remove(position).into_iter().collect(),
+        };
+        let competing_target = self
+            .is_competing(&sub.request.target)
+            .then(|| sub.request.target.clone());
+        entry.pending_acks -= settled.len();
+        let counter = match kind {
+            AckKind::Ack => &self.stats.acks,
+            AckKind::Nack => &self.stats.nacks,
+        };
+        counter.fetch_add(settled.len() as u64, Ordering::Relaxed);
+        let mut touched: Vec<String> = competing_target.into_iter().collect();
+        if kind == AckKind::Nack {
+            touched.extend(self.release(&mut state, settled));
+        }
+        self.dispatch_all(&mut state, touched);
+        AckOutcome::Applied
+    }
+
+    /// Whether a session is registered.
+    pub fn is_session(&self, session: &str) -> bool {
+        self.lock().sessions.contains_key(session)
+    }
+
+    /// Messages waiting in a competing queue.
+    pub fn queue_depth(&self, destination: &str) -> usize {
+        self.lock()
+            .queues
+            .get(destination)
+            .map_or(0, |q| q.stored.len())
+    }
+
+    /// Sessions currently registered for a user.
+    pub fn user_sessions(&self, user: &str) -> Vec<String> {
+        self.lock()
+            .users
+            .get(user)
+            .map(|set| set.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    fn unknown_ack(&self) -> AckOutcome {
+        bump(&self.stats.ack_unknown);
+        AckOutcome::Unknown
+    }
+
+    fn is_competing(&self, destination: &str) -> bool {
+        self.settings.queue_semantics == QueueSemantics::Competing
+            && (destination.starts_with("/queue/") || destination == "/queue")
+            && user_suffix(destination).is_none()
+            && !is_pattern(destination)
+    }
+
+    fn publish_locked(
+        &self,
+        state: &mut BrokerState,
+        destination: &str,
+        message: Arc<Published>,
+    ) -> PublishOutcome {
+        if self.is_competing(destination) {
+            self.enqueue(state, destination, message);
+            let delivered = self.dispatch(state, destination);
+            return PublishOutcome { delivered };
+        }
+        let owner = user_suffix(destination)
+            .filter(|s| state.sessions.contains_key(*s))
+            .map(str::to_owned);
+        let mut receivers: Vec<SubKey> =
+            state.literal.get(destination).cloned().unwrap_or_default();
+        for key in &state.patterns {
+            let visible = owner.as_deref().is_none_or(|o| *o == *key.session);
+            if visible && pattern_matches(state, key, destination) {
+                receivers.push(key.clone());
+            }
+        }
+        if receivers.is_empty() {
+            bump(&self.stats.dropped_no_subscriber);
+        }
+        let mut delivered = 0;
+        for key in receivers {
+            if self.deliver(state, &key, destination, &message, Redelivered::No, None) {
+                delivered += 1;
+            }
+        }
+        PublishOutcome { delivered }
+    }
+
+    fn enqueue(&self, state: &mut BrokerState, destination: &str, message: Arc<Published>) {
+        let queue = state.queues.entry(destination.to_owned()).or_default();
+        queue.bytes += message.size();
+        queue.stored.push_back(Stored {
+            message,
+            redelivered: Redelivered::No,
+        });
+        while queue.stored.len() > self.settings.max_queue_messages
+            || (queue.bytes > self.settings.max_queue_bytes && queue.stored.len() > 1)
+        {
+            if let Some(dropped) = queue.stored.pop_front() {
+                queue.bytes -= dropped.message.size();
+                bump(&self.stats.dropped_queue_full);
+            }
+        }
+    }
+
+    /// Requeue released deliveries that came from competing queues (at the front, in their
+    /// original order, marked redelivered); broadcast ones are discarded. Returns the queues
+    /// that gained messages.
+    fn release(&self, state: &mut BrokerState, deliveries: VecDeque<Delivery>) -> Vec<String> {
+        let mut touched = Vec::new();
+        for delivery in deliveries.into_iter().rev() {
+            let Some(queue_name) = delivery.queue else {
+                continue;
+            };
+            let queue = state.queues.entry(queue_name.clone()).or_default();
+            queue.bytes += delivery.message.size();
+            queue.stored.push_front(Stored {
+                message: delivery.message,
+                redelivered: Redelivered::Yes,
+            });
+            if !touched.contains(&queue_name) {
+                touched.push(queue_name);
+            }
+        }
+        touched
+    }
+
+    fn dispatch_all(&self, state: &mut BrokerState, queues: Vec<String>) {
+        for queue in queues {
+            self.dispatch(state, &queue);
+        }
+    }
+
+    /// Hand stored messages of a competing queue to subscribers with room, round-robin.
+    fn dispatch(&self, state: &mut BrokerState, destination: &str) -> usize {
+        let mut delivered = 0;
+        loop {
+            let Some(queue) = state.queues.get(destination) else {
+                return delivered;
+            };
+            if queue.stored.is_empty() {
+                return delivered;
+            }
+            let cursor = queue.cursor;
+            let Some(subscribers) = state.literal.get(destination) else {
+                return delivered;
+            };
+            let count = subscribers.len();
+            let chosen = (0..count)
+                .map(|step| (cursor + step) % count)
+                .find(|&i| self.has_room(state, &subscribers[i]));
+            let Some(index) = chosen else {
+                return delivered;
+            };
+            let key = subscribers[index].clone();
+            let Some(queue) = state.queues.get_mut(destination) else {
+                return delivered;
+            };
+            queue.cursor = (index + 1) % count;
+            let Some(stored) = queue.stored.pop_front() else {
+                return delivered;
+            };
+            queue.bytes -= stored.message.size();
+            if stored.redelivered == Redelivered::Yes {
+                bump(&self.stats.redeliveries);
+            }
+            let from = Some(destination);
+            if self.deliver(
+                state,
+                &key,
+                destination,
+                &stored.message,
+                stored.redelivered,
+                from,
+            ) {
+                delivered += 1;
+            }
+        }
+    }
+
+    fn has_room(&self, state: &BrokerState, key: &SubKey) -> bool {
+        let Some(entry) = state.sessions.get(&key.session) else {
+            return false;
+        };
+        let Some(sub) = entry.subs.get(&*key.id) else {
+            return false;
+        };
+        if entry.out.is_closed() {
+            return false;
+        }
+        if !sub.request.ack.needs_ack() {
+            return true;
+        }
+        let window_open = sub
+            .request
+            .prefetch
+            .is_none_or(|limit| sub.unacked.len() < limit);
+        window_open && entry.pending_acks < self.settings.max_pending_acks
+    }
+
+    /// Encode and queue one MESSAGE; in client modes remember it as unacked.
+    fn deliver(
+        &self,
+        state: &mut BrokerState,
+        key: &SubKey,
+        destination: &str,
+        message: &Arc<Published>,
+        redelivered: Redelivered,
+        queue: Option<&str>,
+    ) -> bool {
+        let Some(entry) = state.sessions.get_mut(&key.session) else {
+            return false;
+        };
+        let Some(sub) = entry.subs.get_mut(&*key.id) else {
+            return false;
+        };
+        let token = if sub.request.ack.needs_ack() {
+            if entry.pending_acks >= self.settings.max_pending_acks {
+                bump(&self.stats.dropped_overflow);
+                return false;
+            }
+            entry.next_ack += 1;
+            Some(entry.next_ack.to_string())
+        } else {
+            None
+        };
+        let head = DeliveryHead {
+            destination: sub.request.shown.as_deref().unwrap_or(destination),
+            subscription: &sub.request.id,
+            ack: token.as_deref(),
+            redelivered,
+        };
+        let (bytes, dropped) = message.encode_for(&head, entry.out.version());
+        entry.out.count_dropped_headers(dropped);
+        if entry.out.send_encoded(bytes, message.payload).is_err() {
+            bump(&self.stats.dropped_overflow);
+            return false;
+        }
+        bump(&self.stats.delivered);
+        if let Some(token) = token {
+            sub.unacked.push_back(Delivery {
+                token,
+                message: message.clone(),
+                queue: queue.map(str::to_owned),
+            });
+            entry.pending_acks += 1;
+        }
+        true
+    }
+}
+
+fn pattern_matches(state: &BrokerState, key: &SubKey, destination: &str) -> bool {
+    state
+        .sessions
+        .get(&key.session)
+        .and_then(|e| e.subs.get(&*key.id))
+        .and_then(|s| s.pattern.as_ref())
+        .is_some_and(|p| p.matches(destination))
+}
+
+fn forget_subscription_index(state: &mut BrokerState, session: &str, id: &str, sub: &Subscription) {
+    let is_key = |k: &SubKey| &*k.session == session && &*k.id == id;
+    if sub.pattern.is_some() {
+        state.patterns.retain(|k| !is_key(k));
+        return;
+    }
+    if let Some(keys) = state.literal.get_mut(&sub.request.target) {
+        keys.retain(|k| !is_key(k));
+        if keys.is_empty() {
+            state.literal.remove(&sub.request.target);
+        }
+    }
+}
+
+/// Find the outstanding delivery an ACK/NACK names: (subscription id, position).
+fn find_delivery(entry: &SessionEntry, target: &AckTarget) -> Option<(String, usize)> {
+    let matches = |sub: &Subscription| -> Option<usize> {
+        sub.unacked.iter().position(|d| match target {
+            AckTarget::Token(token) => d.token == *token,
+            AckTarget::MessageId { message_id, .. } => d.message.message_id == *message_id,
+        })
+    };
+    if let AckTarget::MessageId {
+        subscription: Some(id),
+        ..
+    } = target
+    {
+        let sub = entry.subs.get(id)?;
+        return matches(sub).map(|pos| (id.clone(), pos));
+    }
+    entry
+        .subs
+        .iter()
+        .find_map(|(id, sub)| matches(sub).map(|pos| (id.clone(), pos)))
+}
+
+/// Spec §7.5 step 2: which sessions a `/user/{user}/...` message goes to.
+fn choose_user_sessions(state: &BrokerState, user: &str, origin: Option<&str>) -> Vec<Arc<str>> {
+    if let Some(origin) = origin
+        && origin == user
+        && let Some((key, _)) = state.sessions.get_key_value(origin)
+    {
+        return vec![key.clone()];
+    }
+    let Some(sessions) = state.users.get(user) else {
+        return Vec::new();
+    };
+    if let Some(origin) = origin
+        && let Some(key) = sessions.get(origin)
+    {
+        return vec![key.clone()];
+    }
+    let mut all: Vec<Arc<str>> = sessions.iter().cloned().collect();
+    all.sort();
+    all
+}
+
+/// `len` random characters of `[a-z0-9]`.
+pub fn random_id(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..len)
+        .map(|_| ALPHABET[(rand::random::<u32>() as usize) % ALPHABET.len()] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stomp::outbound::Carriage;
+    use crate::stomp::testing::{RecordingSink, recording_sender};
+
+    struct Fixture {
+        broker: Broker,
+        stats: Arc<StompStats>,
+    }
+
+    fn fixture(semantics: QueueSemantics) -> Fixture {
+        let config = StompConfig {
+            queue_semantics: semantics,
+            ..StompConfig::default()
+        };
+        let stats = Arc::new(StompStats::default());
+        Fixture {
+            broker: Broker::new(&config, stats.clone()),
+            stats,
+        }
+    }
+
+    impl Fixture {
+        fn session(&self, id: &str, user: Option<&str>) -> Arc<RecordingSink> {
+            let (sink, sender) = recording_sender();
+            let out = Arc::new(Outbound::new(
+                sender,
+                Version::V1_2,
+                Carriage::TextAndBinary,
+                self.stats.clone(),
+            ));
+            self.broker
+                .register_session(id, out, user.map(str::to_owned));
+            sink
+        }
+
+        fn subscribe(&self, session: &str, id: &str, target: &str, ack: AckMode) {
+            let request = SubscribeRequest {
+                id: id.into(),
+                target: target.into(),
+                shown: None,
+                ack,
+                prefetch: None,
+            };
+            self.broker.subscribe(session, request).unwrap();
+        }
+
+        fn publish(&self, destination: &str, body: &str) {
+            let message = self.broker.message(&[], Bytes::from(body.to_owned()));
+            self.broker.publish(destination, message);
+        }
+    }
+
+    #[test]
+    fn topic_fans_out_to_every_subscriber() {
+        let f = fixture(QueueSemantics::Broadcast);
+        let a = f.session("a", None);
+        let b = f.session("b", None);
+        f.subscribe("a", "1", "/topic/t", AckMode::Auto);
+        f.subscribe("b", "2", "/topic/t", AckMode::Auto);
+        f.publish("/topic/t", "hi");
+        assert_eq!(a.frames().len(), 1);
+        assert_eq!(b.frames().len(), 1);
+        assert_eq!(a.frames()[0].get("subscription"), Some("1"));
+        assert_eq!(b.frames()[0].get("subscription"), Some("2"));
+        assert_eq!(
+            a.frames()[0].get("message-id"),
+            b.frames()[0].get("message-id")
+        );
+        assert_eq!(a.frames()[0].get("ack"), None);
+    }
+
+    #[test]
+    fn competing_queue_round_robins_and_stores() {
+        let f = fixture(QueueSemantics::Competing);
+        let a = f.session("a", None);
+        let b = f.session("b", None);
+        f.publish("/queue/q", "early");
+        f.subscribe("a", "1", "/queue/q", AckMode::Auto);
+        assert_eq!(a.frames().len(), 1);
+        f.subscribe("b", "1", "/queue/q", AckMode::Auto);
+        for i in 0..10 {
+            f.publish("/queue/q", &format!("m{i}"));
+        }
+        assert_eq!(a.frames().len(), 6);
+        assert_eq!(b.frames().len(), 5);
+    }
+
+    #[test]
+    fn client_ack_is_cumulative_and_release_redelivers_the_rest() {
+        let f = fixture(QueueSemantics::Competing);
+        let a = f.session("a", None);
+        f.subscribe("a", "1", "/queue/q", AckMode::Client);
+        for body in ["1", "2", "3"] {
+            f.publish("/queue/q", body);
+        }
+        let token = a.frames()[1].get("ack").unwrap().to_owned();
+        let outcome = f
+            .broker
+            .acknowledge("a", &AckTarget::Token(token), AckKind::Ack);
+        assert_eq!(outcome, AckOutcome::Applied);
+        f.broker.unregister_session("a");
+        assert_eq!(f.broker.queue_depth("/queue/q"), 1);
+        let b = f.session("b", None);
+        f.subscribe("b", "1", "/queue/q", AckMode::Auto);
+        let frames = b.frames();
+        assert_eq!(frames.len(), 1);
+        assert_eq!(&frames[0].body[..], b"3");
+        assert_eq!(frames[0].get("redelivered"), Some("true"));
+    }
+
+    #[test]
+    fn individual_nack_redelivers_in_competing_mode() {
+        let f = fixture(QueueSemantics::Competing);
+        let a = f.session("a", None);
+        f.subscribe("a", "1", "/queue/q", AckMode::ClientIndividual);
+        f.publish("/queue/q", "x");
+        let token = a.frames()[0].get("ack").unwrap().to_owned();
+        f.broker
+            .acknowledge("a", &AckTarget::Token(token), AckKind::Nack);
+        let frames = a.frames();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[1].get("redelivered"), Some("true"));
+    }
+
+    #[test]
+    fn prefetch_limits_outstanding_deliveries() {
+        let f = fixture(QueueSemantics::Competing);
+        let a = f.session("a", None);
+        let request = SubscribeRequest {
+            id: "1".into(),
+            target: "/queue/q".into(),
+            shown: None,
+            ack: AckMode::Client,
+            prefetch: Some(1),
+        };
+        for body in ["1", "2", "3"] {
+            f.publish("/queue/q", body);
+        }
+        f.broker.subscribe("a", request).unwrap();
+        assert_eq!(a.frames().len(), 1);
+        let token = a.frames()[0].get("ack").unwrap().to_owned();
+        f.broker
+            .acknowledge("a", &AckTarget::Token(token), AckKind::Ack);
+        assert_eq!(a.frames().len(), 2);
+    }
+
+    #[test]
+    fn unknown_acks_are_counted() {
+        let f = fixture(QueueSemantics::Broadcast);
+        f.session("a", None);
+        let outcome = f
+            .broker
+            .acknowledge("a", &AckTarget::Token("nope".into()), AckKind::Ack);
+        assert_eq!(outcome, AckOutcome::Unknown);
+        assert_eq!(f.stats.ack_unknown.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn patterns_never_see_other_sessions_user_destinations() {
+        let f = fixture(QueueSemantics::Broadcast);
+        let a = f.session("aaa", Some("alice"));
+        let b = f.session("bbb", None);
+        let request = SubscribeRequest {
+            id: "u".into(),
+            target: "/queue/x-useraaa".into(),
+            shown: Some("/user/queue/x".into()),
+            ack: AckMode::Auto,
+            prefetch: None,
+        };
+        f.broker.subscribe("aaa", request).unwrap();
+        f.subscribe("bbb", "p", "/queue/**", AckMode::Auto);
+        let message = f.broker.message(&[], Bytes::from_static(b"secret"));
+        assert_eq!(f.broker.send_to_user("alice", "/queue/x", None, message), 1);
+        assert_eq!(a.frames().len(), 1);
+        assert_eq!(a.frames()[0].get("destination"), Some("/user/queue/x"));
+        assert!(b.frames().is_empty());
+    }
+
+    #[test]
+    fn subscribing_to_another_sessions_user_destination_is_denied() {
+        let f = fixture(QueueSemantics::Broadcast);
+        f.session("aaa", None);
+        f.session("bbb", None);
+        let request = SubscribeRequest {
+            id: "1".into(),
+            target: "/queue/x-useraaa".into(),
+            shown: None,
+            ack: AckMode::Auto,
+            prefetch: None,
+        };
+        let err = f.broker.subscribe("bbb", request).unwrap_err();
+        assert!(matches!(err, BrokerError::AccessDenied(_)));
+    }
+
+    #[test]
+    fn message_headers_are_filtered_and_escaped_once_per_version() {
+        let headers = vec![
+            ("receipt".to_string(), "r1".to_string()),
+            ("x-foo".to_string(), "a:b".to_string()),
+            ("message-id".to_string(), "fake".to_string()),
+        ];
+        let message = Published::new("m-1".into(), &headers, Bytes::from_static(b"hi"));
+        let head = DeliveryHead {
+            destination: "/topic/a",
+            subscription: "s",
+            ack: Some("7"),
+            redelivered: Redelivered::No,
+        };
+        let (bytes, _) = message.encode_for(&head, Version::V1_2);
+        assert_eq!(
+            &bytes[..],
+            b"MESSAGE\ndestination:/topic/a\nmessage-id:m-1\nsubscription:s\nack:7\nx-foo:a\\cb\ncontent-length:2\n\nhi\0"
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! STOMP core settings, with the defaults of spec §9 and §10.
+//!
+//! The struct deserializes with `#[serde(default, deny_unknown_fields)]`, so it can be embedded
+//! in the gateway's TOML file as a `[stomp]` table where every key is optional and a misspelt
+//! key is an error that names it. Durations are plain integers with their unit in the key name
+//! (`connect_timeout_ms`), so a TOML reader never has to guess.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::frame::FrameLimits;
+
+/// Everything the STOMP core can be configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StompConfig {
+    /// The most bytes one inbound frame may have (command, headers, body).
+    pub message_size_limit: usize,
+    /// The most headers one inbound frame may have.
+    pub max_headers: usize,
+    /// The longest inbound command or header line, in bytes.
+    pub max_header_line: usize,
+    /// How long a session may stay without CONNECT before it is closed.
+    pub connect_timeout_ms: u64,
+    /// The server's heart-beat offer `sx,sy` in milliseconds, sent in every 1.1+ CONNECTED.
+    pub heart_beat: HeartBeat,
+    /// Client silence is tolerated for the negotiated interval times this factor (min 1.5).
+    pub heartbeat_read_margin: f64,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Deliveries awaiting ACK/NACK on one connection, over all its subscriptions.
+    pub max_pending_acks: usize,
+    /// Transactions one connection may have open.
+    pub max_transactions: usize,
+    /// Bytes (headers and bodies) buffered over all open transactions of one connection.
+    pub max_transaction_bytes: usize,
+    /// Messages stored per competing queue; the oldest is dropped on overflow.
+    pub max_queue_messages: usize,
+    /// Bytes stored per competing queue; the oldest messages are dropped on overflow.
+    pub max_queue_bytes: usize,
+    /// Bytes queued for one client and not yet written (carriers that read this config).
+    pub send_buffer_size_limit: usize,
+    /// The longest a single write may stay blocked on a client that does not read.
+    pub send_time_limit_ms: u64,
+    /// Destination prefixes forwarded to the application handler.
+    pub application_prefixes: Vec<String>,
+    /// Destination prefixes served by the embedded broker; empty means "everything else".
+    pub broker_prefixes: Vec<String>,
+    /// The user-destination prefix; a trailing `/` is added when missing.
+    pub user_prefix: String,
+    /// Semantics of the `/queue` broker prefix.
+    pub queue_semantics: QueueSemantics,
+    /// What happens to a destination no prefix matches.
+    pub unroutable: Unroutable,
+    /// The segment separator of pattern subscriptions (`/` or `.`).
+    pub path_separator: char,
+    /// Whether clients may SEND to `/user/{name}/...` (Spring allows it; we deny by default).
+    pub allow_client_send_to_user: bool,
+    /// CONNECT header whose value becomes the principal when the carrier supplied none.
+    pub principal_header: Option<String>,
+    /// Whether sessions without a principal may connect.
+    pub allow_anonymous: bool,
+    /// Accepted `host` values; when set, any other `host` is refused.
+    pub virtual_hosts: Option<Vec<String>>,
+    /// Reproduce Spring's `ERROR message:Session closed.` on DISCONNECT without a receipt.
+    pub spring_disconnect_error: bool,
+    /// Events buffered per event subscriber before the slowest one starts losing events.
+    pub event_capacity: usize,
+    /// How often the stats summary is logged at INFO; 0 disables it.
+    pub stats_log_period_s: u64,
+    /// Where STOMP over plain TCP listens, if anywhere (`--stomp-listen` overrides it).
+    pub tcp_listen: Option<std::net::SocketAddr>,
+}
+
+impl Default for StompConfig {
+    fn default() -> Self {
+        StompConfig {
+            message_size_limit: 64 * 1024,
+            max_headers: 256,
+            max_header_line: 16 * 1024,
+            connect_timeout_ms: 60_000,
+            heart_beat: HeartBeat {
+                send_ms: 10_000,
+                receive_ms: 10_000,
+            },
+            heartbeat_read_margin: 3.0,
+            max_subscriptions: 1024,
+            max_pending_acks: 10_000,
+            max_transactions: 16,
+            max_transaction_bytes: 1024 * 1024,
+            max_queue_messages: 10_000,
+            max_queue_bytes: 64 * 1024 * 1024,
+            send_buffer_size_limit: 512 * 1024,
+            send_time_limit_ms: 10_000,
+            application_prefixes: vec!["/app".into()],
+            broker_prefixes: vec!["/topic".into(), "/queue".into()],
+            user_prefix: "/user/".into(),
+            queue_semantics: QueueSemantics::Broadcast,
+            unroutable: Unroutable::Drop,
+            path_separator: '/',
+            allow_client_send_to_user: false,
+            principal_header: Some("login".into()),
+            allow_anonymous: true,
+            virtual_hosts: None,
+            spring_disconnect_error: false,
+            event_capacity: 1024,
+            stats_log_period_s: 30 * 60,
+            tcp_listen: None,
+        }
+    }
+}
+
+impl StompConfig {
+    /// The parser limits these settings imply.
+    pub fn frame_limits(&self) -> FrameLimits {
+        FrameLimits {
+            max_frame_bytes: self.message_size_limit,
+            max_headers: self.max_headers,
+            max_header_line: self.max_header_line,
+        }
+    }
+
+    /// The read margin, never below the 1.5 the spec demands.
+    pub fn read_margin(&self) -> f64 {
+        if self.heartbeat_read_margin.is_finite() {
+            self.heartbeat_read_margin.max(1.5)
+        } else {
+            3.0
+        }
+    }
+
+    /// The time a session may take to send CONNECT.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// The user prefix with its trailing `/`.
+    pub fn user_prefix(&self) -> String {
+        if self.user_prefix.ends_with('/') {
+            self.user_prefix.clone()
+        } else {
+            format!("{}/", self.user_prefix)
+        }
+    }
+}
+
+/// A heart-beat pair, written `"x,y"` in config and on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HeartBeat {
+    /// `x`: the smallest interval at which the sender can send (0: cannot).
+    pub send_ms: u64,
+    /// `y`: the interval at which the sender wants to receive (0: does not want to).
+    pub receive_ms: u64,
+}
+
+impl HeartBeat {
+    /// Parse `x,y` (two non-negative decimal integers).
+    pub fn parse(value: &str) -> Option<HeartBeat> {
+        let (x, y) = value.split_once(',')?;
+        let number = |s: &str| {
+            let s = s.trim_matches(' ');
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            s.parse::<u64>().ok()
+        };
+        Some(HeartBeat {
+            send_ms: number(x)?,
+            receive_ms: number(y)?,
+        })
+    }
+}
+
+impl TryFrom<String> for HeartBeat {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        HeartBeat::parse(&value)
+            .ok_or_else(|| format!("heart_beat must be \"x,y\" in milliseconds, got {value:?}"))
+    }
+}
+
+impl fmt::Display for HeartBeat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{},{}", self.send_ms, self.receive_ms)
+    }
+}
+
+/// How a `/queue` destination distributes messages (spec §7.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueSemantics {
+    /// Every subscriber gets every message (Spring's simple broker).
+    Broadcast,
+    /// Each message goes to exactly one subscriber; stored while nobody listens (RabbitMQ).
+    Competing,
+}
+
+/// What to do with a destination no prefix matches (spec §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unroutable {
+    /// Discard and count it; RECEIPT as usual.
+    Drop,
+    /// ERROR `No route for destination` and close.
+    Error,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_heart_beat_pairs() {
+        assert_eq!(
+            HeartBeat::parse("2000,5000"),
+            Some(HeartBeat {
+                send_ms: 2000,
+                receive_ms: 5000
+            })
+        );
+        for bad in ["abc", "1", "1,", ",1", "-1,0", "1,2,3"] {
+            assert_eq!(HeartBeat::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn deserializes_a_partial_toml_table_and_rejects_unknown_keys() {
+        let config: StompConfig = toml::from_str(
+            "heart_beat = \"2000,0\"\nqueue_semantics = \"competing\"\nunroutable = \"error\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.heart_beat.send_ms, 2000);
+        assert_eq!(config.queue_semantics, QueueSemantics::Competing);
+        assert_eq!(config.unroutable, Unroutable::Error);
+        assert_eq!(config.max_subscriptions, 1024);
+        let err = toml::from_str::<StompConfig>("max_subscriptons = 3").unwrap_err();
+        assert!(err.to_string().contains("max_subscriptons"), "{err}");
+        assert!(toml::from_str::<StompConfig>("heart_beat = \"x\"").is_err());
+    }
+
+    #[test]
+    fn read_margin_never_goes_below_one_and_a_half() {
+        let config = StompConfig {
+            heartbeat_read_margin: 1.0,
+            ..StompConfig::default()
+        };
+        assert_eq!(config.read_margin(), 1.5);
+    }
+}

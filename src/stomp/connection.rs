@@ -1,0 +1,1437 @@
+//! One STOMP connection: the protocol state machine and the task that drives it.
+//!
+//! [`Connection`] is synchronous and free of I/O: it is fed inbound bytes and clock ticks, and
+//! it writes through its [`Outbound`] and the broker. That keeps every protocol rule testable
+//! with an in-memory carrier. [`run`] is the per-session task: it owns the connection, feeds it
+//! the session's messages in order, and wakes it for the connect timeout and heart-beats.
+//!
+//! Every protocol error is fatal (spec §9, "one rule"): the connection sends ERROR (with the
+//! offending frame's `receipt-id`), asks the carrier to close (carriers flush before closing),
+//! and ignores everything after.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::Core;
+use super::application::{AppSend, AppSubscribe};
+use super::auth::ConnectRequest;
+use super::broker::{AckKind, AckMode, AckOutcome, AckTarget, BrokerError, SubscribeRequest};
+use super::config::{HeartBeat, Unroutable};
+use super::destination::{Route, split_user_destination, user_subscription_target, user_suffix};
+use super::frame::{Command, Frame, FrameError, FrameParser, Version};
+use super::outbound::{Carriage, Outbound, now_ms};
+use super::stats::{DisconnectCause, StompEvent, bump};
+use crate::session::{
+    CloseCause, CloseInfo, Inbound, SessionEvent, SessionHandle, SessionInfo, SessionSender,
+};
+
+/// Whether the connection still accepts input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep feeding it.
+    Open,
+    /// It closed (DISCONNECT, ERROR or a timeout); further input is ignored.
+    Closed,
+}
+
+/// A protocol error: the ERROR frame's `message` and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StompError {
+    /// The `message` header (spec §8.3).
+    message: Cow<'static, str>,
+    /// The text/plain body.
+    detail: String,
+    /// Whether to add `version:1.0,1.1,1.2` (failed negotiation).
+    with_versions: bool,
+}
+
+impl StompError {
+    fn new(message: impl Into<Cow<'static, str>>, detail: impl Into<String>) -> StompError {
+        StompError {
+            message: message.into(),
+            detail: detail.into(),
+            with_versions: false,
+        }
+    }
+
+    fn missing_header(name: &str) -> StompError {
+        StompError::new(
+            format!("Missing header: {name}"),
+            format!("the frame requires a {name} header"),
+        )
+    }
+
+    fn invalid_header(name: &str, value: &str) -> StompError {
+        StompError::new(
+            format!("Invalid header: {name}"),
+            format!("{value:?} is not a valid {name}"),
+        )
+    }
+
+    fn access_denied(destination: &str) -> StompError {
+        StompError::new(
+            "Access denied",
+            format!("access to {destination} is denied"),
+        )
+    }
+}
+
+impl From<FrameError> for StompError {
+    fn from(err: FrameError) -> StompError {
+        StompError::new(err.message(), err.to_string())
+    }
+}
+
+/// Negotiated heart-beat intervals in milliseconds (0: off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeats {
+    /// C: how often the client must show signs of life.
+    pub client_ms: u64,
+    /// S: how often we write when otherwise idle.
+    pub server_ms: u64,
+}
+
+impl Heartbeats {
+    /// Spec §4.1: `C = max(cx, sy)` unless either is 0; `S = max(sx, cy)` likewise.
+    pub fn negotiate(client: HeartBeat, server: HeartBeat) -> Heartbeats {
+        let pair = |a: u64, b: u64| if a == 0 || b == 0 { 0 } else { a.max(b) };
+        Heartbeats {
+            client_ms: pair(client.send_ms, server.receive_ms),
+            server_ms: pair(server.send_ms, client.receive_ms),
+        }
+    }
+}
+
+/// Where a subscription id was routed, so UNSUBSCRIBE knows whom to tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SubRoute {
+    /// A broker subscription.
+    Broker,
+    /// An `/app` subscribe-reply; nothing registered.
+    Application,
+    /// An unroutable destination that was dropped.
+    Dropped,
+}
+
+/// An open transaction's buffered frames.
+#[derive(Debug, Default)]
+struct Transaction {
+    /// SEND, ACK and NACK frames in arrival order.
+    frames: Vec<Frame>,
+}
+
+/// State after CONNECTED.
+#[derive(Debug)]
+struct Established {
+    /// The outbound side, which knows the version.
+    out: Arc<Outbound>,
+    /// The principal.
+    user: Option<String>,
+    /// The negotiated heart-beats.
+    heartbeats: Heartbeats,
+    /// When the principal's credential expires ([`now_ms`]); the session ends then.
+    expires_ms: Option<u64>,
+}
+
+/// Where the connection is in its life.
+#[derive(Debug)]
+enum Phase {
+    /// Only CONNECT, STOMP and heart-beat EOLs are allowed.
+    AwaitingConnect,
+    /// CONNECTED was sent.
+    Connected(Established),
+    /// DISCONNECT, ERROR or a timeout ended it; input is ignored.
+    Closed,
+}
+
+/// One STOMP connection.
+pub struct Connection {
+    /// Shared configuration, broker, events and stats.
+    core: Arc<Core>,
+    /// What the carrier knew.
+    info: Arc<SessionInfo>,
+    /// The carrier's sender.
+    sender: SessionSender,
+    /// Our STOMP session id (`[a-z0-9]`).
+    id: String,
+    /// Life-cycle phase.
+    phase: Phase,
+    /// The frame decoder.
+    parser: FrameParser,
+    /// Active subscription ids and where each went.
+    subscriptions: HashMap<String, SubRoute>,
+    /// Open transactions.
+    transactions: HashMap<String, Transaction>,
+    /// Bytes buffered over all open transactions.
+    transaction_bytes: usize,
+    /// When the session opened ([`now_ms`]).
+    opened_ms: u64,
+    /// When a byte last arrived ([`now_ms`]).
+    last_received_ms: u64,
+    /// Why we closed, when we did: cause, code, reason.
+    closed_by_us: Option<(DisconnectCause, u16, String)>,
+}
+
+impl Connection {
+    /// A connection in its pre-CONNECT state (which starts the connect timeout).
+    pub fn new(core: Arc<Core>, info: Arc<SessionInfo>, sender: SessionSender) -> Connection {
+        core.stats.session_opened(info.transport);
+        let parser = FrameParser::new(core.config.frame_limits());
+        let now = now_ms();
+        Connection {
+            core,
+            info,
+            sender,
+            id: super::broker::random_id(16),
+            phase: Phase::AwaitingConnect,
+            parser,
+            subscriptions: HashMap::new(),
+            transactions: HashMap::new(),
+            transaction_bytes: 0,
+            opened_ms: now,
+            last_received_ms: now,
+            closed_by_us: None,
+        }
+    }
+
+    /// Our STOMP session id.
+    pub fn session_id(&self) -> &str {
+        &self.id
+    }
+
+    /// Feed received bytes; frames are processed strictly in order.
+    pub fn receive(&mut self, data: &[u8]) -> Flow {
+        self.last_received_ms = now_ms();
+        if matches!(self.phase, Phase::Closed) {
+            return Flow::Closed;
+        }
+        self.parser.push(data);
+        loop {
+            match self.parser.next_frame() {
+                Ok(None) => return Flow::Open,
+                Ok(Some(frame)) => {
+                    if self.process(frame) == Flow::Closed {
+                        return Flow::Closed;
+                    }
+                }
+                Err(err) => {
+                    self.fail(StompError::from(err), None);
+                    return Flow::Closed;
+                }
+            }
+        }
+    }
+
+    /// Process one frame; on error send ERROR and close.
+    fn process(&mut self, frame: Frame) -> Flow {
+        self.core.stats.frame_received(frame.command);
+        let receipt = frame.get("receipt").map(str::to_owned);
+        let command = frame.command;
+        match self.handle_frame(frame) {
+            Ok(Flow::Open) => {
+                if let Some(receipt) = receipt
+                    && !matches!(command, Command::Connect | Command::Stomp)
+                {
+                    self.send_receipt(&receipt);
+                }
+                Flow::Open
+            }
+            Ok(Flow::Closed) => Flow::Closed,
+            Err(err) => {
+                self.fail(err, receipt.as_deref());
+                Flow::Closed
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, frame: Frame) -> Result<Flow, StompError> {
+        let version = match &self.phase {
+            Phase::Closed => return Ok(Flow::Closed),
+            Phase::AwaitingConnect => {
+                return match frame.command {
+                    Command::Connect | Command::Stomp => self.connect(frame),
+                    _ => Err(StompError::new(
+                        "Not connected",
+                        format!("{} before CONNECT", frame.command),
+                    )),
+                };
+            }
+            Phase::Connected(established) => established.out.version(),
+        };
+        match frame.command {
+            Command::Connect | Command::Stomp => Err(StompError::new(
+                "Already connected",
+                "a second CONNECT on a connected session",
+            )),
+            Command::Send => self.send(frame).map(|()| Flow::Open),
+            Command::Subscribe => self.subscribe(&frame, version).map(|()| Flow::Open),
+            Command::Unsubscribe => self.unsubscribe(&frame, version).map(|()| Flow::Open),
+            Command::Ack => self.acknowledge(frame, version, AckKind::Ack),
+            Command::Nack if version == Version::V1_0 => Err(StompError::new(
+                "Unknown command",
+                "NACK does not exist in STOMP 1.0",
+            )),
+            Command::Nack => self.acknowledge(frame, version, AckKind::Nack),
+            Command::Begin => self.begin(&frame).map(|()| Flow::Open),
+            Command::Commit => self.commit(&frame).map(|()| Flow::Open),
+            Command::Abort => self.abort(&frame).map(|()| Flow::Open),
+            Command::Disconnect => Ok(self.disconnect(&frame)),
+            Command::Connected | Command::Message | Command::Receipt | Command::Error => {
+                Err(StompError::new(
+                    "Unknown command",
+                    format!("{} is a server command", frame.command),
+                ))
+            }
+        }
+    }
+
+    fn connect(&mut self, frame: Frame) -> Result<Flow, StompError> {
+        self.core.events.emit(StompEvent::Connect {
+            session: self.id.clone(),
+            transport: self.info.transport,
+            remote_addr: self.info.remote_addr,
+            headers: frame
+                .headers
+                .iter()
+                .filter(|(n, _)| n != "passcode")
+                .cloned()
+                .collect(),
+        });
+        let version = negotiate_version(frame.get("accept-version"))?;
+        self.check_virtual_host(frame.get("host"))?;
+        let heartbeats = self.negotiate_heartbeats(&frame, version)?;
+        let principal = self.authenticate(&frame)?;
+        let expires_ms = principal.as_ref().and_then(|p| p.expires_at).map(|exp| {
+            let left = exp
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            now_ms().saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+        });
+        let user = principal.map(|p| p.name);
+        self.parser.set_version(version);
+        let out = Arc::new(Outbound::new(
+            self.sender.clone(),
+            version,
+            Carriage::of(self.info.transport),
+            self.core.stats.clone(),
+        ));
+        self.core
+            .broker
+            .register_session(&self.id, out.clone(), user.clone());
+        let _ = out.send_frame(&self.connected_frame(version, user.as_deref()));
+        bump(&self.core.stats.connected_sent);
+        if heartbeats.server_ms > 0 {
+            self.sender.suppress_heartbeats(true);
+        }
+        tracing::debug!(session = %self.id, %version, user = ?user, "STOMP session connected");
+        self.core.events.emit(StompEvent::Connected {
+            session: self.id.clone(),
+            user: user.clone(),
+            version,
+            client_heartbeat_ms: heartbeats.client_ms,
+            server_heartbeat_ms: heartbeats.server_ms,
+        });
+        self.phase = Phase::Connected(Established {
+            out,
+            user,
+            heartbeats,
+            expires_ms,
+        });
+        Ok(Flow::Open)
+    }
+
+    fn check_virtual_host(&self, host: Option<&str>) -> Result<(), StompError> {
+        let Some(hosts) = &self.core.config.virtual_hosts else {
+            return Ok(());
+        };
+        match host {
+            Some(host) if !hosts.iter().any(|h| h == host) => Err(StompError::new(
+                "Unknown virtual host",
+                format!("virtual host {host:?} is not configured"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn negotiate_heartbeats(
+        &self,
+        frame: &Frame,
+        version: Version,
+    ) -> Result<Heartbeats, StompError> {
+        if version == Version::V1_0 {
+            return Ok(Heartbeats {
+                client_ms: 0,
+                server_ms: 0,
+            });
+        }
+        let client = match frame.get("heart-beat") {
+            None => HeartBeat {
+                send_ms: 0,
+                receive_ms: 0,
+            },
+            Some(value) => HeartBeat::parse(value).ok_or_else(|| {
+                StompError::new("Malformed frame", format!("bad heart-beat value {value:?}"))
+            })?,
+        };
+        Ok(Heartbeats::negotiate(client, self.core.config.heart_beat))
+    }
+
+    fn authenticate(&self, frame: &Frame) -> Result<Option<crate::session::Principal>, StompError> {
+        let request = ConnectRequest {
+            headers: &frame.headers,
+            info: &self.info,
+        };
+        let failed = |detail: String| StompError::new("Authentication failed", detail);
+        let user = self
+            .core
+            .authenticator
+            .authenticate(&request)
+            .map_err(|err| failed(err.to_string()))?;
+        if let Some(principal) = &user
+            && principal.name.contains("%2F")
+        {
+            return Err(failed("user names must not contain %2F".into()));
+        }
+        Ok(user)
+    }
+
+    fn connected_frame(&self, version: Version, user: Option<&str>) -> Frame {
+        let heart_beat = if version == Version::V1_0 {
+            "0,0".to_owned()
+        } else {
+            self.core.config.heart_beat.to_string()
+        };
+        let mut frame = Frame::new(Command::Connected)
+            .header("version", version.as_str())
+            .header("heart-beat", heart_beat)
+            .header("session", self.id.as_str())
+            .header(
+                "server",
+                concat!("sockjs-gateway/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(user) = user {
+            frame.add_header("user-name", user);
+        }
+        frame
+    }
+
+    fn established(&self) -> Result<&Established, StompError> {
+        match &self.phase {
+            Phase::Connected(established) => Ok(established),
+            _ => Err(StompError::new(
+                "Not connected",
+                "the session is not connected",
+            )),
+        }
+    }
+
+    fn send(&mut self, frame: Frame) -> Result<(), StompError> {
+        if frame.get("destination").is_none() {
+            return Err(StompError::missing_header("destination"));
+        }
+        if let Some(tx) = frame.get("transaction") {
+            let tx = tx.to_owned();
+            return self.buffer_in_transaction(&tx, frame);
+        }
+        self.route_send(&frame)
+    }
+
+    /// Route a SEND (spec §7.1): user prefix, application prefix, broker, or unroutable.
+    fn route_send(&self, frame: &Frame) -> Result<(), StompError> {
+        let destination = frame.get("destination").unwrap_or_default();
+        let core = &self.core;
+        match core.router.route(destination) {
+            Route::User { rest } => {
+                if !core.config.allow_client_send_to_user {
+                    return Err(StompError::access_denied(destination));
+                }
+                let (user, actual) = split_user_destination(&rest)
+                    .map_err(|err| StompError::new("Access denied", err.to_string()))?;
+                let message = core.broker.message(&frame.headers, frame.body.clone());
+                core.broker
+                    .send_to_user(&user, &actual, Some(&self.id), message);
+                Ok(())
+            }
+            Route::Application { stripped } => self.forward_send(frame, destination, &stripped),
+            Route::Broker => {
+                if let Some(owner) = user_suffix(destination)
+                    && owner != self.id
+                    && !core.config.allow_client_send_to_user
+                    && core.broker.is_session(owner)
+                {
+                    return Err(StompError::access_denied(destination));
+                }
+                let message = core.broker.message(&frame.headers, frame.body.clone());
+                core.broker.publish(destination, message);
+                Ok(())
+            }
+            Route::Unroutable => self.unroutable(destination),
+        }
+    }
+
+    fn forward_send(
+        &self,
+        frame: &Frame,
+        destination: &str,
+        stripped: &str,
+    ) -> Result<(), StompError> {
+        let Some(handler) = &self.core.app_handler else {
+            return Err(no_backend(destination));
+        };
+        let established = self.established()?;
+        let send = AppSend {
+            session: &self.id,
+            user: established.user.as_deref(),
+            destination,
+            stripped,
+            headers: &frame.headers,
+            body: &frame.body,
+        };
+        handler
+            .on_send(&send)
+            .map_err(|err| StompError::new("Backend error", err.to_string()))
+    }
+
+    fn unroutable(&self, destination: &str) -> Result<(), StompError> {
+        match self.core.config.unroutable {
+            Unroutable::Drop => {
+                bump(&self.core.stats.dropped_unroutable);
+                tracing::debug!(session = %self.id, destination, "unroutable destination dropped");
+                Ok(())
+            }
+            Unroutable::Error => Err(StompError::new(
+                "No route for destination",
+                format!("no prefix routes {destination}"),
+            )),
+        }
+    }
+
+    fn subscribe(&mut self, frame: &Frame, version: Version) -> Result<(), StompError> {
+        let destination = frame
+            .get("destination")
+            .ok_or_else(|| StompError::missing_header("destination"))?;
+        let id = match (frame.get("id"), version) {
+            (Some(id), _) => id,
+            (None, Version::V1_0) => destination,
+            (None, _) => return Err(StompError::missing_header("id")),
+        };
+        if self.subscriptions.contains_key(id) {
+            return Err(StompError::new(
+                "Duplicate subscription id",
+                format!("subscription id {id:?} is already in use"),
+            ));
+        }
+        if self.subscriptions.len() >= self.core.config.max_subscriptions {
+            return Err(StompError::new(
+                "Subscription limit exceeded",
+                format!(
+                    "at most {} subscriptions per connection",
+                    self.core.config.max_subscriptions
+                ),
+            ));
+        }
+        let ack = match frame.get("ack") {
+            None => AckMode::Auto,
+            Some(value) => AckMode::parse(value, version)
+                .ok_or_else(|| StompError::invalid_header("ack", value))?,
+        };
+        let prefetch = match frame.get("prefetch-count") {
+            None => None,
+            Some(value) => Some(
+                value
+                    .parse::<usize>()
+                    .map_err(|_| StompError::invalid_header("prefetch-count", value))?,
+            )
+            .filter(|&n| n > 0),
+        };
+        let (target, shown, route) = match self.core.router.route(destination) {
+            Route::User { rest } => (
+                user_subscription_target(&rest, &self.id),
+                Some(destination.to_owned()),
+                SubRoute::Broker,
+            ),
+            Route::Application { stripped } => {
+                self.subscribe_application(frame, destination, &stripped, id)?;
+                (destination.to_owned(), None, SubRoute::Application)
+            }
+            Route::Broker => (destination.to_owned(), None, SubRoute::Broker),
+            Route::Unroutable => {
+                self.unroutable(destination)?;
+                (destination.to_owned(), None, SubRoute::Dropped)
+            }
+        };
+        if route == SubRoute::Broker {
+            let request = SubscribeRequest {
+                id: id.to_owned(),
+                target: target.clone(),
+                shown,
+                ack,
+                prefetch,
+            };
+            self.core
+                .broker
+                .subscribe(&self.id, request)
+                .map_err(|err| match err {
+                    BrokerError::AccessDenied(_) => StompError::access_denied(destination),
+                    other => StompError::new("Not connected", other.to_string()),
+                })?;
+        }
+        self.subscriptions.insert(id.to_owned(), route);
+        self.core.events.emit(StompEvent::Subscribe {
+            session: self.id.clone(),
+            subscription: id.to_owned(),
+            destination: destination.to_owned(),
+            target,
+        });
+        Ok(())
+    }
+
+    fn subscribe_application(
+        &self,
+        frame: &Frame,
+        destination: &str,
+        stripped: &str,
+        id: &str,
+    ) -> Result<(), StompError> {
+        let Some(handler) = &self.core.app_handler else {
+            return Err(no_backend(destination));
+        };
+        let established = self.established()?;
+        let request = AppSubscribe {
+            session: &self.id,
+            user: established.user.as_deref(),
+            destination,
+            stripped,
+            subscription: id,
+            headers: &frame.headers,
+        };
+        let reply = handler
+            .on_subscribe(&request)
+            .map_err(|err| StompError::new("Backend error", err.to_string()))?;
+        if let Some(reply) = reply {
+            let message = self.core.broker.message(&reply.headers, reply.body);
+            self.core
+                .broker
+                .send_to_subscription(&established.out, id, destination, &message);
+        }
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, frame: &Frame, version: Version) -> Result<(), StompError> {
+        let id = match (frame.get("id"), frame.get("destination"), version) {
+            (Some(id), _, _) => id,
+            (None, Some(destination), Version::V1_0) => destination,
+            _ => return Err(StompError::missing_header("id")),
+        };
+        let Some(route) = self.subscriptions.remove(id) else {
+            tracing::debug!(session = %self.id, id, "UNSUBSCRIBE of an unknown id ignored");
+            return Ok(());
+        };
+        if route == SubRoute::Broker {
+            self.core.broker.unsubscribe(&self.id, id);
+        }
+        self.core.events.emit(StompEvent::Unsubscribe {
+            session: self.id.clone(),
+            subscription: id.to_owned(),
+        });
+        Ok(())
+    }
+
+    fn acknowledge(
+        &mut self,
+        frame: Frame,
+        version: Version,
+        kind: AckKind,
+    ) -> Result<Flow, StompError> {
+        let target = ack_target(&frame, version)?;
+        if let Some(tx) = frame.get("transaction") {
+            let tx = tx.to_owned();
+            self.buffer_in_transaction(&tx, frame)?;
+            return Ok(Flow::Open);
+        }
+        self.apply_ack(&target, kind);
+        Ok(Flow::Open)
+    }
+
+    fn apply_ack(&self, target: &AckTarget, kind: AckKind) {
+        if self.core.broker.acknowledge(&self.id, target, kind) == AckOutcome::Unknown {
+            tracing::debug!(session = %self.id, ?target, "ACK/NACK for nothing outstanding");
+        }
+    }
+
+    fn buffer_in_transaction(&mut self, tx: &str, frame: Frame) -> Result<(), StompError> {
+        let size = frame_size(&frame);
+        let limit = self.core.config.max_transaction_bytes;
+        let Some(transaction) = self.transactions.get_mut(tx) else {
+            return Err(unknown_transaction(tx));
+        };
+        if self.transaction_bytes + size > limit {
+            return Err(StompError::new(
+                "Transaction limit exceeded",
+                format!("more than {limit} bytes buffered in transactions"),
+            ));
+        }
+        self.transaction_bytes += size;
+        transaction.frames.push(frame);
+        Ok(())
+    }
+
+    fn begin(&mut self, frame: &Frame) -> Result<(), StompError> {
+        let tx = frame
+            .get("transaction")
+            .ok_or_else(|| StompError::missing_header("transaction"))?;
+        if self.transactions.contains_key(tx) {
+            return Err(StompError::new(
+                "Duplicate transaction",
+                format!("transaction {tx:?} is already open"),
+            ));
+        }
+        let limit = self.core.config.max_transactions;
+        if self.transactions.len() >= limit {
+            return Err(StompError::new(
+                "Transaction limit exceeded",
+                format!("at most {limit} open transactions per connection"),
+            ));
+        }
+        self.transactions
+            .insert(tx.to_owned(), Transaction::default());
+        Ok(())
+    }
+
+    /// Apply the buffered SENDs, ACKs and NACKs in order.
+    fn commit(&mut self, frame: &Frame) -> Result<(), StompError> {
+        let transaction = self.take_transaction(frame)?;
+        bump(&self.core.stats.commits);
+        let version = self.established()?.out.version();
+        for buffered in transaction.frames {
+            match buffered.command {
+                Command::Send => self.route_send(&buffered)?,
+                Command::Ack => self.apply_ack(&ack_target(&buffered, version)?, AckKind::Ack),
+                Command::Nack => self.apply_ack(&ack_target(&buffered, version)?, AckKind::Nack),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self, frame: &Frame) -> Result<(), StompError> {
+        self.take_transaction(frame)?;
+        bump(&self.core.stats.aborts);
+        Ok(())
+    }
+
+    fn take_transaction(&mut self, frame: &Frame) -> Result<Transaction, StompError> {
+        let tx = frame
+            .get("transaction")
+            .ok_or_else(|| StompError::missing_header("transaction"))?;
+        let transaction = self
+            .transactions
+            .remove(tx)
+            .ok_or_else(|| unknown_transaction(tx))?;
+        let size: usize = transaction.frames.iter().map(frame_size).sum();
+        self.transaction_bytes = self.transaction_bytes.saturating_sub(size);
+        Ok(transaction)
+    }
+
+    fn disconnect(&mut self, frame: &Frame) -> Flow {
+        match frame.get("receipt") {
+            Some(receipt) => self.send_receipt(receipt),
+            None if self.core.config.spring_disconnect_error => {
+                let error = Frame::new(Command::Error).header("message", "Session closed.");
+                self.send_frame(&error);
+            }
+            None => {}
+        }
+        self.close_with(DisconnectCause::Disconnect, 1000, "Normal closure");
+        Flow::Closed
+    }
+
+    fn send_receipt(&self, receipt: &str) {
+        self.send_frame(&Frame::new(Command::Receipt).header("receipt-id", receipt));
+    }
+
+    /// Send through the established outbound side, or a 1.2 one before CONNECTED.
+    fn send_frame(&self, frame: &Frame) {
+        let result = match &self.phase {
+            Phase::Connected(established) => established.out.send_frame(frame),
+            _ => Outbound::new(
+                self.sender.clone(),
+                Version::V1_2,
+                Carriage::of(self.info.transport),
+                self.core.stats.clone(),
+            )
+            .send_frame(frame),
+        };
+        if let Err(err) = result {
+            tracing::debug!(session = %self.id, command = %frame.command, %err, "frame not queued");
+        }
+    }
+
+    /// Send ERROR for `err` and close (the carrier flushes the ERROR first).
+    fn fail(&mut self, err: StompError, receipt: Option<&str>) {
+        tracing::debug!(session = %self.id, message = %err.message, detail = %err.detail, "STOMP protocol error");
+        let mut frame = Frame::new(Command::Error).header("message", err.message.clone());
+        if let Some(receipt) = receipt {
+            frame.add_header("receipt-id", receipt);
+        }
+        if err.with_versions {
+            frame.add_header("version", "1.0,1.1,1.2");
+        }
+        frame.add_header("content-type", "text/plain");
+        frame.body = Bytes::from(err.detail);
+        self.send_frame(&frame);
+        bump(&self.core.stats.errors_sent);
+        self.close_with(DisconnectCause::ProtocolError, 1002, &err.message);
+    }
+
+    fn close_with(&mut self, cause: DisconnectCause, code: u16, reason: &str) {
+        self.sender.close(code, reason);
+        self.end_session_state();
+        self.phase = Phase::Closed;
+        if self.closed_by_us.is_none() {
+            self.closed_by_us = Some((cause, code, reason.to_owned()));
+        }
+    }
+
+    /// When the next timer is due ([`now_ms`]), if any.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        match &self.phase {
+            Phase::Closed => None,
+            Phase::AwaitingConnect => Some(self.opened_ms + self.core.config.connect_timeout_ms),
+            Phase::Connected(established) => {
+                let hb = established.heartbeats;
+                let write =
+                    (hb.server_ms > 0).then(|| established.out.last_write_ms() + hb.server_ms);
+                let read =
+                    (hb.client_ms > 0).then(|| self.last_received_ms + self.read_window_ms(hb));
+                write
+                    .into_iter()
+                    .chain(read)
+                    .chain(established.expires_ms)
+                    .min()
+            }
+        }
+    }
+
+    fn read_window_ms(&self, hb: Heartbeats) -> u64 {
+        (hb.client_ms as f64 * self.core.config.read_margin()) as u64
+    }
+
+    /// Run whatever timer is due at `now` ([`now_ms`]).
+    pub fn on_tick(&mut self, now: u64) -> Flow {
+        match &self.phase {
+            Phase::Closed => Flow::Closed,
+            Phase::AwaitingConnect => {
+                if now >= self.opened_ms + self.core.config.connect_timeout_ms {
+                    bump(&self.core.stats.connect_failures);
+                    tracing::debug!(session = %self.id, "no CONNECT within the connect timeout");
+                    self.close_with(DisconnectCause::ConnectTimeout, 4500, "Connect timeout");
+                    return Flow::Closed;
+                }
+                Flow::Open
+            }
+            Phase::Connected(established) => {
+                let hb = established.heartbeats;
+                if established.expires_ms.is_some_and(|exp| now >= exp) {
+                    tracing::info!(session = %self.id, "credential expired; ending the STOMP session");
+                    self.fail(
+                        StompError::new(
+                            "Token expired",
+                            "the session's token expired; reconnect with a fresh token",
+                        ),
+                        None,
+                    );
+                    return Flow::Closed;
+                }
+                if hb.client_ms > 0 && now >= self.last_received_ms + self.read_window_ms(hb) {
+                    bump(&self.core.stats.heartbeat_timeouts);
+                    tracing::debug!(session = %self.id, "client heart-beat timeout");
+                    self.close_with(
+                        DisconnectCause::HeartBeatTimeout,
+                        1002,
+                        "Heart-beat timeout",
+                    );
+                    return Flow::Closed;
+                }
+                if hb.server_ms > 0 && now >= established.out.last_write_ms() + hb.server_ms {
+                    let _ = established.out.send_heartbeat();
+                }
+                Flow::Open
+            }
+        }
+    }
+
+    /// Abort transactions and leave the broker; idempotent.
+    fn end_session_state(&mut self) {
+        let open = self.transactions.len() as u64;
+        if open > 0 {
+            self.core
+                .stats
+                .aborts
+                .fetch_add(open, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.transactions.clear();
+        self.transaction_bytes = 0;
+        if matches!(self.phase, Phase::Connected(_)) {
+            self.core.broker.unregister_session(&self.id);
+        }
+    }
+
+    /// The session ended: release everything and report `session_disconnect` exactly once.
+    pub fn finish(mut self, transport: Option<CloseInfo>) {
+        let user = match &self.phase {
+            Phase::Connected(established) => established.user.clone(),
+            _ => None,
+        };
+        self.end_session_state();
+        self.phase = Phase::Closed;
+        let (cause, code, reason) = match (self.closed_by_us.take(), transport) {
+            (Some(ours), _) => ours,
+            (None, Some(info)) => (cause_of(info.cause), info.code, info.reason),
+            (None, None) => (DisconnectCause::Client, 1000, "Normal closure".into()),
+        };
+        let stats = &self.core.stats;
+        match cause {
+            DisconnectCause::SendLimit => bump(&stats.send_limit_closes),
+            DisconnectCause::TransportError | DisconnectCause::HeartBeatTimeout => {
+                bump(&stats.transport_errors)
+            }
+            _ => {}
+        }
+        stats.session_closed(self.info.transport);
+        tracing::debug!(session = %self.id, ?cause, code, "STOMP session ended");
+        self.core.events.emit(StompEvent::Disconnect {
+            session: self.id.clone(),
+            user,
+            code,
+            reason,
+            cause,
+        });
+    }
+}
+
+fn cause_of(cause: CloseCause) -> DisconnectCause {
+    match cause {
+        CloseCause::Client | CloseCause::Application => DisconnectCause::Client,
+        CloseCause::Timeout | CloseCause::Interrupted => DisconnectCause::TransportError,
+        CloseCause::Protocol => DisconnectCause::ProtocolError,
+        CloseCause::SendLimit => DisconnectCause::SendLimit,
+        CloseCause::Shutdown => DisconnectCause::Shutdown,
+    }
+}
+
+fn no_backend(destination: &str) -> StompError {
+    StompError::new(
+        "Backend error",
+        format!("no application handler is configured for {destination}"),
+    )
+}
+
+fn unknown_transaction(tx: &str) -> StompError {
+    StompError::new(
+        "Unknown transaction",
+        format!("transaction {tx:?} is not open"),
+    )
+}
+
+/// Bytes a buffered frame holds: headers and body.
+fn frame_size(frame: &Frame) -> usize {
+    let headers: usize = frame
+        .headers
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 2)
+        .sum();
+    headers + frame.body.len()
+}
+
+/// Spec §3.2: the highest of 1.2, 1.1, 1.0 offered; absent means 1.0.
+fn negotiate_version(accept: Option<&str>) -> Result<Version, StompError> {
+    let Some(accept) = accept else {
+        return Ok(Version::V1_0);
+    };
+    accept
+        .split(',')
+        .filter_map(|item| Version::parse(item.trim_matches(' ')))
+        .max()
+        .ok_or_else(|| StompError {
+            message: "Unsupported protocol version".into(),
+            detail: "Supported protocol versions are 1.0 1.1 1.2".into(),
+            with_versions: true,
+        })
+}
+
+/// Spec §5.5: how an ACK or NACK names its delivery in each version.
+fn ack_target(frame: &Frame, version: Version) -> Result<AckTarget, StompError> {
+    match version {
+        Version::V1_2 => frame
+            .get("id")
+            .map(|id| AckTarget::Token(id.to_owned()))
+            .ok_or_else(|| StompError::missing_header("id")),
+        Version::V1_1 | Version::V1_0 => {
+            let message_id = frame
+                .get("message-id")
+                .ok_or_else(|| StompError::missing_header("message-id"))?;
+            let subscription = frame.get("subscription");
+            if version == Version::V1_1 && subscription.is_none() {
+                return Err(StompError::missing_header("subscription"));
+            }
+            Ok(AckTarget::MessageId {
+                message_id: message_id.to_owned(),
+                subscription: subscription.map(str::to_owned),
+            })
+        }
+    }
+}
+
+/// The per-session task: feed messages in order, run timers, and clean up exactly once.
+pub async fn run(core: Arc<Core>, mut handle: SessionHandle) {
+    let mut connection = Connection::new(core, handle.info().clone(), handle.sender().clone());
+    let transport_close = loop {
+        let deadline = connection.next_deadline_ms();
+        let timer = async {
+            match deadline {
+                Some(at) => {
+                    let wait = at.saturating_sub(now_ms());
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = handle.recv() => match event {
+                Some(SessionEvent::Message(Inbound::Text(text))) => {
+                    connection.receive(text.as_bytes());
+                }
+                Some(SessionEvent::Message(Inbound::Binary(bytes))) => {
+                    connection.receive(&bytes);
+                }
+                Some(SessionEvent::Closed(info)) => break Some(info),
+                None => break None,
+            },
+            () = timer => {
+                connection.on_tick(now_ms());
+            }
+        }
+    };
+    connection.finish(transport_close);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::TransportKind;
+    use crate::stomp::StompConfig;
+    use crate::stomp::testing::{RecordingSink, recording_session};
+
+    struct Client {
+        connection: Connection,
+        sink: Arc<RecordingSink>,
+    }
+
+    fn core(config: StompConfig) -> Arc<Core> {
+        Arc::new(Core::new(config, None, None))
+    }
+
+    fn client(core: &Arc<Core>) -> Client {
+        let (sink, _side, handle) = recording_session(TransportKind::Tcp, None);
+        let connection =
+            Connection::new(core.clone(), handle.info().clone(), handle.sender().clone());
+        Client { connection, sink }
+    }
+
+    impl Client {
+        fn feed(&mut self, wire: &str) -> Flow {
+            self.connection.receive(wire.as_bytes())
+        }
+
+        fn connect(core: &Arc<Core>, version: &str) -> Client {
+            let mut client = client(core);
+            client.feed(&format!(
+                "CONNECT\naccept-version:{version}\nheart-beat:0,0\n\n\0"
+            ));
+            assert_eq!(client.frames()[0].command, Command::Connected);
+            client.sink.clear();
+            client
+        }
+
+        fn frames(&self) -> Vec<Frame> {
+            self.sink.frames()
+        }
+
+        fn last(&self) -> Frame {
+            self.frames().pop().expect("a frame")
+        }
+    }
+
+    fn assert_error(client: &Client, message: &str) {
+        let last = client.last();
+        assert_eq!(last.command, Command::Error);
+        assert_eq!(last.get("message"), Some(message));
+        assert_eq!(client.sink.closed_with().map(|c| c.0), Some(1002));
+    }
+
+    #[test]
+    fn negotiates_versions() {
+        assert_eq!(negotiate_version(None).unwrap(), Version::V1_0);
+        assert_eq!(negotiate_version(Some("1.1,1.0")).unwrap(), Version::V1_1);
+        assert_eq!(
+            negotiate_version(Some("1.0, 1.1 ,1.2")).unwrap(),
+            Version::V1_2
+        );
+        assert_eq!(negotiate_version(Some("1.2,2.0")).unwrap(), Version::V1_2);
+        assert!(negotiate_version(Some("2.0")).is_err());
+    }
+
+    #[test]
+    fn negotiates_heartbeats_per_spec_table() {
+        let server = HeartBeat {
+            send_ms: 10_000,
+            receive_ms: 10_000,
+        };
+        let cases = [
+            ((0, 0), (0, 0)),
+            ((10_000, 10_000), (10_000, 10_000)),
+            ((2000, 5000), (10_000, 10_000)),
+            ((0, 5000), (0, 10_000)),
+            ((30_000, 30_000), (30_000, 30_000)),
+        ];
+        for ((cx, cy), (c, s)) in cases {
+            let hb = Heartbeats::negotiate(
+                HeartBeat {
+                    send_ms: cx,
+                    receive_ms: cy,
+                },
+                server,
+            );
+            assert_eq!((hb.client_ms, hb.server_ms), (c, s), "{cx},{cy}");
+        }
+    }
+
+    #[test]
+    fn connected_carries_the_required_headers() {
+        let core = core(StompConfig::default());
+        let mut c = client(&core);
+        c.feed("STOMP\naccept-version:1.2\nhost:127.0.0.1\nheart-beat:2000,5000\nlogin:alice\npasscode:secret\n\n\0");
+        let frame = c.last();
+        assert_eq!(frame.command, Command::Connected);
+        assert_eq!(frame.get("version"), Some("1.2"));
+        assert_eq!(frame.get("heart-beat"), Some("10000,10000"));
+        assert_eq!(frame.get("user-name"), Some("alice"));
+        let session = frame.get("session").unwrap();
+        assert!(
+            session.len() >= 13
+                && session
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        );
+        assert!(frame.get("server").unwrap().starts_with("sockjs-gateway/"));
+        assert!(c.sink.heartbeats_suppressed());
+    }
+
+    #[test]
+    fn version_1_0_gets_no_heartbeats() {
+        let core = core(StompConfig::default());
+        let mut c = client(&core);
+        c.feed("CONNECT\nheart-beat:1000,1000\n\n\0");
+        let frame = c.last();
+        assert_eq!(frame.get("version"), Some("1.0"));
+        assert_eq!(frame.get("heart-beat"), Some("0,0"));
+        assert_eq!(c.connection.next_deadline_ms(), None);
+    }
+
+    #[test]
+    fn rejects_unsupported_versions_with_a_version_header() {
+        let core = core(StompConfig::default());
+        let mut c = client(&core);
+        assert_eq!(c.feed("CONNECT\naccept-version:2.0\n\n\0"), Flow::Closed);
+        assert_error(&c, "Unsupported protocol version");
+        assert_eq!(c.last().get("version"), Some("1.0,1.1,1.2"));
+    }
+
+    #[test]
+    fn frames_before_connect_and_second_connect_are_errors() {
+        let core = core(StompConfig::default());
+        let mut c = client(&core);
+        c.feed("SEND\ndestination:/topic/a\n\n\0");
+        assert_error(&c, "Not connected");
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("CONNECT\naccept-version:1.2\n\n\0");
+        assert_error(&c, "Already connected");
+    }
+
+    #[test]
+    fn malformed_heartbeat_is_an_error() {
+        let core = core(StompConfig::default());
+        let mut c = client(&core);
+        c.feed("CONNECT\naccept-version:1.2\nheart-beat:abc\n\n\0");
+        assert_error(&c, "Malformed frame");
+    }
+
+    #[test]
+    fn receipts_follow_every_frame_and_errors_carry_receipt_id() {
+        let core = core(StompConfig::default());
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("SUBSCRIBE\nid:0\ndestination:/topic/a\nreceipt:s1\n\n\0SEND\ndestination:/topic/a\nreceipt:r1\n\nhi\0");
+        let frames = c.frames();
+        assert_eq!(frames[0].get("receipt-id"), Some("s1"));
+        assert_eq!(frames[1].command, Command::Message);
+        assert_eq!(frames[1].get("receipt"), None);
+        assert_eq!(frames[2].get("receipt-id"), Some("r1"));
+        c.feed("SEND\nreceipt:x\n\n\0");
+        assert_error(&c, "Missing header: destination");
+        assert_eq!(c.last().get("receipt-id"), Some("x"));
+    }
+
+    #[test]
+    fn subscription_rules() {
+        let core = core(StompConfig {
+            max_subscriptions: 2,
+            ..StompConfig::default()
+        });
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("SUBSCRIBE\ndestination:/topic/a\n\n\0");
+        assert_error(&c, "Missing header: id");
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("SUBSCRIBE\nid:0\ndestination:/topic/a\n\n\0SUBSCRIBE\nid:0\ndestination:/topic/b\n\n\0");
+        assert_error(&c, "Duplicate subscription id");
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("SUBSCRIBE\nid:0\ndestination:/topic/a\nack:bogus\n\n\0");
+        assert_error(&c, "Invalid header: ack");
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("SUBSCRIBE\nid:0\ndestination:/topic/a\n\n\0SUBSCRIBE\nid:1\ndestination:/topic/a\n\n\0SUBSCRIBE\nid:2\ndestination:/topic/a\n\n\0");
+        assert_error(&c, "Subscription limit exceeded");
+    }
+
+    #[test]
+    fn version_1_0_subscribes_and_unsubscribes_by_destination() {
+        let core = core(StompConfig::default());
+        let mut c = Client::connect(&core, "1.0");
+        c.feed("SUBSCRIBE\ndestination:/topic/a\n\n\0SEND\ndestination:/topic/a\n\nx\0");
+        assert_eq!(c.frames().len(), 1);
+        c.feed("UNSUBSCRIBE\ndestination:/topic/a\n\n\0SEND\ndestination:/topic/a\n\nx\0");
+        assert_eq!(c.frames().len(), 1);
+        c.feed("NACK\nmessage-id:1\n\n\0");
+        assert_error(&c, "Unknown command");
+    }
+
+    #[test]
+    fn transactions_buffer_until_commit() {
+        let core = core(StompConfig::default());
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("SUBSCRIBE\nid:0\ndestination:/topic/a\n\n\0");
+        c.feed("BEGIN\ntransaction:t1\n\n\0SEND\ndestination:/topic/a\ntransaction:t1\n\nA\0ABORT\ntransaction:t1\n\n\0");
+        c.feed("BEGIN\ntransaction:t2\n\n\0SEND\ndestination:/topic/a\ntransaction:t2\n\nB\0");
+        assert!(c.frames().is_empty());
+        c.feed("COMMIT\ntransaction:t2\n\n\0");
+        let frames = c.frames();
+        assert_eq!(frames.len(), 1);
+        assert_eq!(&frames[0].body[..], b"B");
+        assert_eq!(frames[0].get("transaction"), None);
+        c.feed("COMMIT\ntransaction:nope\n\n\0");
+        assert_error(&c, "Unknown transaction");
+    }
+
+    #[test]
+    fn transaction_limits() {
+        let core = core(StompConfig {
+            max_transactions: 1,
+            max_transaction_bytes: 64,
+            ..StompConfig::default()
+        });
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("BEGIN\ntransaction:a\n\n\0BEGIN\ntransaction:a\n\n\0");
+        assert_error(&c, "Duplicate transaction");
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("BEGIN\ntransaction:a\n\n\0BEGIN\ntransaction:b\n\n\0");
+        assert_error(&c, "Transaction limit exceeded");
+        let mut c = Client::connect(&core, "1.2");
+        let body = "x".repeat(100);
+        c.feed(&format!(
+            "BEGIN\ntransaction:a\n\n\0SEND\ndestination:/topic/a\ntransaction:a\n\n{body}\0"
+        ));
+        assert_error(&c, "Transaction limit exceeded");
+    }
+
+    #[test]
+    fn disconnect_sends_receipt_then_closes_and_ignores_the_rest() {
+        let core = core(StompConfig::default());
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("SUBSCRIBE\nid:0\ndestination:/topic/a\n\n\0DISCONNECT\nreceipt:77\n\n\0SEND\ndestination:/topic/a\n\nx\0");
+        let frames = c.frames();
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].get("receipt-id"), Some("77"));
+        assert_eq!(c.sink.closed_with(), Some((1000, "Normal closure".into())));
+    }
+
+    #[test]
+    fn client_send_to_user_is_denied_by_default() {
+        let core = core(StompConfig::default());
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("SEND\ndestination:/user/bob/queue/x\n\n\0");
+        assert_error(&c, "Access denied");
+    }
+
+    #[test]
+    fn user_destinations_are_rewritten() {
+        let core = core(StompConfig {
+            allow_client_send_to_user: true,
+            ..StompConfig::default()
+        });
+        let mut a = client(&core);
+        a.feed("CONNECT\naccept-version:1.2\nlogin:alice\n\n\0SUBSCRIBE\nid:0\ndestination:/user/queue/x\n\n\0");
+        let mut b = Client::connect(&core, "1.2");
+        b.feed("SEND\ndestination:/user/alice/queue/x\n\nhello\0");
+        let message = a.last();
+        assert_eq!(message.command, Command::Message);
+        assert_eq!(message.get("destination"), Some("/user/queue/x"));
+        assert_eq!(message.get("subscription"), Some("0"));
+    }
+
+    struct EchoBackend {
+        broker: std::sync::Mutex<Option<Arc<crate::stomp::Broker>>>,
+    }
+
+    impl crate::stomp::AppHandler for EchoBackend {
+        fn on_send(&self, send: &AppSend<'_>) -> Result<(), crate::stomp::BackendError> {
+            if send.stripped == "/fail" {
+                return Err(crate::stomp::BackendError::Rejected("no".into()));
+            }
+            if let Some(broker) = self.broker.lock().unwrap().as_ref() {
+                let message = broker.message(send.headers, send.body.clone());
+                broker.publish(&format!("/topic{}", send.stripped), message);
+            }
+            Ok(())
+        }
+
+        fn on_subscribe(
+            &self,
+            subscribe: &AppSubscribe<'_>,
+        ) -> Result<Option<crate::stomp::AppReply>, crate::stomp::BackendError> {
+            Ok(Some(crate::stomp::AppReply {
+                headers: vec![("x-init".into(), subscribe.stripped.into())],
+                body: Bytes::from_static(b"snapshot"),
+            }))
+        }
+    }
+
+    #[test]
+    fn app_destinations_reach_the_backend() {
+        let backend = Arc::new(EchoBackend {
+            broker: std::sync::Mutex::new(None),
+        });
+        let core = Arc::new(Core::new(
+            StompConfig::default(),
+            None,
+            Some(backend.clone()),
+        ));
+        *backend.broker.lock().unwrap() = Some(core.broker.clone());
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("SUBSCRIBE\nid:0\ndestination:/topic/echo\n\n\0SUBSCRIBE\nid:init\ndestination:/app/init\n\n\0");
+        let reply = c.last();
+        assert_eq!(reply.get("destination"), Some("/app/init"));
+        assert_eq!(reply.get("subscription"), Some("init"));
+        assert_eq!(reply.get("x-init"), Some("/init"));
+        c.feed("SEND\ndestination:/app/echo\nreceipt:r\n\nping\0");
+        let frames = c.frames();
+        assert_eq!(
+            frames[frames.len() - 2].get("destination"),
+            Some("/topic/echo")
+        );
+        assert_eq!(frames[frames.len() - 1].get("receipt-id"), Some("r"));
+        c.feed("UNSUBSCRIBE\nid:init\n\n\0SEND\ndestination:/app/fail\n\n\0");
+        assert_error(&c, "Backend error");
+    }
+
+    #[test]
+    fn app_destinations_without_handler_are_errors() {
+        let core = core(StompConfig::default());
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("SEND\ndestination:/app/echo\n\nx\0");
+        assert_error(&c, "Backend error");
+    }
+
+    #[test]
+    fn escapes_follow_each_sessions_version() {
+        let core = core(StompConfig::default());
+        let mut old = Client::connect(&core, "1.0");
+        let mut new = Client::connect(&core, "1.2");
+        old.feed("SUBSCRIBE\ndestination:/topic/e\n\n\0");
+        new.feed("SUBSCRIBE\nid:1\ndestination:/topic/e\n\n\0");
+        old.feed("SEND\ndestination:/topic/e\nfoo:a\\b:c\n\n\0");
+        let raw_old = old.sink.payloads().concat();
+        let raw_new = new.sink.payloads().concat();
+        let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+        assert!(contains(&raw_old, b"foo:a\\b:c\n"));
+        assert!(contains(&raw_new, b"foo:a\\\\b\\cc\n"));
+        new.feed("SEND\ndestination:/topic/e\nlf:a\\nb\n\n\0");
+        let last = old.sink.frames_as(Version::V1_0).pop().unwrap();
+        assert_eq!(last.get("lf"), None);
+        assert!(
+            core.stats
+                .headers_dropped
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1
+        );
+    }
+
+    #[test]
+    fn connect_timeout_and_heartbeat_timers() {
+        let quick = core(StompConfig {
+            connect_timeout_ms: 50,
+            ..StompConfig::default()
+        });
+        let mut c = client(&quick);
+        let deadline = c.connection.next_deadline_ms().unwrap();
+        assert_eq!(c.connection.on_tick(deadline), Flow::Closed);
+        assert_eq!(c.sink.closed_with().map(|c| c.0), Some(4500));
+
+        let core = core(StompConfig::default());
+        let mut c = client(&core);
+        c.feed("CONNECT\naccept-version:1.2\nheart-beat:10000,10000\n\n\0");
+        c.sink.clear();
+        let now = now_ms();
+        assert_eq!(c.connection.on_tick(now + 10_000), Flow::Open);
+        assert_eq!(c.sink.payloads().last().map(|b| &b[..]), Some(&b"\n"[..]));
+        assert_eq!(c.connection.on_tick(now + 30_000), Flow::Closed);
+        assert_eq!(
+            c.sink.closed_with(),
+            Some((1002, "Heart-beat timeout".into()))
+        );
+    }
+
+    #[test]
+    fn events_fire_once_each() {
+        let core = core(StompConfig::default());
+        let mut events = core.events.subscribe();
+        let mut c = client(&core);
+        c.feed("CONNECT\naccept-version:1.2\n\n\0SUBSCRIBE\nid:0\ndestination:/topic/a\n\n\0UNSUBSCRIBE\nid:0\n\n\0DISCONNECT\n\n\0");
+        c.connection.finish(None);
+        let mut kinds = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            kinds.push(match event {
+                StompEvent::Connect { .. } => "connect",
+                StompEvent::Connected { .. } => "connected",
+                StompEvent::Subscribe { .. } => "subscribe",
+                StompEvent::Unsubscribe { .. } => "unsubscribe",
+                StompEvent::Disconnect { cause, .. } => {
+                    assert_eq!(cause, DisconnectCause::Disconnect);
+                    "disconnect"
+                }
+            });
+        }
+        assert_eq!(
+            kinds,
+            [
+                "connect",
+                "connected",
+                "subscribe",
+                "unsubscribe",
+                "disconnect"
+            ]
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! One STOMP connection's outbound side, shared by the connection task and the broker.
+//!
+//! Both write to the same carrier sink: the connection its CONNECTED, RECEIPT, ERROR frames
+//! and heart-beats, the broker its MESSAGE fan-out. This wrapper knows the session's
+//! negotiated version (so frames are encoded for it), whether the carrier can carry binary
+//! frames, and when anything was last written, which is what decides whether a heart-beat is
+//! due (spec §4.2: "nothing has been written for S ms").
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::frame::{Frame, Version};
+use super::stats::StompStats;
+use crate::session::{OutMessage, SendError, SessionSender, TransportKind};
+use std::sync::Arc;
+
+/// Whether a carrier can deliver frames that are not valid UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carriage {
+    /// SockJS sessions: every message is a string.
+    TextOnly,
+    /// TCP and raw WebSocket: text and binary.
+    TextAndBinary,
+}
+
+impl Carriage {
+    /// The carriage of a transport kind.
+    pub fn of(kind: TransportKind) -> Carriage {
+        match kind {
+            TransportKind::Tcp | TransportKind::RawWebsocket => Carriage::TextAndBinary,
+            _ => Carriage::TextOnly,
+        }
+    }
+}
+
+/// Whether an encoded frame is text (valid UTF-8 and not `application/octet-stream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// Deliverable as a text message.
+    Text,
+    /// Must go as a binary message.
+    Binary,
+}
+
+/// A monotonic millisecond clock shared by every connection.
+pub fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A connection's outbound side.
+#[derive(Debug)]
+pub struct Outbound {
+    /// The carrier's sink.
+    sender: SessionSender,
+    /// The negotiated version (frames are encoded for it).
+    version: Version,
+    /// Whether binary frames can be carried.
+    carriage: Carriage,
+    /// [`now_ms`] of the last write.
+    last_write_ms: AtomicU64,
+    /// Where dropped headers and unencodable messages are counted.
+    stats: Arc<StompStats>,
+}
+
+impl Outbound {
+    /// The outbound side of a connection of `version`.
+    pub fn new(
+        sender: SessionSender,
+        version: Version,
+        carriage: Carriage,
+        stats: Arc<StompStats>,
+    ) -> Outbound {
+        Outbound {
+            sender,
+            version,
+            carriage,
+            last_write_ms: AtomicU64::new(now_ms()),
+            stats,
+        }
+    }
+
+    /// The negotiated version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Encode `frame` for this session and queue it.
+    pub fn send_frame(&self, frame: &Frame) -> Result<(), SendError> {
+        let mut buf = bytes::BytesMut::new();
+        let dropped = frame.encode_into(self.version, &mut buf);
+        self.count_dropped_headers(dropped);
+        let octet_stream = frame.get("content-type") == Some("application/octet-stream");
+        let payload = if octet_stream || std::str::from_utf8(&frame.body).is_err() {
+            Payload::Binary
+        } else {
+            Payload::Text
+        };
+        self.send_encoded(buf.freeze(), payload)
+    }
+
+    /// Queue an already encoded frame. A binary frame on a text-only carrier is dropped and
+    /// counted (spec §1: never corrupt it with a lossy conversion).
+    pub fn send_encoded(&self, bytes: Bytes, payload: Payload) -> Result<(), SendError> {
+        let message = match (payload, self.carriage) {
+            (Payload::Text, _) => match OutMessage::text_bytes(bytes.clone()) {
+                Some(message) => message,
+                None => OutMessage::binary(bytes),
+            },
+            (Payload::Binary, Carriage::TextAndBinary) => OutMessage::binary(bytes),
+            (Payload::Binary, Carriage::TextOnly) => {
+                super::stats::bump(&self.stats.dropped_unencodable);
+                tracing::warn!("dropping a binary STOMP frame on a text-only SockJS session");
+                return Ok(());
+            }
+        };
+        if message.is_text() || self.carriage == Carriage::TextAndBinary {
+            self.sender.send(message)?;
+        } else {
+            super::stats::bump(&self.stats.dropped_unencodable);
+            tracing::warn!("dropping a non-UTF-8 STOMP frame on a text-only SockJS session");
+            return Ok(());
+        }
+        self.last_write_ms.store(now_ms(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Queue one heart-beat EOL.
+    pub fn send_heartbeat(&self) -> Result<(), SendError> {
+        self.sender.send(OutMessage::text("\n"))?;
+        self.last_write_ms.store(now_ms(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// [`now_ms`] of the last write.
+    pub fn last_write_ms(&self) -> u64 {
+        self.last_write_ms.load(Ordering::Relaxed)
+    }
+
+    /// Whether the carrier has begun closing.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
+    /// Close the carrier (after what was queued is flushed, as carriers guarantee).
+    pub fn close(&self, code: u16, reason: &str) {
+        self.sender.close(code, reason);
+    }
+
+    /// The carrier's sender.
+    pub fn sender(&self) -> &SessionSender {
+        &self.sender
+    }
+
+    /// Count headers this version could not represent.
+    pub fn count_dropped_headers(&self, dropped: usize) {
+        if dropped > 0 {
+            self.stats
+                .headers_dropped
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+    }
+}

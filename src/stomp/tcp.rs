@@ -1,0 +1,354 @@
+//! STOMP over plain TCP: a carrier that turns a `TcpStream` into a [`SessionHandle`].
+//!
+//! Each connection gets a reader loop (socket → the application's inbound queue, which applies
+//! backpressure by waiting) and a writer loop draining a bounded outbound queue (spec §10: one
+//! writer per connection; producers never wait on the socket). The queue is bounded in bytes
+//! (`send_buffer_size_limit`); overflowing it terminates the connection, and a single write
+//! blocked longer than `send_time_limit_ms` does too. `close` means "flush what is queued,
+//! then FIN": that is how an ERROR or a DISCONNECT RECEIPT always reaches the client before
+//! the connection ends. After the FIN the reader keeps draining briefly, so unread client
+//! bytes do not turn our close into a reset that could destroy the ERROR in flight.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+use super::config::StompConfig;
+use crate::session::{
+    App, CloseCause, CloseInfo, Inbound, InboundSide, OutMessage, SendError, SessionInfo,
+    SessionSink, TransportKind, new_session, next_log_id,
+};
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// How long to keep draining client bytes after our FIN.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Settings of the TCP carrier.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpSettings {
+    /// Bytes queued for one client before it is terminated.
+    pub send_buffer_limit: usize,
+    /// The longest one write may block.
+    pub send_time_limit: Duration,
+}
+
+impl TcpSettings {
+    /// The carrier settings in a STOMP configuration.
+    pub fn from_config(config: &StompConfig) -> TcpSettings {
+        TcpSettings {
+            send_buffer_limit: config.send_buffer_size_limit,
+            send_time_limit: Duration::from_millis(config.send_time_limit_ms),
+        }
+    }
+}
+
+impl Default for TcpSettings {
+    fn default() -> Self {
+        TcpSettings::from_config(&StompConfig::default())
+    }
+}
+
+/// How the writer should end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ending {
+    /// Still running.
+    Open,
+    /// Write what is queued, then FIN (the application closed).
+    Flush {
+        /// The close code the application gave.
+        code: u16,
+        /// The reason it gave.
+        reason: String,
+    },
+    /// Stop at once, dropping what is queued (overflow, or the peer is gone).
+    Abort(CloseCause),
+}
+
+/// The queue between producers and the writer loop.
+#[derive(Debug)]
+struct Queue {
+    /// Messages not yet written, oldest first.
+    messages: VecDeque<OutMessage>,
+    /// How the writer should end.
+    ending: Ending,
+}
+
+/// The TCP carrier's [`SessionSink`].
+#[derive(Debug)]
+pub struct TcpSink {
+    /// The outbound queue.
+    queue: Mutex<Queue>,
+    /// Bytes in the queue or being written.
+    queued: AtomicUsize,
+    /// Set once the session began closing.
+    closed: AtomicBool,
+    /// Wakes the writer.
+    wake: Notify,
+    /// The byte bound of the queue.
+    limit: usize,
+}
+
+impl TcpSink {
+    fn new(limit: usize) -> TcpSink {
+        TcpSink {
+            queue: Mutex::new(Queue {
+                messages: VecDeque::new(),
+                ending: Ending::Open,
+            }),
+            queued: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            wake: Notify::new(),
+            limit,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        match self.queue.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Stop the writer without flushing.
+    fn abort(&self, cause: CloseCause) {
+        self.closed.store(true, Ordering::Relaxed);
+        let mut queue = self.lock();
+        if queue.ending == Ending::Open || matches!(queue.ending, Ending::Flush { .. }) {
+            queue.ending = Ending::Abort(cause);
+        }
+        drop(queue);
+        self.wake.notify_one();
+    }
+
+    /// The next batch to write, or how to end when there is none.
+    fn next_batch(&self) -> Result<Vec<OutMessage>, Ending> {
+        let mut queue = self.lock();
+        if let Ending::Abort(_) = queue.ending {
+            return Err(queue.ending.clone());
+        }
+        if queue.messages.is_empty() {
+            return Err(queue.ending.clone());
+        }
+        Ok(queue.messages.drain(..).collect())
+    }
+}
+
+impl SessionSink for TcpSink {
+    fn send(&self, msg: OutMessage) -> Result<(), SendError> {
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        let len = msg.len();
+        if self.queued.load(Ordering::Relaxed) + len > self.limit {
+            tracing::debug!(
+                limit = self.limit,
+                "TCP send buffer limit exceeded; closing"
+            );
+            self.abort(CloseCause::SendLimit);
+            return Err(SendError::LimitExceeded);
+        }
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        self.lock().messages.push_back(msg);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    fn close(&self, code: u16, reason: &str) {
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut queue = self.lock();
+        if queue.ending == Ending::Open {
+            queue.ending = Ending::Flush {
+                code,
+                reason: reason.to_owned(),
+            };
+        }
+        drop(queue);
+        self.wake.notify_one();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+/// Accept STOMP connections on `listener` forever, handing each to `app` as a session.
+pub async fn serve_tcp(listener: TcpListener, app: Arc<dyn App>) {
+    serve_tcp_with(listener, app, TcpSettings::default()).await
+}
+
+/// [`serve_tcp`] with explicit carrier settings.
+pub async fn serve_tcp_with(listener: TcpListener, app: Arc<dyn App>, settings: TcpSettings) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(serve_connection(stream, peer, app.clone(), settings));
+            }
+            Err(err) => {
+                tracing::warn!(%err, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Carry one TCP connection until it ends.
+pub async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Arc<dyn App>,
+    settings: TcpSettings,
+) {
+    enable_keepalive(&stream);
+    let _ = stream.set_nodelay(true);
+    let info = SessionInfo {
+        log_id: next_log_id(),
+        transport: TransportKind::Tcp,
+        remote_addr: peer,
+        headers: Vec::new(),
+        url: String::new(),
+        principal: None,
+        subprotocol: None,
+    };
+    let log_id = info.log_id;
+    let sink = Arc::new(TcpSink::new(settings.send_buffer_limit));
+    let (side, handle) = new_session(info, sink.clone());
+    app.on_session(handle);
+    let (mut reader, writer) = stream.into_split();
+    let close = {
+        let read = read_loop(&mut reader, &side, &sink);
+        let write = write_loop(writer, &sink, settings.send_time_limit);
+        tokio::pin!(read, write);
+        tokio::select! {
+            cause = &mut read => {
+                sink.abort(cause);
+                write.await;
+                CloseInfo { code: 1000, reason: "Connection closed".into(), cause }
+            }
+            ending = &mut write => closing_info(ending),
+        }
+    };
+    tracing::debug!(log_id, code = close.code, cause = ?close.cause, "TCP session ended");
+    side.finish(close);
+    drain_until_eof(&mut reader).await;
+}
+
+/// Read until EOF or error, delivering every chunk in order; returns why it stopped.
+async fn read_loop(reader: &mut OwnedReadHalf, side: &InboundSide, sink: &TcpSink) -> CloseCause {
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) => return CloseCause::Client,
+            Ok(n) => {
+                if sink.is_closed() {
+                    continue;
+                }
+                let chunk = Bytes::copy_from_slice(&buf[..n]);
+                if !side.deliver(Inbound::Binary(chunk)).await {
+                    return CloseCause::Application;
+                }
+            }
+            Err(err) => {
+                tracing::debug!(%err, "TCP read failed");
+                return CloseCause::Interrupted;
+            }
+        }
+    }
+}
+
+/// Write queued messages until the session closes; returns how it ended.
+async fn write_loop(mut writer: OwnedWriteHalf, sink: &TcpSink, time_limit: Duration) -> Ending {
+    loop {
+        let batch = match sink.next_batch() {
+            Ok(batch) => batch,
+            Err(Ending::Open) => {
+                sink.wake.notified().await;
+                continue;
+            }
+            Err(ending) => {
+                if matches!(ending, Ending::Flush { .. }) {
+                    let _ = writer.shutdown().await;
+                }
+                return ending;
+            }
+        };
+        for message in batch {
+            let write = writer.write_all(message.payload());
+            match tokio::time::timeout(time_limit, write).await {
+                Ok(Ok(())) => {
+                    sink.queued.fetch_sub(message.len(), Ordering::Relaxed);
+                }
+                Ok(Err(err)) => {
+                    tracing::debug!(%err, "TCP write failed");
+                    sink.abort(CloseCause::Interrupted);
+                    return Ending::Abort(CloseCause::Interrupted);
+                }
+                Err(_) => {
+                    tracing::debug!("TCP write blocked past the send time limit; closing");
+                    sink.abort(CloseCause::SendLimit);
+                    return Ending::Abort(CloseCause::SendLimit);
+                }
+            }
+        }
+    }
+}
+
+fn closing_info(ending: Ending) -> CloseInfo {
+    match ending {
+        Ending::Flush { code, reason } => CloseInfo {
+            code,
+            reason,
+            cause: CloseCause::Application,
+        },
+        Ending::Abort(CloseCause::SendLimit) => CloseInfo {
+            code: 4500,
+            reason: "Send limit exceeded".into(),
+            cause: CloseCause::SendLimit,
+        },
+        Ending::Abort(cause) => CloseInfo {
+            code: 1006,
+            reason: "Connection lost".into(),
+            cause,
+        },
+        Ending::Open => CloseInfo {
+            code: 1000,
+            reason: "Normal closure".into(),
+            cause: CloseCause::Client,
+        },
+    }
+}
+
+/// Discard client bytes until EOF (or [`LINGER`]) so our close is a FIN, not a reset.
+async fn drain_until_eof(reader: &mut OwnedReadHalf) {
+    let mut buf = [0u8; 1024];
+    let drain = async {
+        while let Ok(n) = reader.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// TCP keepalive finds phantom connections when heart-beats are off (spec §4.2).
+fn enable_keepalive(stream: &TcpStream) {
+    if let Err(err) = socket2::SockRef::from(stream).set_keepalive(true) {
+        tracing::debug!(%err, "could not enable TCP keepalive");
+    }
+}
