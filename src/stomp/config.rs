@@ -72,6 +72,10 @@ pub struct StompConfig {
     pub stats_log_period_s: u64,
     /// Where STOMP over plain TCP listens, if anywhere (`--stomp-listen` overrides it).
     pub tcp_listen: Option<std::net::SocketAddr>,
+    /// Ordered authorization rules for SUBSCRIBE and SEND (`[[stomp.acl]]`).
+    pub acl: Vec<super::acl::AclRule>,
+    /// What applies when no ACL rule does.
+    pub acl_default: super::acl::Policy,
 }
 
 impl Default for StompConfig {
@@ -108,6 +112,8 @@ impl Default for StompConfig {
             event_capacity: 1024,
             stats_log_period_s: 30 * 60,
             tcp_listen: None,
+            acl: Vec::new(),
+            acl_default: super::acl::Policy::Allow,
         }
     }
 }

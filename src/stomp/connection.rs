@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::Core;
+use super::acl::{AclAction, Caller, Policy};
 use super::application::{AppSend, AppSubscribe};
 use super::auth::ConnectRequest;
 use super::broker::{AckKind, AckMode, AckOutcome, AckTarget, BrokerError, SubscribeRequest};
@@ -135,6 +136,8 @@ struct Established {
     heartbeats: Heartbeats,
     /// When the principal's credential expires ([`now_ms`]); the session ends then.
     expires_ms: Option<u64>,
+    /// The principal's roles, for authorization rules.
+    roles: Vec<String>,
 }
 
 /// Where the connection is in its life.
@@ -311,6 +314,10 @@ impl Connection {
                 .unwrap_or_default();
             now_ms().saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
         });
+        let roles = principal
+            .as_ref()
+            .map(|p| p.roles.clone())
+            .unwrap_or_default();
         let user = principal.map(|p| p.name);
         self.parser.set_version(version);
         let out = Arc::new(Outbound::new(
@@ -340,6 +347,7 @@ impl Connection {
             user,
             heartbeats,
             expires_ms,
+            roles,
         });
         Ok(Flow::Open)
     }
@@ -429,10 +437,28 @@ impl Connection {
         }
     }
 
-    fn send(&mut self, frame: Frame) -> Result<(), StompError> {
-        if frame.get("destination").is_none() {
-            return Err(StompError::missing_header("destination"));
+    /// Apply the ACL; a denied frame is answered with ERROR naming the destination.
+    fn authorize(&self, action: AclAction, destination: &str) -> Result<(), StompError> {
+        let established = self.established()?;
+        let caller = Caller {
+            user: established.user.as_deref(),
+            roles: &established.roles,
+        };
+        match self.core.acl.check(action, destination, caller) {
+            Policy::Allow => Ok(()),
+            Policy::Deny => {
+                tracing::warn!(session = %self.id, user = ?caller.user, ?action, %destination, "access denied by ACL");
+                bump(&self.core.stats.access_denied);
+                Err(StompError::access_denied(destination))
+            }
         }
+    }
+
+    fn send(&mut self, frame: Frame) -> Result<(), StompError> {
+        let Some(destination) = frame.get("destination") else {
+            return Err(StompError::missing_header("destination"));
+        };
+        self.authorize(AclAction::Send, destination)?;
         if let Some(tx) = frame.get("transaction") {
             let tx = tx.to_owned();
             return self.buffer_in_transaction(&tx, frame);
@@ -514,6 +540,7 @@ impl Connection {
         let destination = frame
             .get("destination")
             .ok_or_else(|| StompError::missing_header("destination"))?;
+        self.authorize(AclAction::Subscribe, destination)?;
         let id = match (frame.get("id"), version) {
             (Some(id), _) => id,
             (None, Version::V1_0) => destination,

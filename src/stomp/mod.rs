@@ -7,6 +7,7 @@
 //! to authentication and `/app` backends), `stats` (events and counters), `tcp` (STOMP over
 //! plain TCP). [`StompApp`] ties them together: one per gateway, one task per session.
 
+pub mod acl;
 pub mod application;
 pub mod auth;
 pub mod broker;
@@ -46,6 +47,8 @@ pub struct Core {
     pub(crate) authenticator: Arc<dyn Authenticator>,
     /// Receives `/app` frames, if configured.
     pub(crate) app_handler: Option<Arc<dyn AppHandler>>,
+    /// Authorization rules for SUBSCRIBE and SEND.
+    pub(crate) acl: acl::Acl,
     /// Lifecycle events.
     pub(crate) events: EventBus,
     /// Counters.
@@ -70,6 +73,7 @@ impl Core {
         Core {
             broker: Arc::new(Broker::new(&config, stats.clone())),
             router: Router::new(&config),
+            acl: acl::Acl::new(&config.acl, config.acl_default, config.path_separator),
             events: EventBus::new(config.event_capacity),
             authenticator,
             app_handler,

@@ -168,6 +168,8 @@ pub struct StompStats {
     pub connected_sent: AtomicU64,
     /// ERROR frames sent.
     pub errors_sent: AtomicU64,
+    /// SUBSCRIBE and SEND frames refused by the ACL.
+    pub access_denied: AtomicU64,
     /// Headers dropped because the session's version cannot represent them.
     pub headers_dropped: AtomicU64,
     /// Messages published into the broker.

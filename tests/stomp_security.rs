@@ -1,0 +1,212 @@
+//! STOMP authentication and authorization through real sockets: JWTs on CONNECT (via
+//! `Authorization`, the configured `token` header and `passcode`), ACL rules per role and
+//! per user, denied frames answered with an ERROR naming the destination, and a session
+//! ended with ERROR when its token expires.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::json;
+use sockjs_gateway::Gateway;
+use sockjs_gateway::config::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const SECRET: &str = "an-hs256-test-secret-of-at-least-32-bytes";
+
+const CONFIG: &str = r#"
+[auth.jwt]
+algorithm = "HS256"
+secret = "an-hs256-test-secret-of-at-least-32-bytes"
+leeway = 0
+
+[[stomp.acl]]
+action = "send"
+destination = "/topic/orders/*"
+policy = "allow"
+roles = ["trader"]
+
+[[stomp.acl]]
+action = "send"
+destination = "/topic/orders/**"
+policy = "deny"
+
+[[stomp.acl]]
+action = "subscribe"
+destination = "/topic/admin/**"
+policy = "deny"
+
+[[service]]
+prefix = "/stomp"
+app = "stomp"
+"#;
+
+async fn start() -> std::net::SocketAddr {
+    let config = Config::from_toml(CONFIG).unwrap();
+    let gateway = Gateway::from_config(&config).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    gateway.spawn_stomp_tcp(listener);
+    addr
+}
+
+fn token(sub: &str, roles: &[&str], ttl: u64) -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + ttl;
+    let claims = json!({"sub": sub, "exp": exp, "roles": roles});
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    async fn connect(addr: std::net::SocketAddr, auth_header: &str) -> (Client, String) {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let mut c = Client {
+            stream,
+            buf: Vec::new(),
+        };
+        c.send(&format!(
+            "CONNECT\naccept-version:1.2\nhost:x\n{auth_header}\n\n"
+        ))
+        .await;
+        let reply = c.frame().await;
+        (c, reply)
+    }
+
+    async fn send(&mut self, frame: &str) {
+        self.stream.write_all(frame.as_bytes()).await.unwrap();
+        self.stream.write_all(b"\0").await.unwrap();
+    }
+
+    /// The next frame (heart-beat EOLs skipped), or "" when the socket closes.
+    async fn frame(&mut self) -> String {
+        loop {
+            while self.buf.first().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                self.buf.remove(0);
+            }
+            if let Some(end) = self.buf.iter().position(|b| *b == 0) {
+                let frame: Vec<u8> = self.buf.drain(..=end).collect();
+                return String::from_utf8_lossy(&frame[..end]).into_owned();
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut chunk))
+                .await
+                .expect("frame in time")
+                .unwrap_or(0);
+            if n == 0 {
+                return String::new();
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_accepted_from_authorization_token_header_and_passcode() {
+    let addr = start().await;
+    let t = token("alice", &[], 600);
+    for header in [
+        format!("Authorization:Bearer {t}"),
+        format!("token:{t}"),
+        format!("passcode:{t}"),
+    ] {
+        let (_c, reply) = Client::connect(addr, &header).await;
+        assert!(reply.starts_with("CONNECTED\n"), "{header}: {reply}");
+        assert!(reply.contains("\nuser-name:alice"), "{reply}");
+    }
+}
+
+#[tokio::test]
+async fn bad_or_missing_tokens_get_an_error() {
+    let addr = start().await;
+    let (_c, reply) = Client::connect(addr, "login:alice").await;
+    assert!(
+        reply.starts_with("ERROR\n") && reply.contains("message:Authentication failed"),
+        "{reply}"
+    );
+    let expired = token("alice", &[], 0);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_c, reply) = Client::connect(addr, &format!("passcode:{expired}")).await;
+    assert!(reply.contains("token expired"), "{reply}");
+    let (_c, reply) = Client::connect(addr, "passcode:not.a.token").await;
+    assert!(reply.starts_with("ERROR\n"), "{reply}");
+}
+
+#[tokio::test]
+async fn acl_rules_allow_and_deny_by_role_and_destination() {
+    let addr = start().await;
+    let (mut trader, _) = Client::connect(
+        addr,
+        &format!("passcode:{}", token("tina", &["trader"], 600)),
+    )
+    .await;
+    trader
+        .send("SEND\ndestination:/topic/orders/new\nreceipt:r1\n\nbuy")
+        .await;
+    assert!(trader.frame().await.starts_with("RECEIPT\nreceipt-id:r1"));
+
+    let (mut viewer, _) = Client::connect(
+        addr,
+        &format!("passcode:{}", token("vic", &["viewer"], 600)),
+    )
+    .await;
+    viewer
+        .send("SEND\ndestination:/topic/orders/new\nreceipt:r2\n\nbuy")
+        .await;
+    let error = viewer.frame().await;
+    assert!(
+        error.starts_with("ERROR\n") && error.contains("message:Access denied"),
+        "{error}"
+    );
+    assert!(
+        error.contains("/topic/orders/new"),
+        "the ERROR names the destination: {error}"
+    );
+    assert_eq!(
+        viewer.frame().await,
+        "",
+        "the connection is closed after the ERROR"
+    );
+
+    let (mut anyone, _) =
+        Client::connect(addr, &format!("passcode:{}", token("ann", &[], 600))).await;
+    anyone
+        .send("SUBSCRIBE\nid:1\ndestination:/topic/admin/log\n\n")
+        .await;
+    assert!(anyone.frame().await.contains("message:Access denied"));
+    let (mut other, _) =
+        Client::connect(addr, &format!("passcode:{}", token("ann", &[], 600))).await;
+    other
+        .send("SUBSCRIBE\nid:1\ndestination:/topic/news\nreceipt:s\n\n")
+        .await;
+    assert!(
+        other.frame().await.starts_with("RECEIPT"),
+        "other destinations stay open"
+    );
+}
+
+#[tokio::test]
+async fn a_stomp_session_ends_with_an_error_when_its_token_expires() {
+    let addr = start().await;
+    let (mut c, reply) = Client::connect(addr, &format!("passcode:{}", token("eve", &[], 2))).await;
+    assert!(reply.starts_with("CONNECTED"), "{reply}");
+    let started = std::time::Instant::now();
+    let error = c.frame().await;
+    assert!(
+        error.starts_with("ERROR\n") && error.contains("message:Token expired"),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
