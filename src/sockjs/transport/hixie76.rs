@@ -58,7 +58,11 @@ pub fn handshake(svc: &Arc<Service>, req: Request<Incoming>, client: &Client) ->
             .and_then(key_value)
     };
     let (Some(v1), Some(v2)) = (key("sec-websocket-key1"), key("sec-websocket-key2")) else {
-        return response(StatusCode::BAD_REQUEST, TEXT_PLAIN, "Invalid hixie-76 key");
+        // §10.3: an invalid key closes the connection.
+        let mut resp = response(StatusCode::BAD_REQUEST, TEXT_PLAIN, "Invalid hixie-76 key");
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
     };
     let host = req
         .headers()

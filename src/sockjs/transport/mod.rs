@@ -123,8 +123,9 @@ pub async fn serve_receiver(
             Ok(attached) => attached,
             Err(early) => return early,
         };
-    let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    *resp.body_mut() = Body::Stream(rx);
+    let (tx, mut rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    let http10 = req.version() == http::Version::HTTP_10;
+    let polling = framing.is_polling();
     let receiver = Receiver {
         svc: svc.clone(),
         sid: sid.to_string(),
@@ -135,6 +136,23 @@ pub async fn serve_receiver(
         last_write: Instant::now(),
     };
     tokio::spawn(receiver.run(outcome));
+    match (http10, polling) {
+        // HTTP/1.0 has no chunking: a poll's single frame goes out with a Content-Length,
+        // so the connection can be kept alive (§9).
+        (true, true) => {
+            let frame = rx.recv().await.unwrap_or_default();
+            *resp.body_mut() = Body::full(frame);
+        }
+        // A streaming HTTP/1.0 response is delimited by closing the connection.
+        (true, false) => {
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            *resp.body_mut() = Body::Stream(rx);
+        }
+        (false, _) => *resp.body_mut() = Body::Stream(rx),
+    }
     resp
 }
 

@@ -229,7 +229,13 @@ impl Conn {
                     Some(Ok(Message::Binary(b))) => WsIn::Binary(b),
                     Some(Ok(Message::Pong(_))) => WsIn::Pong,
                     Some(Ok(Message::Ping(_) | Message::Frame(_))) => continue,
-                    Some(Ok(Message::Close(_))) | None => WsIn::Closed,
+                    Some(Ok(Message::Close(_))) => {
+                        // tungstenite queued the answering close (echoing the client's code);
+                        // flushing sends it.
+                        let _ = ws.flush().await;
+                        WsIn::Closed
+                    }
+                    None => WsIn::Closed,
                     Some(Err(WsError::Capacity(_))) => WsIn::Failed(1009, "Message too big"),
                     Some(Err(WsError::Utf8(_))) => WsIn::Failed(1007, "Invalid UTF-8"),
                     Some(Err(WsError::Protocol(_))) => WsIn::Failed(1002, "Protocol error"),
