@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sockjs_gateway::stomp::frame::{Command, Frame, FrameLimits, FrameParser, Version};
+use sockjs_gateway::stomp::frame::{Command, Frame, FrameParser, Version};
 use sockjs_gateway::stomp::tcp::{TcpSettings, serve_tcp_with};
 use sockjs_gateway::stomp::{
     DisconnectCause, HeartBeat, QueueSemantics, StompApp, StompConfig, StompEvent,
@@ -16,6 +16,8 @@ use sockjs_gateway::stomp::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
+
+mod common;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -38,14 +40,9 @@ struct Client {
 impl Client {
     async fn open(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).await.unwrap();
-        let mut parser = FrameParser::new(FrameLimits {
-            max_frame_bytes: 16 * 1024 * 1024,
-            ..FrameLimits::default()
-        });
-        parser.set_version(Version::V1_2);
         Client {
             stream,
-            parser,
+            parser: common::stomp::client_parser(),
             raw: Vec::new(),
             pending: std::collections::VecDeque::new(),
         }

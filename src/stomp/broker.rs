@@ -123,14 +123,11 @@ impl Published {
             .filter(|(name, _)| !CONTROL_HEADERS.contains(&name.as_str()))
             .cloned()
             .collect();
-        let octet_stream = headers
+        let content_type = headers
             .iter()
-            .any(|(n, v)| n == "content-type" && v == "application/octet-stream");
-        let payload = if octet_stream || std::str::from_utf8(&body).is_err() {
-            Payload::Binary
-        } else {
-            Payload::Text
-        };
+            .find(|(n, _)| n == "content-type")
+            .map(|(_, v)| v.as_str());
+        let payload = Payload::of(content_type, &body);
         Published {
             message_id,
             headers,

@@ -222,7 +222,8 @@ impl Connection {
                     }
                 }
                 Err(err) => {
-                    self.fail(StompError::from(err), None);
+                    let receipt = self.parser.failed_receipt().map(str::to_owned);
+                    self.fail(StompError::from(err), receipt.as_deref());
                     return Flow::Closed;
                 }
             }

@@ -368,6 +368,14 @@ pub enum FrameError {
         /// The configured limit.
         limit: usize,
     },
+    /// A declared `content-length` above the frame size limit.
+    #[error("frame too large: content-length {declared} exceeds the limit of {limit}")]
+    DeclaredTooLarge {
+        /// The declared body size.
+        declared: usize,
+        /// The configured limit.
+        limit: usize,
+    },
 }
 
 impl FrameError {
@@ -378,7 +386,7 @@ impl FrameError {
             FrameError::InvalidEscape(_) => "Invalid header escape",
             FrameError::UnknownCommand(_) => "Unknown command",
             FrameError::BodyNotAllowed(_) => "Body not allowed",
-            FrameError::TooLarge { .. } => "Frame too large",
+            FrameError::TooLarge { .. } | FrameError::DeclaredTooLarge { .. } => "Frame too large",
         }
     }
 }
@@ -456,6 +464,8 @@ pub struct FrameParser {
     frame_bytes: usize,
     /// The first error; the stream is unusable after it.
     failed: Option<FrameError>,
+    /// The `receipt` header of the frame that failed, if it was read before the error.
+    failed_receipt: Option<String>,
 }
 
 impl FrameParser {
@@ -470,6 +480,7 @@ impl FrameParser {
             scanned: 0,
             frame_bytes: 0,
             failed: None,
+            failed_receipt: None,
         }
     }
 
@@ -504,9 +515,21 @@ impl FrameParser {
         let result = self.advance();
         if let Err(err) = &result {
             self.failed = Some(err.clone());
+            self.failed_receipt = self.partial.as_ref().and_then(|p| {
+                p.headers
+                    .iter()
+                    .find(|(n, _)| n == "receipt")
+                    .map(|(_, v)| v.clone())
+            });
             self.buf = BytesMut::new();
         }
         result
+    }
+
+    /// The `receipt` header of the frame that failed to parse, when its headers were read
+    /// (spec D06: the ERROR for it carries `receipt-id`).
+    pub fn failed_receipt(&self) -> Option<&str> {
+        self.failed_receipt.as_deref()
     }
 
     fn advance(&mut self) -> Result<Option<Frame>, FrameError> {
@@ -628,8 +651,8 @@ impl FrameParser {
         if name == "content-length" {
             let len = parse_content_length(&value)?;
             if self.frame_bytes.saturating_add(len) >= self.limits.max_frame_bytes {
-                return Err(FrameError::TooLarge {
-                    what: "content-length",
+                return Err(FrameError::DeclaredTooLarge {
+                    declared: len,
                     limit: self.limits.max_frame_bytes,
                 });
             }
@@ -667,12 +690,15 @@ impl FrameParser {
         self.check_frame_limit(0)?;
         self.phase = Phase::BetweenFrames;
         self.scanned = 0;
+        let Some(command) = self.partial.as_ref().map(|p| p.command) else {
+            return Err(FrameError::Malformed("body without a command"));
+        };
+        if !body.is_empty() && !command.may_have_body() {
+            return Err(FrameError::BodyNotAllowed(command));
+        }
         let Some(partial) = self.partial.take() else {
             return Err(FrameError::Malformed("body without a command"));
         };
-        if !body.is_empty() && !partial.command.may_have_body() {
-            return Err(FrameError::BodyNotAllowed(partial.command));
-        }
         Ok(Some(Frame {
             command: partial.command,
             headers: partial.headers,

@@ -36,13 +36,29 @@ impl Carriage {
     }
 }
 
-/// Whether an encoded frame is text (valid UTF-8 and not `application/octet-stream`).
+/// How an encoded frame may be carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Payload {
     /// Deliverable as a text message.
     Text,
-    /// Must go as a binary message.
+    /// Declared `application/octet-stream` but valid UTF-8: a binary message where the
+    /// carrier has them, a text message on text-only carriers (SockJS).
+    OctetText,
+    /// Not UTF-8: must go as a binary message.
     Binary,
+}
+
+impl Payload {
+    /// Classify a frame body by its content type and bytes.
+    pub fn of(content_type: Option<&str>, body: &[u8]) -> Payload {
+        if std::str::from_utf8(body).is_err() {
+            Payload::Binary
+        } else if content_type == Some("application/octet-stream") {
+            Payload::OctetText
+        } else {
+            Payload::Text
+        }
+    }
 }
 
 /// A monotonic millisecond clock shared by every connection.
@@ -94,12 +110,7 @@ impl Outbound {
         let mut buf = bytes::BytesMut::new();
         let dropped = frame.encode_into(self.version, &mut buf);
         self.count_dropped_headers(dropped);
-        let octet_stream = frame.get("content-type") == Some("application/octet-stream");
-        let payload = if octet_stream || std::str::from_utf8(&frame.body).is_err() {
-            Payload::Binary
-        } else {
-            Payload::Text
-        };
+        let payload = Payload::of(frame.get("content-type"), &frame.body);
         self.send_encoded(buf.freeze(), payload)
     }
 
@@ -107,11 +118,15 @@ impl Outbound {
     /// counted (spec §1: never corrupt it with a lossy conversion).
     pub fn send_encoded(&self, bytes: Bytes, payload: Payload) -> Result<(), SendError> {
         let message = match (payload, self.carriage) {
-            (Payload::Text, _) => match OutMessage::text_bytes(bytes.clone()) {
-                Some(message) => message,
-                None => OutMessage::binary(bytes),
-            },
-            (Payload::Binary, Carriage::TextAndBinary) => OutMessage::binary(bytes),
+            (Payload::Text, _) | (Payload::OctetText, Carriage::TextOnly) => {
+                match OutMessage::text_bytes(bytes.clone()) {
+                    Some(message) => message,
+                    None => OutMessage::binary(bytes),
+                }
+            }
+            (Payload::Binary | Payload::OctetText, Carriage::TextAndBinary) => {
+                OutMessage::binary(bytes)
+            }
             (Payload::Binary, Carriage::TextOnly) => {
                 super::stats::bump(&self.stats.dropped_unencodable);
                 tracing::warn!("dropping a binary STOMP frame on a text-only SockJS session");

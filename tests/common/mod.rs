@@ -15,10 +15,18 @@ use tokio::time::timeout;
 /// Every read in tests gives up after this long.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
+pub mod stomp;
+
 /// Start a gateway with `toml` on 127.0.0.1:0 and return its address.
 pub async fn start_gateway(toml: &str) -> SocketAddr {
+    start_gateway_with_stomp(toml).await.0
+}
+
+/// Like [`start_gateway`], also returning the gateway's STOMP core (broker, stats, events).
+pub async fn start_gateway_with_stomp(toml: &str) -> (SocketAddr, sockjs_gateway::stomp::StompApp) {
     let config = Config::from_toml(toml).expect("test config");
     let gateway = Gateway::from_config(&config).expect("gateway");
+    let stomp = gateway.stomp().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -28,7 +36,7 @@ pub async fn start_gateway(toml: &str) -> SocketAddr {
         let _keep = tx;
         let _ = gateway.serve(listener, rx).await;
     });
-    addr
+    (addr, stomp)
 }
 
 /// A response head plus a reader positioned at the start of the body.

@@ -1,0 +1,114 @@
+"""pytest setup for the stomp.py suite: start our own gateway and hand out STOMP clients.
+
+The gateway binary is ``$GATEWAY_BIN`` (default ``target/debug/sockjs-gateway``, relative to the
+repository root). It runs on 127.0.0.1:0 with ``--stomp-listen 127.0.0.1:0``; both addresses
+are read from its log on stderr (the HTTP line is logged last). Every wait is bounded.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import stomp_client  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+START_TIMEOUT = 20.0
+
+# competing: acks and redelivery are observable (spec §5.5, §7.3); every test uses its own
+# destination names, so stored messages never leak between tests.
+CONFIG = """\
+[[service]]
+prefix = "/stomp"
+app = "stomp"
+
+[stomp]
+queue_semantics = "competing"
+"""
+
+STOMP_RE = re.compile(r"STOMP over TCP listening on (127\.0\.0\.1:\d+)")
+HTTP_RE = re.compile(r"listening on http://(127\.0\.0\.1:\d+)")
+
+
+class Gateway:
+    """A running gateway: its STOMP-over-TCP and HTTP addresses as (host, port)."""
+
+    def __init__(self, stomp_addr, http_addr, log_path):
+        self.stomp_addr = stomp_addr
+        self.http_addr = http_addr
+        self.log_path = log_path
+
+    def log(self):
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+
+def _addr(text):
+    host, port = text.rsplit(":", 1)
+    return host, int(port)
+
+
+def _binary():
+    path = os.environ.get("GATEWAY_BIN", "target/debug/sockjs-gateway")
+    if not os.path.isabs(path):
+        path = os.path.join(REPO, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def gateway():
+    binary = _binary()
+    if not os.access(binary, os.X_OK):
+        pytest.exit("gateway binary %s not found (run 'cargo build --bins' or set GATEWAY_BIN)"
+                    % binary, returncode=2)
+    workdir = tempfile.mkdtemp(prefix="stomp-tests-")
+    config = os.path.join(workdir, "gateway.toml")
+    with open(config, "w", encoding="utf-8") as f:
+        f.write(CONFIG)
+    log_path = os.path.join(workdir, "gateway.log")
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [binary, "--config", config, "--listen", "127.0.0.1:0", "--stomp-listen", "127.0.0.1:0"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd=REPO)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        stomp_addr = http_addr = None
+        while time.monotonic() < deadline:
+            with open(log_path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+            m_stomp, m_http = STOMP_RE.search(text), HTTP_RE.search(text)
+            if m_stomp and m_http:
+                stomp_addr, http_addr = _addr(m_stomp.group(1)), _addr(m_http.group(1))
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        if stomp_addr is None:
+            with open(log_path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+            pytest.exit("gateway did not start within %.0f s (exit status %s); log:\n%s"
+                        % (START_TIMEOUT, proc.poll(), text), returncode=2)
+        yield Gateway(stomp_addr, http_addr, log_path)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        log.close()
+
+
+@pytest.fixture
+def clients(gateway):
+    """Opens STOMP clients for one test and closes whatever is still open afterwards."""
+    pool = stomp_client.Pool(gateway)
+    yield pool
+    pool.close_all()
