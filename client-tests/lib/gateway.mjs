@@ -45,11 +45,19 @@ function tomlValue(v) {
 }
 
 // services: [{prefix, app, ...other per-service keys}]
-export function configToml(services) {
+// stomp: optional {key: value} for the [stomp] table (STOMP core settings).
+export function configToml(services, stomp) {
   const out = ['[server]', 'listen = "127.0.0.1:0"', ''];
   for (const svc of services) {
     out.push('[[service]]');
     for (const [k, v] of Object.entries(svc)) {
+      if (v !== undefined) out.push(`${k} = ${tomlValue(v)}`);
+    }
+    out.push('');
+  }
+  if (stomp) {
+    out.push('[stomp]');
+    for (const [k, v] of Object.entries(stomp)) {
       if (v !== undefined) out.push(`${k} = ${tomlValue(v)}`);
     }
     out.push('');
@@ -67,13 +75,23 @@ export function testServices(sockjsUrl) {
   ];
 }
 
-export async function startGateway({ services }) {
+// The STOMP service and settings the STOMP tests use: STOMP at /stomp over every SockJS
+// transport and raw WebSocket (/stomp/websocket); the CONNECT header `uid` names the user; and
+// clients may send to /user/{name}/... (Spring's behaviour, off by default in the gateway) so
+// that user destinations can be exercised without a backend.
+export function stompService(sockjsUrl) {
+  return { prefix: '/stomp', app: 'stomp', sockjs_url: sockjsUrl };
+}
+export const STOMP_SETTINGS = { principal_header: 'uid', allow_client_send_to_user: true };
+
+// configFile: an existing TOML file to use as it is (services and stomp are then ignored).
+export async function startGateway({ services, stomp, configFile: givenConfig, args = [] }) {
   const bin = gatewayBinary();
   const dir = mkdtempSync(path.join(tmpdir(), 'sockjs-gw-client-tests-'));
-  const configFile = path.join(dir, 'gateway.toml');
-  writeFileSync(configFile, configToml(services));
+  const configFile = givenConfig || path.join(dir, 'gateway.toml');
+  if (!givenConfig) writeFileSync(configFile, configToml(services, stomp));
 
-  const child = spawn(bin, ['--config', configFile, '--listen', '127.0.0.1:0'], {
+  const child = spawn(bin, ['--config', configFile, '--listen', '127.0.0.1:0', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines = [];
@@ -159,7 +177,7 @@ export async function startGateway({ services }) {
     });
   } catch (err) {
     await stop();
-    err.message += `\nconfig:\n${configToml(services)}\ngateway output:\n${logTail()}`;
+    err.message += `\nconfig: ${configFile}\n${givenConfig ? '' : configToml(services, stomp)}\ngateway output:\n${logTail()}`;
     throw err;
   }
 

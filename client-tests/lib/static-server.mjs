@@ -1,5 +1,6 @@
-// A tiny static server for the browser tests: the test page, the shared scenario module and
-// the sockjs-client bundle (which the gateway's iframe page also loads, via sockjs_url).
+// A tiny static server for the browser tests: the test pages, the shared scenario modules,
+// the sockjs-client bundle (which the gateway's iframe page also loads, via sockjs_url) and
+// the @stomp/stompjs UMD bundle.
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -8,12 +9,17 @@ import { PACKAGE_DIR } from './gateway.mjs';
 
 const require = createRequire(import.meta.url);
 const SOCKJS_BUNDLE = path.join(path.dirname(require.resolve('sockjs-client/package.json')), 'dist', 'sockjs.min.js');
+// @stomp/stompjs exports no package.json; its `require` entry is bundles/stomp.umd.js.
+const STOMPJS_BUNDLE = path.join(path.dirname(require.resolve('@stomp/stompjs')), 'stomp.umd.min.js');
 
 // URL path (below the page directory) → [file, content type]
 const FILES = {
   'index.html': [path.join(PACKAGE_DIR, 'page', 'index.html'), 'text/html; charset=utf-8'],
   'scenario.mjs': [path.join(PACKAGE_DIR, 'page', 'scenario.mjs'), 'text/javascript; charset=utf-8'],
   'sockjs.min.js': [SOCKJS_BUNDLE, 'text/javascript; charset=utf-8'],
+  'stomp.html': [path.join(PACKAGE_DIR, 'page', 'stomp.html'), 'text/html; charset=utf-8'],
+  'stomp-scenario.mjs': [path.join(PACKAGE_DIR, 'page', 'stomp-scenario.mjs'), 'text/javascript; charset=utf-8'],
+  'stomp.umd.min.js': [STOMPJS_BUNDLE, 'text/javascript; charset=utf-8'],
 };
 
 export function readPageFile(name) {

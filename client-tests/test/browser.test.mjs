@@ -1,65 +1,23 @@
 // sockjs-client 1.6.x in headless Chromium against the real gateway binary: all nine browser
 // transports, from a page on the gateway's own origin and from a page on a second origin.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { chromium } from 'playwright-core';
 import { assertEchoed, assertNotPermitted, assertServerClosed } from '../lib/checks.mjs';
+import {
+  launchChromium,
+  NOT_PERMITTED,
+  PAGE_HOST,
+  PAGE_LOAD_TIMEOUT_MS,
+  RECEIVING_ROUTE,
+  STREAMING,
+  TRANSPORTS,
+  watchPage,
+} from '../lib/browser.mjs';
 import { startGateway, testServices } from '../lib/gateway.mjs';
 import { startStaticServer } from '../lib/static-server.mjs';
 import { MESSAGES } from '../page/scenario.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-proxy-server', // loopback only, whatever the environment says
-];
-const PAGE_HOST = '127.0.0.2'; // the second origin; the gateway is on 127.0.0.1
 const TEST_TIMEOUT_MS = 40_000;
-const PAGE_LOAD_TIMEOUT_MS = 15_000;
-
-// sockjs-client's transport names, in its own order of preference.
-const TRANSPORTS = [
-  'websocket',
-  'xhr-streaming',
-  'eventsource',
-  'iframe-eventsource',
-  'htmlfile',
-  'iframe-htmlfile',
-  'xhr-polling',
-  'iframe-xhr-polling',
-  'jsonp-polling',
-];
-
-// (origin kind, transport) pairs that sockjs-client 1.6.1 itself refuses, and why.
-const NOT_PERMITTED = {
-  'cross-origin': {
-    htmlfile:
-      'sockjs-client enables htmlfile only when info.sameOrigin (lib/transport/htmlfile.js); ' +
-      'from another origin it is reached through iframe-htmlfile instead',
-  },
-};
-
-// The route each transport receives on.
-const RECEIVING_ROUTE = {
-  websocket: 'websocket',
-  'xhr-streaming': 'xhr_streaming',
-  eventsource: 'eventsource',
-  'iframe-eventsource': 'eventsource',
-  htmlfile: 'htmlfile',
-  'iframe-htmlfile': 'htmlfile',
-  'xhr-polling': 'xhr',
-  'iframe-xhr-polling': 'xhr',
-  'jsonp-polling': 'jsonp',
-};
-const STREAMING = new Set(['xhr_streaming', 'eventsource', 'htmlfile']);
-const RECEIVING_ROUTE_RE = /\/[^/]+\/[^/]+\/(xhr_streaming|eventsource|htmlfile|xhr|jsonp)$/; // HTTP ones
 
 // Every receiving request went to the forced transport's route. On streaming transports the
 // 70 KiB echo passes /echo's response_limit (4096), so the response must have ended and the
@@ -86,14 +44,11 @@ let browser;
 let context;
 
 before(async () => {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`Chromium not found at ${CHROMIUM}: apt-get install -y chromium, or set CHROMIUM_BIN`);
-  }
   staticServer = await startStaticServer(PAGE_HOST);
   // The iframe page served by the gateway loads sockjs-client from here: the same file the
   // test page loads, as sockjs-client requires the same version on both sides.
   gw = await startGateway({ services: testServices(`${staticServer.origin}/sockjs.min.js`) });
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+  browser = await launchChromium();
   context = await browser.newContext();
 });
 
@@ -112,21 +67,7 @@ after(async () => {
 // cross-origin: the page is index.html from the static server at http://127.0.0.2:PAGEPORT/.
 async function openPage(originKind) {
   const page = await context.newPage();
-  const problems = [];
-  page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') problems.push(`console.${m.type()}: ${m.text()}`);
-  });
-  // Receiving requests on SockJS session routes, from the page and its iframes, by route name.
-  const receiving = [];
-  page.on('request', (r) => {
-    const m = RECEIVING_ROUTE_RE.exec(new URL(r.url()).pathname);
-    if (m) receiving.push(m[1]);
-  });
-  page.on('websocket', (ws) => {
-    if (/\/[^/]+\/[^/]+\/websocket$/.test(new URL(ws.url()).pathname)) receiving.push('websocket');
-  });
-  page.on('requestfailed', (r) => problems.push(`requestfailed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
+  const { problems, receiving } = watchPage(page);
   if (originKind === 'same-origin') {
     await page.goto(`${gw.origin}/echo/iframe.html`, { timeout: PAGE_LOAD_TIMEOUT_MS });
     await page.waitForFunction(() => window.SockJS, null, { timeout: PAGE_LOAD_TIMEOUT_MS });
