@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -57,6 +58,16 @@ impl Gateway {
             services,
             stomp,
         })
+    }
+
+    /// Serve one already-accepted HTTP connection from `addr` over any byte stream (used by
+    /// the HTTP fuzz target, which feeds raw request bytes through an in-memory pipe).
+    pub async fn serve_io<S>(self: Arc<Self>, io: S, addr: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (_keep_open, shutdown) = watch::channel(false);
+        serve_connection(self, io, addr, shutdown).await
     }
 
     /// The STOMP core, for carriers outside HTTP (TCP) and for backends.
@@ -140,12 +151,14 @@ fn stomp_app(config: &Config, auth: &Arc<Authenticator>) -> StompApp {
     StompApp::with_hooks(config.stomp.clone(), authenticator, None)
 }
 
-async fn serve_connection(
+async fn serve_connection<S>(
     gateway: Arc<Gateway>,
-    stream: tokio::net::TcpStream,
+    stream: S,
     addr: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let peer = Peer { addr };
     let limits = gateway.server.clone();
     let service = service_fn(move |req| {
