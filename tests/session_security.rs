@@ -84,3 +84,60 @@ async fn sessions_beyond_max_sessions_get_503() {
     assert_eq!(post(addr, "/echo/000/s2/xhr", b"").await.0, 200);
     assert_eq!(post(addr, "/echo/000/s3/xhr", b"").await.0, 503);
 }
+
+const ORIGINS: &str = r#"
+[[service]]
+prefix = "/echo"
+app = "echo"
+allowed_origins = ["https://app.example.com", "https://*.example.org"]
+"#;
+
+#[tokio::test]
+async fn a_foreign_origin_is_refused_on_info_transports_and_websocket() {
+    let addr = start_gateway(ORIGINS).await;
+    let get = |path: &'static str, origin: &'static str| async move {
+        request_from("127.0.0.1", addr, "GET", path, &[("Origin", origin)], b"")
+            .await
+            .status
+    };
+    assert_eq!(get("/echo/info", "https://app.example.com").await, 200);
+    assert_eq!(get("/echo/info", "https://a.b.example.org").await, 200);
+    assert_eq!(get("/echo/info", "https://evil.example.net").await, 403);
+    let post_from = |path: &'static str, origin: &'static str| async move {
+        request_from("127.0.0.1", addr, "POST", path, &[("Origin", origin)], b"")
+            .await
+            .status
+    };
+    assert_eq!(
+        post_from("/echo/000/o1/xhr", "https://evil.example.net").await,
+        403
+    );
+    assert_eq!(
+        post_from("/echo/000/o1/xhr", "https://app.example.com").await,
+        200
+    );
+    let upgrade = [
+        ("Origin", "https://evil.example.net"),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "x3JJHMbDL1EzLkh9GBhXDw=="),
+        ("Sec-WebSocket-Version", "13"),
+    ];
+    let ws = request_from(
+        "127.0.0.1",
+        addr,
+        "GET",
+        "/echo/000/o2/websocket",
+        &upgrade,
+        b"",
+    )
+    .await;
+    assert_eq!(ws.status, 403, "WebSocket upgrades are checked too");
+    assert_eq!(
+        get("/echo/iframe.html", "https://app.example.com").await,
+        404,
+        "no iframe without '*'"
+    );
+    let no_origin = request_from("127.0.0.1", addr, "GET", "/echo/info", &[], b"").await;
+    assert_eq!(no_origin.status, 200, "non-browser clients send no Origin");
+}
