@@ -63,6 +63,8 @@ pub struct Client {
     close_after: bool,
     /// Decoded body bytes not yet split into frames.
     pending: Vec<u8>,
+    /// The receiving request written but whose head is not read yet (bytes, path).
+    request: Option<(Vec<u8>, String)>,
     /// The `xhr_send` connection.
     send_conn: Option<Conn>,
     /// `P/S/I`.
@@ -95,6 +97,7 @@ impl Client {
             close_after: false,
             pending: Vec::new(),
             send_conn: None,
+            request: None,
             session_path,
             out: Vec::new(),
             stash: Vec::new(),
@@ -153,7 +156,8 @@ impl Client {
         Ok(())
     }
 
-    /// Issue the receiving request (HTTP transports) and read its head.
+    /// Write the receiving request (HTTP transports); its head is read by the next receive,
+    /// because a poll answers only when there is something to say.
     async fn start_receive(&mut self) -> io::Result<()> {
         let (method, suffix) = match self.transport {
             Transport::XhrStreaming => ("POST", "xhr_streaming"),
@@ -167,13 +171,22 @@ impl Client {
             self.conn = Conn::open(&self.ep, self.src).await?;
             self.close_after = false;
         }
-        let head = match self.conn.write(&req).await {
-            Ok(()) => self.conn.read_head().await,
-            Err(e) => Err(e),
+        if self.conn.write(&req).await.is_err() {
+            self.conn = Conn::open(&self.ep, self.src).await?;
+            self.conn.write(&req).await?;
+        }
+        self.request = Some((req, path));
+        Ok(())
+    }
+
+    /// Read the head of the outstanding receiving request.
+    async fn await_head(&mut self) -> io::Result<()> {
+        let Some((req, path)) = self.request.take() else {
+            return Ok(());
         };
-        // A keep-alive connection the server closed meanwhile: reconnect once.
-        let head = match head {
+        let head = match self.conn.read_head().await {
             Ok(h) => h,
+            // A keep-alive connection the server closed meanwhile: reconnect once.
             Err(_) => {
                 self.conn = Conn::open(&self.ep, self.src).await?;
                 self.conn.write(&req).await?;
@@ -219,7 +232,10 @@ impl Client {
             return Ok(r);
         }
         if self.body.is_none() {
-            self.start_receive().await?;
+            if self.request.is_none() {
+                self.start_receive().await?;
+            }
+            self.await_head().await?;
         }
         let Some(mut body) = self.body.take() else {
             return Ok(Recv::Alive);

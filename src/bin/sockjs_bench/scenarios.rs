@@ -476,12 +476,14 @@ pub async fn echo(c: Common, warmup: Duration, duration: Duration) -> Value {
     let _ = start_tx.send(true);
     tokio::time::sleep(warmup).await;
     let (cpu0, _) = sample(&c.proc);
+    let me0 = own_cpu();
     let w0 = Instant::now();
     window.0.store(now_ns(), Ordering::Relaxed);
     tokio::time::sleep(duration).await;
     window.1.store(now_ns(), Ordering::Relaxed);
     let wall = w0.elapsed().as_secs_f64();
     let (cpu1, rss) = sample(&c.proc);
+    let me1 = own_cpu();
     shared.stop.store(true, Ordering::Relaxed);
     let ready = shared.ready.load(Ordering::Relaxed);
     let finish_deadline = Instant::now() + Duration::from_secs(12);
@@ -513,6 +515,7 @@ pub async fn echo(c: Common, warmup: Duration, duration: Duration) -> Value {
     m.insert("p99_us".into(), json!(hist.quantile(0.99) as f64 / 1e3));
     m.insert("p999_us".into(), json!(hist.quantile(0.999) as f64 / 1e3));
     cpu_fields(&mut m, cpu0, cpu1, wall, n);
+    client_cpu(&mut m, me0, me1, wall);
     if let Some(r) = rss {
         m.insert("server_rss_after".into(), json!(r));
     }
@@ -520,6 +523,42 @@ pub async fn echo(c: Common, warmup: Duration, duration: Duration) -> Value {
         m.insert("error".into(), json!(e));
     }
     Value::Object(m)
+}
+
+/// This load generator's own CPU seconds: when it nears the machine's cores, it is the
+/// bottleneck and the server's CPU per message is the figure to compare.
+fn machine_busy() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
+    let busy: u64 = cpu.iter().take(8).sum::<u64>() - cpu.get(3)? - cpu.get(4)?;
+    Some(busy as f64 / 100.0)
+}
+
+fn own_cpu() -> Option<(f64, f64)> {
+    Some((
+        Proc::new(vec![std::process::id()]).cpu_seconds()?,
+        machine_busy()?,
+    ))
+}
+
+fn client_cpu(
+    m: &mut serde_json::Map<String, Value>,
+    a: Option<(f64, f64)>,
+    b: Option<(f64, f64)>,
+    wall: f64,
+) {
+    if let (Some(a), Some(b)) = (a, b) {
+        m.insert("client_cpu_cores".into(), json!((b.0 - a.0) / wall));
+        // The whole machine, so a run disturbed by other processes can be spotted.
+        m.insert("machine_busy_cores".into(), json!((b.1 - a.1) / wall));
+    }
 }
 
 fn cpu_fields(
@@ -749,7 +788,7 @@ async fn publish(
     let window = if o.window > 0 {
         o.window
     } else {
-        (200_000 / active).clamp(16, 2000)
+        (100_000 / active).clamp(16, 2000)
     };
     m.insert("window".into(), json!(window));
     let allowed_total = window * active;
@@ -759,7 +798,7 @@ async fn publish(
     let end_at = measure_at + o.duration;
     let mut sent = 0u64;
     let mut measuring = false;
-    let (mut cpu0, mut d0, mut w0) = (None, 0u64, start);
+    let (mut cpu0, mut me0, mut d0, mut w0) = (None, None, 0u64, start);
     let mut kind = b'W';
     loop {
         let now = Instant::now();
@@ -767,6 +806,7 @@ async fn publish(
             measuring = true;
             kind = b'M';
             cpu0 = c.proc.cpu_seconds();
+            me0 = own_cpu();
             d0 = shared.delivered.load(Ordering::Relaxed);
             w0 = now;
             lock(&shared.hist).clone_from(&Hist::default());
@@ -803,16 +843,26 @@ async fn publish(
         }
     }
     let cpu1 = c.proc.cpu_seconds();
+    let me1 = own_cpu();
     let d1 = shared.delivered.load(Ordering::Relaxed);
     let wall = w0.elapsed().as_secs_f64();
     let rss = c.proc.rss_bytes();
-    // Drain: wait until everything sent has arrived, or 10 s.
+    // Drain: wait until everything sent has arrived, while it still progresses (30 s at most).
     let expected = sent * active;
-    let drain_deadline = Instant::now() + Duration::from_secs(10);
-    while shared.delivered.load(Ordering::Relaxed) - base < expected
-        && Instant::now() < drain_deadline
-        && shared.closed.load(Ordering::Relaxed) < active as usize
-    {
+    let drain_deadline = Instant::now() + Duration::from_secs(30);
+    let (mut last, mut last_progress) = (0u64, Instant::now());
+    loop {
+        let got = shared.delivered.load(Ordering::Relaxed) - base;
+        if got >= expected
+            || Instant::now() >= drain_deadline
+            || last_progress.elapsed() > Duration::from_secs(3)
+            || shared.closed.load(Ordering::Relaxed) >= active as usize
+        {
+            break;
+        }
+        if got != last {
+            (last, last_progress) = (got, Instant::now());
+        }
         pump(&mut p, Duration::from_millis(5)).await?;
     }
     let got = shared.delivered.load(Ordering::Relaxed) - base;
@@ -846,6 +896,7 @@ async fn publish(
     m.insert("p99_us".into(), json!(hist.quantile(0.99) as f64 / 1e3));
     m.insert("p999_us".into(), json!(hist.quantile(0.999) as f64 / 1e3));
     cpu_fields(m, cpu0, cpu1, wall, n);
+    client_cpu(m, me0, me1, wall);
     if let Some(r) = rss {
         m.insert("server_rss_after".into(), json!(r));
     }
