@@ -62,27 +62,38 @@ def one(js):
     return ", ".join(parts)
 
 
-def load(path):
-    runs = defaultdict(list)  # (id, server) -> [result]
+def load(paths):
+    """Results per (scenario, server); a later file replaces a pair's runs entirely (a rerun)."""
+    runs = {}
     order = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            key = (rec["id"], rec["server"])
+    for path in paths:
+        mine = defaultdict(list)
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                mine[(rec["id"], rec["server"])].append(rec["result"])
+        for key, rs in mine.items():
             if key not in runs:
                 order.append(key)
-            runs[key].append(rec["result"])
+            runs[key] = rs
     return runs, order
 
 
+def valid(r):
+    """A run that measured something: sessions opened and, for traffic scenarios, messages."""
+    if r.get("ok", 0) <= 0:
+        return False
+    return r.get("scenario") == "idle" or r.get("msgs", 0) > 0
+
+
 def median(results, key):
-    vals = [r[key] for r in results if isinstance(r.get(key), (int, float)) and r.get("ok", 0) > 0]
+    vals = [r[key] for r in results if isinstance(r.get(key), (int, float)) and valid(r)]
     return statistics.median(vals) if vals else None
 
 
@@ -91,7 +102,7 @@ def build(runs, order):
     for key in order:
         rs = runs[key]
         m = {k: median(rs, k) for k, _, _ in METRICS}
-        m["n"] = sum(1 for r in rs if r.get("ok", 0) > 0)
+        m["n"] = sum(1 for r in rs if valid(r))
         m["runs"] = len(rs)
         errs = [r.get("error") for r in rs if r.get("error")]
         m["error"] = errs[0] if errs else None
@@ -271,7 +282,7 @@ def svg(med):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("results", nargs="?")
+    ap.add_argument("results", nargs="*", help="results.jsonl files; later ones replace earlier pairs")
     ap.add_argument("--one")
     ap.add_argument("--env")
     ap.add_argument("--md")
@@ -281,6 +292,9 @@ def main():
         print(one(a.one))
         return
     runs, order = load(a.results)
+    if not order:
+        print("no results")
+        return 1
     med = build(runs, order)
     env = json.load(open(a.env)) if a.env else None
     md = markdown(med, order, env)
