@@ -385,10 +385,16 @@ impl Session {
                 }
             }
         }
+        // Only a push onto an empty queue needs to wake the receiver: a non-empty queue
+        // already has a wake-up pending, and the receiver drains everything at once. This
+        // keeps fan-out to a busy session at one lock and no wake-up per message.
+        let was_empty = st.queue.is_empty();
         st.queued_bytes += len;
         st.queue.push_back(msg);
         drop(st);
-        self.wake.notify_one();
+        if was_empty {
+            self.wake.notify_one();
+        }
         Ok(())
     }
 }
