@@ -666,8 +666,10 @@ async fn r14_ten_thousand_messages_arrive_in_order() {
 #[tokio::test]
 async fn l01_a_subscriber_that_never_reads_is_terminated() {
     let (addr, app) = start(StompConfig {
-        send_buffer_size_limit: 1024 * 1024,
-        send_time_limit_ms: 500,
+        // Larger than everything published, so only the time limit can cut a client off;
+        // generous enough that the reading subscriber never is, even on a loaded machine.
+        send_buffer_size_limit: 16 * 1024 * 1024,
+        send_time_limit_ms: 2000,
         ..StompConfig::default()
     })
     .await;
@@ -696,7 +698,7 @@ async fn l01_a_subscriber_that_never_reads_is_terminated() {
             .send_limit_closes
             .load(std::sync::atomic::Ordering::Relaxed)
     };
-    for _ in 0..50 {
+    for _ in 0..100 {
         if closes() > 0 {
             break;
         }

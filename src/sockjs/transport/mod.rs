@@ -254,6 +254,9 @@ impl Receiver {
     async fn stream(&mut self, session: &Arc<Session>) -> Outcome {
         let heartbeat = self.svc.config().heartbeat_delay;
         let limit = self.svc.config().response_limit;
+        // One timer for the whole response, re-armed only when it fires.
+        let timer = sleep_until(self.last_write + heartbeat);
+        tokio::pin!(timer);
         loop {
             if let Some(batch) = session.take_batch() {
                 self.write(&batch).await?;
@@ -268,8 +271,14 @@ impl Receiver {
             let beat = !session.heartbeats_suppressed();
             tokio::select! {
                 _ = session.wait_for_output() => {}
-                _ = sleep_until(self.last_write + heartbeat), if beat => {
+                _ = &mut timer, if beat => {
+                    let due = self.last_write + heartbeat;
+                    if Instant::now() < due {
+                        timer.as_mut().reset(due);
+                        continue;
+                    }
                     self.write(frame::HEARTBEAT).await?;
+                    timer.as_mut().reset(self.last_write + heartbeat);
                     if self.framing.is_polling() {
                         return Ok(());
                     }
@@ -300,7 +309,7 @@ impl Receiver {
     /// Hand one chunk to hyper, waiting at most `send_time_limit` for room.
     async fn send_chunk(&mut self, chunk: Bytes) -> Outcome {
         let limit = self.svc.config().send_time_limit;
-        match tokio::time::timeout(limit, self.tx.send(chunk)).await {
+        match websocket::within(limit, self.tx.send(chunk)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Failure::Aborted),
             Err(_) => Err(Failure::Stalled),

@@ -313,14 +313,20 @@ pub async fn run_socket(svc: &Service, session: Arc<Session>, mut conn: Conn, fr
     session.start_app();
     let heartbeat = svc.config().heartbeat_delay;
     let ping_timeout = svc.config().ws_ping_timeout;
-    let mut next_beat = Instant::now() + heartbeat;
-    let mut pong_deadline: Option<Instant> = None;
-    let mut credential_deadline = session
+    let send_limit = svc.config().send_time_limit;
+    // Timers live across iterations and are re-armed only when they fire, so a busy socket
+    // does not register a timer per message.
+    let beat = sleep_until(Instant::now() + heartbeat);
+    let pong = sleep_until(Instant::now() + ping_timeout);
+    let credential_deadline = session
         .credential_expires()
         .map(|exp| Instant::now() + exp.duration_since(SystemTime::now()).unwrap_or_default());
-    let send_limit = svc.config().send_time_limit;
+    let credential = sleep_until(credential_deadline.unwrap_or_else(Instant::now));
+    tokio::pin!(beat, pong, credential);
+    let mut awaiting_pong = false;
+    let mut credential_armed = credential_deadline.is_some();
     loop {
-        match timeout(send_limit, flush(&session, &mut conn, framing)).await {
+        match within(send_limit, flush(&session, &mut conn, framing)).await {
             Ok(true) => {}
             Ok(false) => {
                 session.finish(client_gone());
@@ -352,31 +358,31 @@ pub async fn run_socket(svc: &Service, session: Arc<Session>, mut conn: Conn, fr
         }
         tokio::select! {
             inbound = conn.recv() => {
-                if let Some(info) = handle_inbound(&session, &mut conn, framing, inbound, &mut pong_deadline).await {
+                if let Some(info) = handle_inbound(&session, &mut conn, framing, inbound, &mut awaiting_pong).await {
                     session.finish(info);
                     return;
                 }
             }
             _ = session.wait_for_output() => {}
-            _ = sleep_until(next_beat) => {
-                next_beat = Instant::now() + heartbeat;
-                let beat = sockjs && !session.heartbeats_suppressed();
-                if beat {
-                    let sent = timeout(send_limit, conn.send_text(Bytes::from_static(frame::HEARTBEAT))).await;
+            _ = &mut beat => {
+                beat.as_mut().reset(Instant::now() + heartbeat);
+                if sockjs && !session.heartbeats_suppressed() {
+                    let sent = within(send_limit, conn.send_text(Bytes::from_static(frame::HEARTBEAT))).await;
                     if sent != Ok(true) {
                         session.finish(client_gone());
                         return;
                     }
                 }
-                if pong_deadline.is_none() && conn.ping().await {
-                    pong_deadline = Some(Instant::now() + ping_timeout);
+                if !awaiting_pong && conn.ping().await {
+                    awaiting_pong = true;
+                    pong.as_mut().reset(Instant::now() + ping_timeout);
                 }
             }
-            _ = sleep_until(credential_deadline.unwrap_or(next_beat)), if credential_deadline.is_some() => {
-                credential_deadline = None;
+            _ = &mut credential, if credential_armed => {
+                credential_armed = false;
                 session.close_for_expired_credential();
             }
-            _ = sleep_until(pong_deadline.unwrap_or(next_beat)), if pong_deadline.is_some() => {
+            _ = &mut pong, if awaiting_pong => {
                 conn.close(3000, "No response from heartbeat").await;
                 session.finish(CloseInfo {
                     code: 3000,
@@ -387,6 +393,19 @@ pub async fn run_socket(svc: &Service, session: Arc<Session>, mut conn: Conn, fr
             }
         }
     }
+}
+
+/// Run `fut` with a time limit, arming the timer only if it does not finish at once: most
+/// writes complete on their first poll, and then no timer is registered at all.
+pub async fn within<F: std::future::Future>(
+    limit: Duration,
+    fut: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    if let std::task::Poll::Ready(out) = futures_util::poll!(fut.as_mut()) {
+        return Ok(out);
+    }
+    timeout(limit, fut).await
 }
 
 /// Write everything queued: one `a[...]` frame (SockJS) or one message each (raw).
@@ -418,7 +437,7 @@ async fn handle_inbound(
     conn: &mut Conn,
     framing: Framing,
     inbound: WsIn,
-    pong_deadline: &mut Option<Instant>,
+    awaiting_pong: &mut bool,
 ) -> Option<CloseInfo> {
     let broken = || CloseInfo {
         code: 3000,
@@ -443,7 +462,7 @@ async fn handle_inbound(
             conn.close(3000, "Broken framing.").await;
             return Some(broken());
         }
-        (WsIn::Pong, _) => *pong_deadline = None,
+        (WsIn::Pong, _) => *awaiting_pong = false,
         (WsIn::Closed, _) => {
             conn.close(1000, "Normal closure").await;
             return Some(client_gone());
