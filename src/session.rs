@@ -10,12 +10,12 @@
 //! it as a JSON string) caches that encoding inside the message, so it is computed once per
 //! message, not once per receiving session.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 /// How many inbound messages may wait for the application before carriers are paused.
 pub const INBOUND_CAPACITY: usize = 256;
@@ -323,14 +323,40 @@ impl fmt::Debug for SessionSender {
 pub struct SessionHandle {
     /// What the carrier knew about the client.
     info: Arc<SessionInfo>,
-    /// Inbound messages; closed by the carrier when the session ends.
-    inbound: mpsc::Receiver<Inbound>,
-    /// Set by the carrier before it closes `inbound`.
-    close_info: Arc<OnceLock<CloseInfo>>,
+    /// Inbound messages and the close event, shared with the carrier.
+    inbound: Arc<InboundQueue>,
     /// Whether the close event was already handed out.
     close_reported: bool,
     /// The outbound side.
     sender: SessionSender,
+}
+
+/// A bounded inbound queue: the carrier waits while it is full (backpressure), the
+/// application waits while it is empty. Lighter than a channel (no preallocated block), which
+/// matters with tens of thousands of idle sessions.
+struct InboundQueue {
+    /// Messages, the end marker and the close event.
+    state: std::sync::Mutex<InboundState>,
+    /// Wakes the application: a message or the end arrived.
+    readable: tokio::sync::Notify,
+    /// Wakes carriers: room was freed, or the application went away.
+    writable: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct InboundState {
+    /// Messages not yet received, in arrival order.
+    messages: VecDeque<Inbound>,
+    /// The close event, set once when the session ends.
+    close: Option<CloseInfo>,
+    /// The application dropped its handle; deliveries are discarded.
+    receiver_gone: bool,
+}
+
+impl InboundQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InboundState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl SessionHandle {
@@ -344,17 +370,20 @@ impl SessionHandle {
         if self.close_reported {
             return None;
         }
-        match self.inbound.recv().await {
-            Some(msg) => Some(SessionEvent::Message(msg)),
-            None => {
-                self.close_reported = true;
-                let info = self.close_info.get().cloned().unwrap_or(CloseInfo {
-                    code: 1000,
-                    reason: "Normal closure".into(),
-                    cause: CloseCause::Client,
-                });
-                Some(SessionEvent::Closed(info))
+        loop {
+            {
+                let mut st = self.inbound.lock();
+                if let Some(msg) = st.messages.pop_front() {
+                    drop(st);
+                    self.inbound.writable.notify_one();
+                    return Some(SessionEvent::Message(msg));
+                }
+                if let Some(info) = &st.close {
+                    self.close_reported = true;
+                    return Some(SessionEvent::Closed(info.clone()));
+                }
             }
+            self.inbound.readable.notified().await;
         }
     }
 
@@ -379,40 +408,58 @@ impl SessionHandle {
     }
 }
 
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        let mut st = self.inbound.lock();
+        st.receiver_gone = true;
+        st.messages.clear();
+        drop(st);
+        self.inbound.writable.notify_waiters();
+    }
+}
+
 /// The carrier's side of a session's inbound stream.
 pub struct InboundSide {
-    /// Taken (dropped) when the session ends, which closes the application's stream.
-    tx: std::sync::Mutex<Option<mpsc::Sender<Inbound>>>,
-    /// Filled once with the close event, before `tx` is dropped.
-    close_info: Arc<OnceLock<CloseInfo>>,
+    /// The queue shared with the application's handle.
+    inbound: Arc<InboundQueue>,
 }
 
 impl InboundSide {
     /// Deliver one message to the application, waiting while its inbound queue is full.
-    /// Returns false when the session has already ended.
+    /// Returns false when the session has already ended or the application went away.
     pub async fn deliver(&self, msg: Inbound) -> bool {
-        let tx = match self.tx.lock() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        match tx {
-            Some(tx) => tx.send(msg).await.is_ok(),
-            None => false,
+        let mut msg = Some(msg);
+        loop {
+            let waiting = self.inbound.writable.notified();
+            {
+                let mut st = self.inbound.lock();
+                if st.close.is_some() || st.receiver_gone {
+                    return false;
+                }
+                if st.messages.len() < INBOUND_CAPACITY {
+                    if let Some(msg) = msg.take() {
+                        st.messages.push_back(msg);
+                    }
+                    drop(st);
+                    self.inbound.readable.notify_one();
+                    return true;
+                }
+            }
+            waiting.await;
         }
     }
 
     /// End the inbound stream with a close event; only the first call has an effect.
     /// Returns whether this call was the one that ended it.
     pub fn finish(&self, info: CloseInfo) -> bool {
-        let mut guard = match self.tx.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if guard.is_none() {
+        let mut st = self.inbound.lock();
+        if st.close.is_some() {
             return false;
         }
-        let _ = self.close_info.set(info);
-        *guard = None;
+        st.close = Some(info);
+        drop(st);
+        self.inbound.readable.notify_one();
+        self.inbound.writable.notify_waiters();
         true
     }
 }
@@ -420,16 +467,17 @@ impl InboundSide {
 /// Create the two ends of a session: the carrier keeps the [`InboundSide`], the application
 /// gets the [`SessionHandle`].
 pub fn new_session(info: SessionInfo, sink: Arc<dyn SessionSink>) -> (InboundSide, SessionHandle) {
-    let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
-    let close_info = Arc::new(OnceLock::new());
+    let inbound = Arc::new(InboundQueue {
+        state: std::sync::Mutex::new(InboundState::default()),
+        readable: tokio::sync::Notify::new(),
+        writable: tokio::sync::Notify::new(),
+    });
     let side = InboundSide {
-        tx: std::sync::Mutex::new(Some(tx)),
-        close_info: close_info.clone(),
+        inbound: inbound.clone(),
     };
     let handle = SessionHandle {
         info: Arc::new(info),
-        inbound: rx,
-        close_info,
+        inbound,
         close_reported: false,
         sender: SessionSender { sink },
     };

@@ -30,7 +30,7 @@ use crate::sockjs::{Client, Service};
 
 /// The read buffer of each WebSocket, sized for idle connections (tungstenite's default
 /// 128 KiB would cost that much per socket).
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 1024;
 /// How long the closing handshake may take before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -314,17 +314,17 @@ pub async fn run_socket(svc: &Service, session: Arc<Session>, mut conn: Conn, fr
     let heartbeat = svc.config().heartbeat_delay;
     let ping_timeout = svc.config().ws_ping_timeout;
     let send_limit = svc.config().send_time_limit;
-    // Timers live across iterations and are re-armed only when they fire, so a busy socket
-    // does not register a timer per message.
-    let beat = sleep_until(Instant::now() + heartbeat);
-    let pong = sleep_until(Instant::now() + ping_timeout);
-    let credential_deadline = session
-        .credential_expires()
-        .map(|exp| Instant::now() + exp.duration_since(SystemTime::now()).unwrap_or_default());
-    let credential = sleep_until(credential_deadline.unwrap_or_else(Instant::now));
-    tokio::pin!(beat, pong, credential);
-    let mut awaiting_pong = false;
-    let mut credential_armed = credential_deadline.is_some();
+    // One timer lives across iterations, re-armed only when it fires, so a busy socket does
+    // not register a timer per message and an idle one holds a single timer entry.
+    let mut deadlines = Deadlines {
+        beat: Instant::now() + heartbeat,
+        pong: None,
+        credential: session
+            .credential_expires()
+            .map(|exp| Instant::now() + exp.duration_since(SystemTime::now()).unwrap_or_default()),
+    };
+    let timer = sleep_until(deadlines.next());
+    tokio::pin!(timer);
     loop {
         match within(send_limit, flush(&session, &mut conn, framing)).await {
             Ok(true) => {}
@@ -358,40 +358,64 @@ pub async fn run_socket(svc: &Service, session: Arc<Session>, mut conn: Conn, fr
         }
         tokio::select! {
             inbound = conn.recv() => {
-                if let Some(info) = handle_inbound(&session, &mut conn, framing, inbound, &mut awaiting_pong).await {
+                if let Some(info) = handle_inbound(&session, &mut conn, framing, inbound, &mut deadlines.pong).await {
                     session.finish(info);
                     return;
                 }
             }
             _ = session.wait_for_output() => {}
-            _ = &mut beat => {
-                beat.as_mut().reset(Instant::now() + heartbeat);
-                if sockjs && !session.heartbeats_suppressed() {
-                    let sent = within(send_limit, conn.send_text(Bytes::from_static(frame::HEARTBEAT))).await;
-                    if sent != Ok(true) {
-                        session.finish(client_gone());
-                        return;
+            _ = &mut timer => {
+                let now = Instant::now();
+                if deadlines.pong.is_some_and(|t| t <= now) {
+                    conn.close(3000, "No response from heartbeat").await;
+                    session.finish(CloseInfo {
+                        code: 3000,
+                        reason: "No response from heartbeat".into(),
+                        cause: CloseCause::Timeout,
+                    });
+                    return;
+                }
+                if deadlines.credential.is_some_and(|t| t <= now) {
+                    deadlines.credential = None;
+                    session.close_for_expired_credential();
+                }
+                if deadlines.beat <= now {
+                    deadlines.beat = now + heartbeat;
+                    if sockjs && !session.heartbeats_suppressed() {
+                        let sent = within(send_limit, conn.send_text(Bytes::from_static(frame::HEARTBEAT))).await;
+                        if sent != Ok(true) {
+                            session.finish(client_gone());
+                            return;
+                        }
+                    }
+                    if deadlines.pong.is_none() && conn.ping().await {
+                        deadlines.pong = Some(Instant::now() + ping_timeout);
                     }
                 }
-                if !awaiting_pong && conn.ping().await {
-                    awaiting_pong = true;
-                    pong.as_mut().reset(Instant::now() + ping_timeout);
-                }
-            }
-            _ = &mut credential, if credential_armed => {
-                credential_armed = false;
-                session.close_for_expired_credential();
-            }
-            _ = &mut pong, if awaiting_pong => {
-                conn.close(3000, "No response from heartbeat").await;
-                session.finish(CloseInfo {
-                    code: 3000,
-                    reason: "No response from heartbeat".into(),
-                    cause: CloseCause::Timeout,
-                });
-                return;
+                timer.as_mut().reset(deadlines.next());
             }
         }
+    }
+}
+
+/// The WebSocket session's timed events, served by one timer.
+struct Deadlines {
+    /// The next heartbeat (`h` frame and ping).
+    beat: Instant,
+    /// When an unanswered ping times out, if one is outstanding.
+    pong: Option<Instant>,
+    /// When the client's credential expires, if the carrier enforces it.
+    credential: Option<Instant>,
+}
+
+impl Deadlines {
+    /// The earliest pending deadline.
+    fn next(&self) -> Instant {
+        [Some(self.beat), self.pong, self.credential]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.beat)
     }
 }
 
@@ -437,7 +461,7 @@ async fn handle_inbound(
     conn: &mut Conn,
     framing: Framing,
     inbound: WsIn,
-    awaiting_pong: &mut bool,
+    pong_deadline: &mut Option<Instant>,
 ) -> Option<CloseInfo> {
     let broken = || CloseInfo {
         code: 3000,
@@ -462,7 +486,7 @@ async fn handle_inbound(
             conn.close(3000, "Broken framing.").await;
             return Some(broken());
         }
-        (WsIn::Pong, _) => *awaiting_pong = false,
+        (WsIn::Pong, _) => *pong_deadline = None,
         (WsIn::Closed, _) => {
             conn.close(1000, "Normal closure").await;
             return Some(client_gone());
