@@ -449,6 +449,19 @@ impl InboundSide {
         }
     }
 
+    /// Give the application a brief chance to take what was delivered (a few scheduler
+    /// yields, never a sleep), so a send request answered right after usually finds the
+    /// application's reaction (an echo) already queued, as clients of single-threaded
+    /// servers expect.
+    pub async fn let_application_catch_up(&self) {
+        for _ in 0..32 {
+            if self.inbound.lock().messages.is_empty() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// End the inbound stream with a close event; only the first call has an effect.
     /// Returns whether this call was the one that ended it.
     pub fn finish(&self, info: CloseInfo) -> bool {

@@ -3,131 +3,17 @@
 //! Each test starts its own server on 127.0.0.1:0 and drives it with raw bytes; every wait is
 //! bounded by a timeout so a regression fails instead of hanging.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sockjs_gateway::stomp::frame::{Command, Frame, FrameParser, Version};
-use sockjs_gateway::stomp::tcp::{TcpSettings, serve_tcp_with};
-use sockjs_gateway::stomp::{
-    DisconnectCause, HeartBeat, QueueSemantics, StompApp, StompConfig, StompEvent,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use sockjs_gateway::stomp::frame::Command;
+use sockjs_gateway::stomp::{DisconnectCause, HeartBeat, StompConfig, StompEvent};
+use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
 
 mod common;
 
-const WAIT: Duration = Duration::from_secs(5);
-
-async fn start(config: StompConfig) -> (SocketAddr, StompApp) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let settings = TcpSettings::from_config(&config);
-    let app = StompApp::new(config);
-    tokio::spawn(serve_tcp_with(listener, Arc::new(app.clone()), settings));
-    (addr, app)
-}
-
-struct Client {
-    stream: TcpStream,
-    parser: FrameParser,
-    raw: Vec<u8>,
-    pending: std::collections::VecDeque<Frame>,
-}
-
-impl Client {
-    async fn open(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        Client {
-            stream,
-            parser: common::stomp::client_parser(),
-            raw: Vec::new(),
-            pending: std::collections::VecDeque::new(),
-        }
-    }
-
-    /// Open and CONNECT with `accept-version` and heart-beats off.
-    async fn stomp(addr: SocketAddr, version: &str, extra: &str) -> Client {
-        let mut client = Client::open(addr).await;
-        client
-            .send(&format!(
-                "CONNECT\naccept-version:{version}\nheart-beat:0,0\n{extra}\n\0"
-            ))
-            .await;
-        let connected = client.frame().await;
-        assert_eq!(connected.command, Command::Connected, "{connected:?}");
-        if let Some(v) = Version::parse(connected.get("version").unwrap_or("")) {
-            client.parser.set_version(v);
-        }
-        client
-    }
-
-    async fn send(&mut self, wire: &str) {
-        self.stream.write_all(wire.as_bytes()).await.unwrap();
-    }
-
-    /// The next frame, or None at EOF.
-    async fn next(&mut self) -> Option<Frame> {
-        if let Some(frame) = self.pending.pop_front() {
-            return Some(frame);
-        }
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            if let Some(frame) = self.parser.next_frame().unwrap() {
-                return Some(frame);
-            }
-            let n = timeout(WAIT, self.stream.read(&mut buf))
-                .await
-                .expect("timed out waiting for a frame")
-                .unwrap_or(0);
-            if n == 0 {
-                return None;
-            }
-            self.raw.extend_from_slice(&buf[..n]);
-            self.parser.push(&buf[..n]);
-        }
-    }
-
-    async fn frame(&mut self) -> Frame {
-        self.next().await.expect("connection closed")
-    }
-
-    /// Assert ERROR with `message`, then EOF.
-    async fn expect_error_then_close(&mut self, message: &str) -> Frame {
-        let frame = self.frame().await;
-        assert_eq!(frame.command, Command::Error, "{frame:?}");
-        assert_eq!(frame.get("message"), Some(message), "{frame:?}");
-        assert!(self.next().await.is_none(), "expected EOF after ERROR");
-        frame
-    }
-
-    /// Assert that no frame arrives within `ms`.
-    async fn expect_silence(&mut self, ms: u64) {
-        if let Ok(frame) = timeout(Duration::from_millis(ms), self.next()).await {
-            panic!("unexpected {frame:?}");
-        }
-    }
-
-    async fn subscribe(&mut self, id: &str, destination: &str, extra: &str) {
-        self.send(&format!(
-            "SUBSCRIBE\nid:{id}\ndestination:{destination}\nreceipt:sub-{id}\n{extra}\n\0"
-        ))
-        .await;
-        // Stored competing-queue messages may be delivered before the RECEIPT.
-        let mut early = Vec::new();
-        loop {
-            let frame = self.frame().await;
-            if frame.command == Command::Receipt {
-                assert_eq!(frame.get("receipt-id"), Some(format!("sub-{id}").as_str()));
-                break;
-            }
-            early.push(frame);
-        }
-        self.pending.extend(early);
-    }
-}
+use common::stomp::{Client, WAIT, competing, start};
 
 #[tokio::test]
 async fn f01_crlf_connect_and_f02_connect_in_pieces() {
@@ -408,13 +294,6 @@ async fn s12_subscription_limit() {
     c.send(&wire).await;
     c.expect_error_then_close("Subscription limit exceeded")
         .await;
-}
-
-fn competing() -> StompConfig {
-    StompConfig {
-        queue_semantics: QueueSemantics::Competing,
-        ..StompConfig::default()
-    }
 }
 
 #[tokio::test]

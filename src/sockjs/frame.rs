@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde_json::Value;
+use serde::de;
 
 use crate::session::OutMessage;
 
@@ -108,16 +108,24 @@ pub enum DecodeError {
     /// Not JSON, or not UTF-8.
     #[error("Broken JSON encoding.")]
     BrokenJson,
+    /// More than [`MAX_MESSAGES_PER_PAYLOAD`] elements.
+    #[error("Too many messages in one payload.")]
+    TooMany,
 }
+
+/// The most messages one payload (a send body or a WebSocket message) may carry. Decoding
+/// stops there, so a 1 MiB body of tiny elements cannot turn into hundreds of thousands of
+/// allocations.
+pub const MAX_MESSAGES_PER_PAYLOAD: usize = 10_000;
 
 /// Decode an xhr_send / jsonp_send body: a JSON array of messages.
 pub fn decode_send_body(body: &[u8]) -> Result<Vec<String>, DecodeError> {
     if body.is_empty() {
         return Err(DecodeError::PayloadExpected);
     }
-    match parse_json(body)? {
-        Value::Array(items) => Ok(items.into_iter().map(message_text).collect()),
-        _ => Err(DecodeError::PayloadExpected),
+    match parse_payload(body)? {
+        Payload::Messages(messages) => Ok(messages),
+        Payload::Single(_) | Payload::Other => Err(DecodeError::PayloadExpected),
     }
 }
 
@@ -127,25 +135,122 @@ pub fn decode_ws_message(text: &str) -> Result<Vec<String>, DecodeError> {
     if text.is_empty() {
         return Ok(Vec::new());
     }
-    match parse_json(text.as_bytes())? {
-        Value::Array(items) => Ok(items.into_iter().map(message_text).collect()),
-        Value::String(s) => Ok(vec![s]),
-        _ => Err(DecodeError::BrokenJson),
+    match parse_payload(text.as_bytes())? {
+        Payload::Messages(messages) => Ok(messages),
+        Payload::Single(message) => Ok(vec![message]),
+        Payload::Other => Err(DecodeError::BrokenJson),
     }
 }
 
-/// A message element as text: strings as they are, anything else as compact JSON.
-fn message_text(v: Value) -> String {
-    match v {
-        Value::String(s) => s,
-        other => other.to_string(),
-    }
+/// A decoded payload, before the transport decides what shapes it accepts.
+enum Payload {
+    /// A JSON array: its elements as message texts.
+    Messages(Vec<String>),
+    /// A JSON string.
+    Single(String),
+    /// Any other JSON value.
+    Other,
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, DecodeError> {
+const TOO_MANY: &str = "too many messages in one payload";
+
+fn parse_payload(body: &[u8]) -> Result<Payload, DecodeError> {
     let text = std::str::from_utf8(body).map_err(|_| DecodeError::BrokenJson)?;
     let text = replace_lone_surrogates(text);
-    serde_json::from_str(&text).map_err(|_| DecodeError::BrokenJson)
+    let mut de = serde_json::Deserializer::from_str(&text);
+    let payload = de::Deserializer::deserialize_any(&mut de, PayloadVisitor).map_err(|e| {
+        if e.to_string().starts_with(TOO_MANY) {
+            DecodeError::TooMany
+        } else {
+            DecodeError::BrokenJson
+        }
+    })?;
+    de.end().map_err(|_| DecodeError::BrokenJson)?;
+    Ok(payload)
+}
+
+/// Builds a [`Payload`] element by element, stopping at [`MAX_MESSAGES_PER_PAYLOAD`].
+struct PayloadVisitor;
+
+impl<'de> de::Visitor<'de> for PayloadVisitor {
+    type Value = Payload;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON array of messages or a string")
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Payload, A::Error> {
+        let mut messages = Vec::new();
+        while let Some(raw) = seq.next_element::<&'de serde_json::value::RawValue>()? {
+            if messages.len() == MAX_MESSAGES_PER_PAYLOAD {
+                return Err(de::Error::custom(TOO_MANY));
+            }
+            messages.push(message_text(raw).map_err(de::Error::custom)?);
+        }
+        Ok(Payload::Messages(messages))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Payload, E> {
+        Ok(Payload::Single(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Payload, E> {
+        Ok(Payload::Single(v))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Payload, A::Error> {
+        while map
+            .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(Payload::Other)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Payload, E> {
+        Ok(Payload::Other)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Payload, E> {
+        Ok(Payload::Other)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Payload, E> {
+        Ok(Payload::Other)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Payload, E> {
+        Ok(Payload::Other)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Payload, E> {
+        Ok(Payload::Other)
+    }
+}
+
+/// A message element as text: strings decoded, anything else as its compact JSON text
+/// (whitespace outside strings removed; no tree is built, so nesting cannot amplify memory).
+fn message_text(raw: &serde_json::value::RawValue) -> Result<String, serde_json::Error> {
+    let json = raw.get();
+    if json.starts_with('"') {
+        return serde_json::from_str(json);
+    }
+    let mut compact = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            compact.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            compact.push(c);
+        }
+    }
+    Ok(compact)
 }
 
 fn is_hex4(b: &[u8]) -> Option<u16> {
@@ -262,6 +367,35 @@ mod tests {
         assert_eq!(
             decode_send_body(b"[\"a\",1,{\"b\":null}]"),
             Ok(vec!["a".into(), "1".into(), "{\"b\":null}".into()])
+        );
+    }
+
+    #[test]
+    fn payloads_stop_decoding_at_the_message_limit() {
+        let at_limit = format!("[{}0]", "0,".repeat(MAX_MESSAGES_PER_PAYLOAD - 1));
+        assert_eq!(
+            decode_send_body(at_limit.as_bytes()).map(|m| m.len()),
+            Ok(MAX_MESSAGES_PER_PAYLOAD)
+        );
+        let over = format!("[{}0]", "0,".repeat(MAX_MESSAGES_PER_PAYLOAD));
+        assert_eq!(decode_send_body(over.as_bytes()), Err(DecodeError::TooMany));
+        assert_eq!(decode_ws_message(&over), Err(DecodeError::TooMany));
+        assert_eq!(
+            decode_send_body(b"[1] x"),
+            Err(DecodeError::BrokenJson),
+            "trailing bytes"
+        );
+    }
+
+    #[test]
+    fn non_string_elements_become_compact_json() {
+        let body = br#"[ { "a b" : [ 1 , "\" x" ] } , null ]"#;
+        assert_eq!(
+            decode_send_body(body),
+            Ok(vec![
+                r#"{"a b":[1,"\" x"]}"#.to_string(),
+                "null".to_string()
+            ])
         );
     }
 

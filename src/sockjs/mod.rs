@@ -340,7 +340,7 @@ impl Service {
         self.limiter
             .admit(client.addr.ip(), principal)
             .map_err(|limit| {
-                tracing::warn!(remote = %client.addr, %limit, "session refused");
+                tracing::debug!(remote = %client.addr, %limit, "session refused");
                 let mut resp = http::response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     http::TEXT_PLAIN,

@@ -305,6 +305,11 @@ impl Session {
         self.inbound.deliver(msg).await;
     }
 
+    /// See [`InboundSide::let_application_catch_up`].
+    pub async fn let_application_catch_up(&self) {
+        self.inbound.let_application_catch_up().await
+    }
+
     /// Start closing with a close frame (no effect once closing).
     pub fn begin_close(&self, info: CloseInfo) {
         let mut st = self.lock();

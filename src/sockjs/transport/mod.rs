@@ -360,7 +360,12 @@ pub enum BodyError {
     TooLarge,
     /// The connection failed while reading.
     Io,
+    /// The body did not arrive within [`BODY_READ_TIMEOUT`] (a slow-body attack).
+    TimedOut,
 }
+
+/// How long a request body may take to arrive; the head has its own timeout in hyper.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Read a request body of at most `max` bytes; a declared length over `max` is refused
 /// before anything is read.
@@ -373,7 +378,11 @@ pub async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Body
     if declared.is_some_and(|len| len > max as u64) {
         return Err(BodyError::TooLarge);
     }
-    match Limited::new(req.into_body(), max).collect().await {
+    let reading = Limited::new(req.into_body(), max).collect();
+    let Ok(read) = tokio::time::timeout(BODY_READ_TIMEOUT, reading).await else {
+        return Err(BodyError::TimedOut);
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -390,6 +399,7 @@ pub fn body_error_response(e: BodyError) -> HttpResponse {
     let (status, text) = match e {
         BodyError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Payload too large.\n"),
         BodyError::Io => (StatusCode::BAD_REQUEST, "Broken request body.\n"),
+        BodyError::TimedOut => (StatusCode::REQUEST_TIMEOUT, "Request body too slow.\n"),
     };
     let mut resp = response(status, super::http::TEXT_PLAIN, text);
     set_no_cache(resp.headers_mut());
@@ -415,8 +425,18 @@ pub async fn deliver_send_body(
     client: &Client,
     body: &[u8],
 ) -> Result<(), HttpResponse> {
-    let messages =
-        frame::decode_send_body(body).map_err(|e| super::http::server_error(&e.to_string()))?;
+    let messages = frame::decode_send_body(body).map_err(|e| match e {
+        frame::DecodeError::TooMany => {
+            let mut resp = response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                super::http::TEXT_PLAIN,
+                e.to_string(),
+            );
+            set_no_cache(resp.headers_mut());
+            resp
+        }
+        _ => super::http::server_error(&e.to_string()),
+    })?;
     let Some(session) = svc.existing_session(sid, client) else {
         let mut resp = super::http::not_found();
         set_no_cache(resp.headers_mut());
@@ -425,5 +445,6 @@ pub async fn deliver_send_body(
     for text in messages {
         session.deliver(crate::session::Inbound::Text(text)).await;
     }
+    session.let_application_catch_up().await;
     Ok(())
 }

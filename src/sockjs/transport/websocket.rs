@@ -477,6 +477,14 @@ async fn handle_inbound(
                     session.deliver(Inbound::Text(m)).await;
                 }
             }
+            Err(frame::DecodeError::TooMany) => {
+                conn.close(1009, "Too many messages in one payload").await;
+                return Some(CloseInfo {
+                    code: 1009,
+                    reason: "Too many messages in one payload".into(),
+                    cause: CloseCause::Protocol,
+                });
+            }
             Err(_) => {
                 conn.close(3000, "Broken framing.").await;
                 return Some(broken());

@@ -1,0 +1,372 @@
+//! Every per-connection and broker limit of the STOMP core (spec §6, §7.3, §10), proved
+//! through real loopback TCP sockets with small limits: each one is either enforced silently
+//! in the documented way (pending acks hold deliveries back, a full competing queue drops its
+//! oldest message) or answered with an ERROR whose `message` says which limit, then a close.
+//!
+//! Not repeated here: `max_subscriptions` (`s12` in `stomp_tcp.rs`) and `message_size_limit`
+//! (`f14_f15` there). Every wait is bounded (`common::stomp::WAIT`, or an explicit timeout).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sockjs_gateway::stomp::StompConfig;
+use sockjs_gateway::stomp::frame::{Command, Frame};
+use tokio::io::AsyncReadExt;
+use tokio::time::timeout;
+
+mod common;
+
+use common::stomp::{Client, competing, start};
+
+/// How long "nothing more arrives" is watched for.
+const QUIET_MS: u64 = 300;
+
+/// SEND `bodies` to `destination`, the last with a receipt, and wait for that RECEIPT: once it
+/// arrives every message has been routed (spec §10.1), so later assertions do not race.
+async fn publish(client: &mut Client, destination: &str, bodies: &[String]) {
+    let mut wire = String::new();
+    for (i, body) in bodies.iter().enumerate() {
+        let receipt = if i + 1 == bodies.len() {
+            "receipt:published\n"
+        } else {
+            ""
+        };
+        wire.push_str(&format!(
+            "SEND\ndestination:{destination}\n{receipt}\n{body}\0"
+        ));
+    }
+    client.send(&wire).await;
+    let receipt = client.frame().await;
+    assert_eq!(receipt.command, Command::Receipt, "{receipt:?}");
+    assert_eq!(receipt.get("receipt-id"), Some("published"));
+}
+
+fn numbered(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("m{i}")).collect()
+}
+
+fn body(frame: &Frame) -> String {
+    assert_eq!(frame.command, Command::Message, "{frame:?}");
+    String::from_utf8(frame.body.to_vec()).unwrap()
+}
+
+/// Receive `n` MESSAGE frames and return their bodies.
+async fn bodies(client: &mut Client, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(body(&client.frame().await));
+    }
+    out
+}
+
+#[tokio::test]
+async fn max_pending_acks_holds_competing_deliveries_until_acked() {
+    let (addr, app) = start(StompConfig {
+        max_pending_acks: 3,
+        ..competing()
+    })
+    .await;
+    let mut sub = Client::stomp(addr, "1.2", "").await;
+    sub.subscribe("0", "/queue/pa", "ack:client-individual\n")
+        .await;
+    let mut publisher = Client::stomp(addr, "1.2", "").await;
+    publish(&mut publisher, "/queue/pa", &numbered(0..10)).await;
+
+    let first = [sub.frame().await, sub.frame().await, sub.frame().await];
+    let got: Vec<String> = first.iter().map(body).collect();
+    assert_eq!(got, numbered(0..3));
+    sub.expect_silence(QUIET_MS).await;
+    // The other 7 wait in the queue: they are held back, not lost.
+    assert_eq!(app.broker().queue_depth("/queue/pa"), 7);
+
+    // ACK (individually) the second delivery: exactly one more arrives, the next in order.
+    sub.send(&format!(
+        "ACK\nid:{}\nreceipt:ack1\n\n\0",
+        first[1].get("ack").unwrap()
+    ))
+    .await;
+    let mut after = [sub.frame().await, sub.frame().await];
+    after.sort_by_key(|f| f.command == Command::Message);
+    assert_eq!(after[0].get("receipt-id"), Some("ack1"), "{after:?}");
+    assert_eq!(body(&after[1]), "m3");
+    assert_eq!(after[1].get("redelivered"), None);
+    sub.expect_silence(QUIET_MS).await;
+    assert_eq!(app.broker().queue_depth("/queue/pa"), 6);
+
+    // A NACK frees a slot too; the NACKed message is requeued at the front and comes back.
+    sub.send(&format!("NACK\nid:{}\n\n\0", first[0].get("ack").unwrap()))
+        .await;
+    let again = sub.frame().await;
+    assert_eq!(body(&again), "m0");
+    assert_eq!(again.get("redelivered"), Some("true"));
+    sub.expect_silence(QUIET_MS).await;
+    assert_eq!(app.broker().queue_depth("/queue/pa"), 6);
+}
+
+#[tokio::test]
+async fn max_pending_acks_counts_over_all_subscriptions_of_a_connection() {
+    let (addr, app) = start(StompConfig {
+        max_pending_acks: 3,
+        ..competing()
+    })
+    .await;
+    let mut sub = Client::stomp(addr, "1.2", "").await;
+    sub.subscribe("a", "/queue/pa-a", "ack:client\n").await;
+    sub.subscribe("b", "/queue/pa-b", "ack:client-individual\n")
+        .await;
+    let mut publisher = Client::stomp(addr, "1.2", "").await;
+    publish(&mut publisher, "/queue/pa-a", &numbered(0..2)).await;
+    publish(&mut publisher, "/queue/pa-b", &numbered(0..2)).await;
+
+    // Two from queue a, then only one from queue b: three pending in total.
+    let got = bodies(&mut sub, 3).await;
+    assert_eq!(got, ["m0", "m1", "m0"]);
+    sub.expect_silence(QUIET_MS).await;
+    assert_eq!(app.broker().queue_depth("/queue/pa-b"), 1);
+
+    // Another connection is not affected by this one's pending acks.
+    let mut other = Client::stomp(addr, "1.2", "").await;
+    other
+        .subscribe("0", "/queue/pa-b", "ack:client-individual\n")
+        .await;
+    assert_eq!(body(&other.frame().await), "m1");
+}
+
+#[tokio::test]
+async fn max_pending_acks_on_a_topic_drops_what_cannot_be_delivered() {
+    // Broadcast destinations store nothing (spec §7.3), so a connection at its pending-ack
+    // limit loses the messages it had no room for; they are counted as overflow drops.
+    let (addr, app) = start(StompConfig {
+        max_pending_acks: 3,
+        ..StompConfig::default()
+    })
+    .await;
+    let mut sub = Client::stomp(addr, "1.2", "").await;
+    sub.subscribe("0", "/topic/pa", "ack:client-individual\n")
+        .await;
+    let mut publisher = Client::stomp(addr, "1.2", "").await;
+    publish(&mut publisher, "/topic/pa", &numbered(0..5)).await;
+    let first = [sub.frame().await, sub.frame().await, sub.frame().await];
+    assert_eq!(first.iter().map(body).collect::<Vec<_>>(), numbered(0..3));
+    sub.expect_silence(QUIET_MS).await;
+    assert_eq!(app.stats().dropped_overflow.load(Ordering::Relaxed), 2);
+
+    sub.send(&format!(
+        "ACK\nid:{}\nreceipt:ack\n\n\0",
+        first[0].get("ack").unwrap()
+    ))
+    .await;
+    assert_eq!(sub.frame().await.get("receipt-id"), Some("ack"));
+    sub.expect_silence(QUIET_MS).await;
+    publish(&mut publisher, "/topic/pa", &numbered(5..6)).await;
+    assert_eq!(body(&sub.frame().await), "m5");
+}
+
+#[tokio::test]
+async fn max_queue_messages_drops_the_oldest() {
+    let (addr, app) = start(StompConfig {
+        max_queue_messages: 5,
+        ..competing()
+    })
+    .await;
+    let mut publisher = Client::stomp(addr, "1.2", "").await;
+    publish(&mut publisher, "/queue/qm", &numbered(0..8)).await;
+    assert_eq!(app.broker().queue_depth("/queue/qm"), 5);
+    assert_eq!(app.stats().dropped_queue_full.load(Ordering::Relaxed), 3);
+
+    let mut sub = Client::stomp(addr, "1.2", "").await;
+    sub.subscribe("0", "/queue/qm", "").await;
+    assert_eq!(bodies(&mut sub, 5).await, numbered(3..8));
+    sub.expect_silence(QUIET_MS).await;
+    assert_eq!(app.broker().queue_depth("/queue/qm"), 0);
+}
+
+#[tokio::test]
+async fn max_queue_messages_applies_to_messages_held_back_by_pending_acks() {
+    let (addr, app) = start(StompConfig {
+        max_pending_acks: 3,
+        max_queue_messages: 4,
+        ..competing()
+    })
+    .await;
+    let mut sub = Client::stomp(addr, "1.2", "").await;
+    sub.subscribe("0", "/queue/qh", "ack:client-individual\n")
+        .await;
+    let mut publisher = Client::stomp(addr, "1.2", "").await;
+    publish(&mut publisher, "/queue/qh", &numbered(0..10)).await;
+    let first = [sub.frame().await, sub.frame().await, sub.frame().await];
+    assert_eq!(first.iter().map(body).collect::<Vec<_>>(), numbered(0..3));
+    sub.expect_silence(QUIET_MS).await;
+    // m3..m9 were stored; only the newest 4 survive.
+    assert_eq!(app.broker().queue_depth("/queue/qh"), 4);
+    assert_eq!(app.stats().dropped_queue_full.load(Ordering::Relaxed), 3);
+    sub.send(&format!("ACK\nid:{}\n\n\0", first[2].get("ack").unwrap()))
+        .await;
+    assert_eq!(body(&sub.frame().await), "m6");
+    sub.expect_silence(QUIET_MS).await;
+}
+
+#[tokio::test]
+async fn max_queue_bytes_drops_the_oldest() {
+    // Stored size is headers + body + message-id (a few dozen bytes), so 1000-byte bodies
+    // under a 3500-byte bound leave room for exactly three.
+    let (addr, app) = start(StompConfig {
+        max_queue_bytes: 3500,
+        ..competing()
+    })
+    .await;
+    let mut publisher = Client::stomp(addr, "1.2", "").await;
+    let big: Vec<String> = (0..6).map(|i| format!("{i}{}", "x".repeat(999))).collect();
+    publish(&mut publisher, "/queue/qb", &big).await;
+    assert_eq!(app.broker().queue_depth("/queue/qb"), 3);
+    assert_eq!(app.stats().dropped_queue_full.load(Ordering::Relaxed), 3);
+
+    let mut sub = Client::stomp(addr, "1.2", "").await;
+    sub.subscribe("0", "/queue/qb", "").await;
+    assert_eq!(bodies(&mut sub, 3).await, big[3..]);
+    sub.expect_silence(QUIET_MS).await;
+
+    // One message larger than the whole bound is still kept rather than lost: only older
+    // messages are ever dropped to make room.
+    let huge = "h".repeat(4000);
+    publish(
+        &mut publisher,
+        "/queue/qb-huge",
+        std::slice::from_ref(&huge),
+    )
+    .await;
+    assert_eq!(app.broker().queue_depth("/queue/qb-huge"), 1);
+    sub.subscribe("1", "/queue/qb-huge", "").await;
+    assert_eq!(body(&sub.frame().await), huge);
+}
+
+#[tokio::test]
+async fn max_transactions_is_an_error_then_close() {
+    let (addr, _app) = start(StompConfig {
+        max_transactions: 2,
+        ..StompConfig::default()
+    })
+    .await;
+    let mut sub = Client::stomp(addr, "1.2", "").await;
+    sub.subscribe("0", "/topic/tx", "").await;
+
+    // The bound is on *open* transactions: finishing one frees its slot.
+    let mut c = Client::stomp(addr, "1.2", "").await;
+    c.send("BEGIN\ntransaction:a\n\n\0BEGIN\ntransaction:b\n\n\0COMMIT\ntransaction:a\n\n\0BEGIN\ntransaction:c\nreceipt:c\n\n\0")
+        .await;
+    assert_eq!(c.frame().await.get("receipt-id"), Some("c"));
+
+    // A third open transaction is refused; the buffered SEND of the others is never published.
+    c.send(
+        "SEND\ndestination:/topic/tx\ntransaction:b\n\nlost\0BEGIN\ntransaction:d\nreceipt:d\n\n\0",
+    )
+    .await;
+    let error = c
+        .expect_error_then_close("Transaction limit exceeded")
+        .await;
+    assert_eq!(error.get("receipt-id"), Some("d"));
+    assert_eq!(error.get("content-type"), Some("text/plain"));
+    let detail = String::from_utf8_lossy(&error.body).into_owned();
+    assert!(
+        detail.contains('2'),
+        "the detail names the limit: {detail:?}"
+    );
+    sub.expect_silence(QUIET_MS).await;
+}
+
+#[tokio::test]
+async fn max_transaction_bytes_is_an_error_then_close() {
+    let (addr, _app) = start(StompConfig {
+        max_transaction_bytes: 1000,
+        ..StompConfig::default()
+    })
+    .await;
+    let mut sub = Client::stomp(addr, "1.2", "").await;
+    sub.subscribe("0", "/topic/tb", "").await;
+    let body = "b".repeat(600);
+
+    // Committed bytes stop counting: two 600-byte SENDs in turn fit a 1000-byte bound.
+    let mut c = Client::stomp(addr, "1.2", "").await;
+    c.send(&format!(
+        "BEGIN\ntransaction:a\n\n\0SEND\ndestination:/topic/tb\ntransaction:a\n\n{body}\0COMMIT\ntransaction:a\n\n\0\
+         BEGIN\ntransaction:b\n\n\0SEND\ndestination:/topic/tb\ntransaction:b\n\n{body}\0COMMIT\ntransaction:b\nreceipt:b\n\n\0"
+    ))
+    .await;
+    assert_eq!(c.frame().await.get("receipt-id"), Some("b"));
+    assert_eq!(sub.frame().await.body.len(), 600);
+    assert_eq!(sub.frame().await.body.len(), 600);
+
+    // The bound is summed over every open transaction of the connection.
+    c.send(&format!(
+        "BEGIN\ntransaction:c\n\n\0BEGIN\ntransaction:d\n\n\0\
+         SEND\ndestination:/topic/tb\ntransaction:c\n\n{body}\0\
+         SEND\ndestination:/topic/tb\ntransaction:d\nreceipt:over\n\n{body}\0"
+    ))
+    .await;
+    let error = c
+        .expect_error_then_close("Transaction limit exceeded")
+        .await;
+    assert_eq!(error.get("receipt-id"), Some("over"));
+    let detail = String::from_utf8_lossy(&error.body).into_owned();
+    assert!(
+        detail.contains("1000"),
+        "the detail names the limit: {detail:?}"
+    );
+    // Nothing of the open transactions is published.
+    sub.expect_silence(QUIET_MS).await;
+}
+
+#[tokio::test]
+async fn max_headers_is_frame_too_large_then_close() {
+    let (addr, _app) = start(StompConfig {
+        max_headers: 4,
+        ..StompConfig::default()
+    })
+    .await;
+    let mut c = Client::stomp(addr, "1.2", "").await;
+    c.send("SEND\ndestination:/topic/h\nx-1:1\nx-2:2\nreceipt:ok\n\nfour headers\0")
+        .await;
+    assert_eq!(c.frame().await.get("receipt-id"), Some("ok"));
+    c.send("SEND\ndestination:/topic/h\nx-1:1\nx-2:2\nx-3:3\nreceipt:no\n\nfive headers\0")
+        .await;
+    c.expect_error_then_close("Frame too large").await;
+}
+
+#[tokio::test]
+async fn send_buffer_size_limit_terminates_a_client_that_does_not_read() {
+    let (addr, app) = start(StompConfig {
+        send_buffer_size_limit: 64 * 1024,
+        // Long enough that only the buffer bound can cut the slow client off.
+        send_time_limit_ms: 60_000,
+        ..StompConfig::default()
+    })
+    .await;
+    let mut slow = Client::stomp(addr, "1.2", "").await;
+    slow.subscribe("0", "/topic/flood", "").await;
+    let mut publisher = Client::stomp(addr, "1.2", "").await;
+    let chunk = "y".repeat(32 * 1024);
+    let closes = || app.stats().send_limit_closes.load(Ordering::Relaxed);
+    // Kernel buffers absorb a few MiB first; keep publishing until the queue overflows.
+    let batch = vec![chunk.clone(); 16];
+    let mut sent = 0;
+    while closes() == 0 {
+        assert!(sent < 2000, "the slow client was never cut off");
+        publish(&mut publisher, "/topic/flood", &batch).await;
+        sent += 16;
+    }
+    assert_eq!(closes(), 1);
+
+    // The publisher is unaffected; the slow client's socket ends after what was written.
+    publish(&mut publisher, "/topic/flood", std::slice::from_ref(&chunk)).await;
+    let mut buf = vec![0u8; 256 * 1024];
+    let drained = timeout(Duration::from_secs(30), async {
+        loop {
+            match slow.stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the slow client's connection never ended");
+}
