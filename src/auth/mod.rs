@@ -225,7 +225,7 @@ impl Authenticator {
             }
         }
         let name = self.cookie.as_ref()?;
-        crate::sockjs::http::cookie(headers, name).map(str::to_string)
+        cookie(headers, name).map(str::to_string)
     }
 
     /// The principal a handshake establishes: `Ok(None)` when it carries no token.
@@ -239,6 +239,17 @@ impl Authenticator {
             None => Ok(None),
         }
     }
+}
+
+/// The value of a cookie in the request, if present.
+pub fn cookie<'a>(req: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    req.get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
 }
 
 /// The token of an `Authorization: Bearer <token>` value.

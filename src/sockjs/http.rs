@@ -178,16 +178,7 @@ pub fn preflight(req: &HeaderMap, methods: &'static str) -> HttpResponse {
     resp
 }
 
-/// The value of a cookie in the request, if present.
-pub fn cookie<'a>(req: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    req.get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
-}
+pub use crate::auth::cookie;
 
 /// `Set-Cookie: JSESSIONID=<value or dummy>; path=/` (§7).
 pub fn set_jsessionid(req: &HeaderMap, headers: &mut HeaderMap) {
