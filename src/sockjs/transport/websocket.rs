@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::hixie76::{self, Hixie76};
-use crate::session::{CloseCause, CloseInfo, Inbound, TransportKind};
+use crate::session::{CloseCause, CloseInfo, Inbound, OutMessage, TransportKind};
 use crate::sockjs::frame;
 use crate::sockjs::http::{Body, HttpResponse, TEXT_PLAIN, method_not_allowed, response};
 use crate::sockjs::session::{Attach, Session};
@@ -31,6 +31,9 @@ use crate::sockjs::{Client, Service};
 /// The read buffer of each WebSocket, sized for idle connections (tungstenite's default
 /// 128 KiB would cost that much per socket).
 const READ_BUFFER: usize = 1024;
+/// Frames queued together are coalesced into one write up to this many bytes (the buffer
+/// grows only while a batch is being written).
+const WRITE_COALESCE: usize = 64 * 1024;
 /// How long the closing handshake may take before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -197,7 +200,7 @@ fn select_subprotocol(
 fn ws_config(max_inbound: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_COALESCE)
         .max_message_size(Some(max_inbound))
         .max_frame_size(Some(max_inbound))
 }
@@ -256,12 +259,35 @@ impl Conn {
         }
     }
 
-    async fn send_binary(&mut self, payload: Bytes) -> bool {
+    /// Queue a batch of unframed messages and write them with one flush (raw WebSocket).
+    async fn send_batch(&mut self, messages: Vec<OutMessage>) -> bool {
         match self {
-            Conn::Rfc6455(ws) => ws.send(Message::Binary(payload)).await.is_ok(),
+            Conn::Rfc6455(ws) => {
+                for msg in messages {
+                    let frame = if msg.is_text() {
+                        match tokio_tungstenite::tungstenite::Utf8Bytes::try_from(
+                            msg.payload().clone(),
+                        ) {
+                            Ok(t) => Message::Text(t),
+                            Err(_) => return false,
+                        }
+                    } else {
+                        Message::Binary(msg.payload().clone())
+                    };
+                    if ws.feed(frame).await.is_err() {
+                        return false;
+                    }
+                }
+                ws.flush().await.is_ok()
+            }
             Conn::Hixie76(h) => {
-                h.send_text(&String::from_utf8_lossy(&payload).into_owned().into_bytes())
-                    .await
+                for msg in messages {
+                    // hixie-76 frames carry text only; a 0xFF byte would end the frame.
+                    if !h.send_text(msg.as_text().as_bytes()).await {
+                        return false;
+                    }
+                }
+                true
             }
         }
     }
@@ -440,17 +466,8 @@ async fn flush(session: &Session, conn: &mut Conn, framing: Framing) -> bool {
             None => true,
         },
         Framing::Raw => {
-            for msg in session.take_messages() {
-                let ok = if msg.is_text() {
-                    conn.send_text(msg.payload().clone()).await
-                } else {
-                    conn.send_binary(msg.payload().clone()).await
-                };
-                if !ok {
-                    return false;
-                }
-            }
-            true
+            let messages = session.take_messages();
+            messages.is_empty() || conn.send_batch(messages).await
         }
     }
 }
