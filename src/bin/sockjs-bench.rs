@@ -138,6 +138,11 @@ struct FanArgs {
     /// The publisher's transport (default: raw when subscribers use raw, else websocket).
     #[arg(long, value_enum)]
     publisher: Option<Transport>,
+    /// Of the C subscribers, N subscribe and then stop reading (4 KiB SO_RCVBUF, 88 B MSS) until the
+    /// run is over; msgs/s counts the others, and the result says whether the server closed
+    /// the stalled ones (websocket and raw transports only).
+    #[arg(long, default_value_t = 0)]
+    stalled: usize,
 }
 
 impl CommonArgs {
@@ -226,11 +231,24 @@ fn main() -> ExitCode {
                             } else {
                                 Transport::Websocket
                             });
+                    if fan.stalled > 0 && !common.transport.is_ws() {
+                        return serde_json::json!({
+                            "label": common.label,
+                            "error": "--stalled needs the websocket or raw transport"
+                        });
+                    }
+                    if fan.stalled >= common.clients {
+                        return serde_json::json!({
+                            "label": common.label,
+                            "error": "--stalled must be less than --clients"
+                        });
+                    }
                     let o = FanoutOpts {
                         warmup: secs(timing.warmup),
                         duration: secs(timing.duration),
                         window: fan.window,
                         publisher,
+                        stalled: fan.stalled,
                     };
                     scenarios::fanout(common, o).await
                 }

@@ -32,7 +32,7 @@ impl Transport {
             Transport::Eventsource => "eventsource",
         }
     }
-    fn is_ws(self) -> bool {
+    pub fn is_ws(self) -> bool {
         matches!(self, Transport::Websocket | Transport::Raw)
     }
     /// Whether the transport sends over separate HTTP requests.
@@ -77,15 +77,17 @@ pub struct Client {
 }
 
 impl Client {
-    /// Open a session: connect, handshake and wait for the SockJS `o` frame.
+    /// Open a session: connect, handshake and wait for the SockJS `o` frame. `small` applies
+    /// to the first (receiving) connection only.
     pub async fn open(
         ep: Arc<Endpoint>,
         transport: Transport,
         src: Option<IpAddr>,
         session_id: &str,
         subprotocol: Option<&str>,
+        small: Option<wire::SmallRecv>,
     ) -> io::Result<Client> {
-        let conn = Conn::open(&ep, src).await?;
+        let conn = Conn::open_with(&ep, src, small).await?;
         let session_path = format!("{}/{}/{}", ep.path, &session_id[..3], session_id);
         let mut c = Client {
             transport,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
 use super::client::{Client, Recv, Transport};
@@ -118,9 +118,18 @@ async fn open_session(
     nonce: u64,
     src: Option<std::net::IpAddr>,
     subscribe: bool,
+    small: Option<wire::SmallRecv>,
 ) -> io::Result<(Client, stomp::Reader)> {
     let sub = c.stomp.as_ref().and_then(|s| s.subprotocol.as_deref());
-    let mut client = Client::open(c.ep.clone(), transport, src, &session_id(nonce, i), sub).await?;
+    let mut client = Client::open(
+        c.ep.clone(),
+        transport,
+        src,
+        &session_id(nonce, i),
+        sub,
+        small,
+    )
+    .await?;
     let mut reader = stomp::Reader::default();
     if let Some(s) = &c.stomp {
         let frame = stomp::connect(&s.host, s.login.as_deref(), s.passcode.as_deref());
@@ -188,6 +197,9 @@ struct Shared {
     hist: Mutex<Hist>,
     first_error: Mutex<Option<String>>,
     stop: AtomicBool,
+    /// Stalled subscribers (fanout `--stalled`) that subscribed, and that saw the sync message.
+    stalled_ready: AtomicUsize,
+    stalled_synced: AtomicUsize,
 }
 
 impl Shared {
@@ -295,7 +307,8 @@ pub async fn idle(c: Common, hold: Duration) -> Value {
         let shared = shared.clone();
         handles.push(tokio::spawn(async move {
             let t = Instant::now();
-            let opened = open_session(&c2, c2.transport, i, nonce, sources.get(i), false).await;
+            let opened =
+                open_session(&c2, c2.transport, i, nonce, sources.get(i), false, None).await;
             drop(permit);
             let (mut client, _) = match opened {
                 Ok(x) => x,
@@ -391,7 +404,8 @@ pub async fn echo(c: Common, warmup: Duration, duration: Duration) -> Value {
         let mut start_rx = start_rx.clone();
         handles.push(tokio::spawn(async move {
             let permit = sem.acquire_owned().await;
-            let opened = open_session(&c2, c2.transport, i, nonce, sources.get(i), false).await;
+            let opened =
+                open_session(&c2, c2.transport, i, nonce, sources.get(i), false, None).await;
             drop(permit);
             let (mut client, _) = match opened {
                 Ok(x) => x,
@@ -590,7 +604,21 @@ pub struct FanoutOpts {
     /// Messages per subscriber the publisher may have in flight (0: automatic).
     pub window: u64,
     pub publisher: Transport,
+    /// Subscribers that stop reading once subscribed and synced (slow-consumer runs).
+    pub stalled: usize,
 }
+
+/// The receive side of a stalled subscriber: 4 KiB `SO_RCVBUF` (the kernel doubles it) and
+/// the smallest MSS Linux accepts (88), so the server's send buffer, which autotunes with the
+/// MSS and the congestion window, stays at ~100-250 KiB instead of the 4 MiB a loopback
+/// connection (MSS 65483) reaches: the server's writes to it block after a few seconds of a
+/// 1000-subscriber fan-out rather than after minutes.
+const STALL_RECV: wire::SmallRecv = wire::SmallRecv {
+    rcvbuf: 4096,
+    mss: 88,
+};
+/// How long a stalled subscriber drains its socket after the run, waiting for the close.
+const STALL_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn fanout(c: Common, o: FanoutOpts) -> Value {
     let nonce = nonce();
@@ -613,6 +641,9 @@ pub async fn fanout(c: Common, o: FanoutOpts) -> Value {
     });
     let open_start = Instant::now();
     let mut handles = Vec::with_capacity(c.clients);
+    let stalled = o.stalled.min(c.clients);
+    let mut stalled_handles = Vec::with_capacity(stalled);
+    let mut releases = Vec::with_capacity(stalled);
     for i in 0..c.clients {
         let permit = match sem.clone().acquire_owned().await {
             Ok(p) => p,
@@ -620,8 +651,39 @@ pub async fn fanout(c: Common, o: FanoutOpts) -> Value {
         };
         let c2 = c.clone();
         let shared = shared.clone();
+        // The stalled subscribers are spread evenly over the others.
+        if stalled > 0 && i % c.clients.div_ceil(stalled) == 0 && stalled_handles.len() < stalled {
+            let (tx, rx) = oneshot::channel::<()>();
+            releases.push(tx);
+            stalled_handles.push(tokio::spawn(async move {
+                let opened = open_session(
+                    &c2,
+                    c2.transport,
+                    i,
+                    nonce,
+                    sources.get(i),
+                    true,
+                    Some(STALL_RECV),
+                )
+                .await;
+                drop(permit);
+                match opened {
+                    Ok((mut client, mut reader)) => {
+                        shared.ready.fetch_add(1, Ordering::Relaxed);
+                        shared.stalled_ready.fetch_add(1, Ordering::Relaxed);
+                        stalled_subscriber(&mut client, &mut reader, is_stomp, &shared, rx).await
+                    }
+                    Err(e) => {
+                        shared.fail(&e);
+                        json!({"error": e.to_string()})
+                    }
+                }
+            }));
+            continue;
+        }
         handles.push(tokio::spawn(async move {
-            let opened = open_session(&c2, c2.transport, i, nonce, sources.get(i), true).await;
+            let opened =
+                open_session(&c2, c2.transport, i, nonce, sources.get(i), true, None).await;
             drop(permit);
             let (mut client, mut reader) = match opened {
                 Ok(x) => x,
@@ -652,6 +714,9 @@ pub async fn fanout(c: Common, o: FanoutOpts) -> Value {
     if ready == 0 {
         prog.abort();
         abort_all(handles).await;
+        for h in &stalled_handles {
+            h.abort();
+        }
         m.insert(
             "error".into(),
             json!(shared.error().unwrap_or_else(|| "no subscriber".into())),
@@ -664,6 +729,29 @@ pub async fn fanout(c: Common, o: FanoutOpts) -> Value {
         m.insert("error".into(), json!(format!("publisher: {e}")));
     }
     abort_all(handles).await;
+    if stalled > 0 {
+        // Let the stalled subscribers read again, until the server's close (each is bounded
+        // by its own timeouts; the whole run by --max-seconds).
+        drop(releases);
+        let mut reports = Vec::with_capacity(stalled_handles.len());
+        for h in stalled_handles {
+            reports.push(
+                h.await
+                    .unwrap_or_else(|e| json!({"error": format!("task: {e}")})),
+            );
+        }
+        let closed = reports
+            .iter()
+            .filter(|r| r.get("closed") == Some(&json!(true)))
+            .count();
+        m.insert("stalled".into(), json!(stalled));
+        m.insert(
+            "stalled_ready".into(),
+            json!(shared.stalled_ready.load(Ordering::Relaxed)),
+        );
+        m.insert("stalled_closed".into(), json!(closed));
+        m.insert("stalled_sessions".into(), json!(reports));
+    }
     if let Some(e) = shared.error() {
         m.entry("error").or_insert(json!(e));
     }
@@ -730,6 +818,135 @@ async fn subscriber_loop(
     }
 }
 
+/// Receive once, handing message bodies to `f` (STOMP MESSAGE bodies when `is_stomp`) and the
+/// first STOMP ERROR's `message` header to `error`.
+async fn recv_bodies(
+    client: &mut Client,
+    reader: &mut stomp::Reader,
+    is_stomp: bool,
+    f: &mut impl FnMut(&[u8]),
+    error: &mut Option<String>,
+) -> io::Result<Recv> {
+    if is_stomp {
+        client
+            .recv(&mut |m: &[u8]| {
+                reader.feed(m, |fr| {
+                    if fr.command == b"MESSAGE" {
+                        f(fr.body)
+                    } else if fr.command == b"ERROR" && error.is_none() {
+                        *error = Some(fr.header("message").unwrap_or("").to_string());
+                    }
+                })
+            })
+            .await
+    } else {
+        client.recv(f).await
+    }
+}
+
+/// A slow consumer: reads until the sync message (so the server registered it like every
+/// other subscriber), then reads nothing until `release` (the end of the run, or the run being
+/// abandoned), keeping the socket open. Then it reads until the server closes, for
+/// `STALL_DRAIN_TIMEOUT` at most, and reports how the connection ended.
+///
+/// The close is seen only after the backlog the socket buffers hold is read (a FIN or close
+/// frame queues behind it), so `closed_after_s` is an upper bound on when the server closed;
+/// a connection still open once the backlog is read was not closed by the server.
+async fn stalled_subscriber(
+    client: &mut Client,
+    reader: &mut stomp::Reader,
+    is_stomp: bool,
+    shared: &Shared,
+    release: oneshot::Receiver<()>,
+) -> Value {
+    let mut error = None;
+    let sync = async {
+        loop {
+            let mut seen = false;
+            let r = recv_bodies(
+                client,
+                reader,
+                is_stomp,
+                &mut |b: &[u8]| {
+                    if matches!(parse_payload(b), Some((b'S', _, _))) {
+                        seen = true;
+                    }
+                },
+                &mut error,
+            )
+            .await;
+            if seen {
+                return Ok(());
+            }
+            match r {
+                Ok(Recv::Alive) => {}
+                Ok(Recv::Closed(code)) => return Err(format!("closed ({code}) before sync")),
+                Err(e) => return Err(format!("before sync: {e}")),
+            }
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(30), sync).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return json!({"error": e}),
+        Err(_) => return json!({"error": "no sync message within 30 s"}),
+    }
+    shared.stalled_synced.fetch_add(1, Ordering::Relaxed);
+    shared.synced.fetch_add(1, Ordering::Relaxed);
+    let stall_start = Instant::now();
+    // Not a byte read from here on, until the run is over.
+    let _ = release.await;
+    let drain_started = stall_start.elapsed().as_secs_f64();
+    let mut backlog = 0u64;
+    let drain = async {
+        loop {
+            let r = recv_bodies(
+                client,
+                reader,
+                is_stomp,
+                &mut |_b: &[u8]| backlog += 1,
+                &mut error,
+            )
+            .await;
+            match r {
+                Ok(Recv::Alive) => {}
+                Ok(Recv::Closed(code)) => return Ok(code),
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let ended = tokio::time::timeout(STALL_DRAIN_TIMEOUT, drain).await;
+    let after = stall_start.elapsed().as_secs_f64();
+    let mut r = serde_json::Map::new();
+    match ended {
+        // 1006: EOF without a close frame.
+        Ok(Ok(code)) => {
+            r.insert("closed".into(), json!(true));
+            r.insert(
+                "how".into(),
+                json!(if code == 1006 { "eof" } else { "close-frame" }),
+            );
+            r.insert("code".into(), json!(code));
+        }
+        Ok(Err(e)) => {
+            let reset = e.kind() == io::ErrorKind::ConnectionReset;
+            r.insert("closed".into(), json!(true));
+            r.insert("how".into(), json!(if reset { "reset" } else { "error" }));
+            r.insert("io_error".into(), json!(e.to_string()));
+        }
+        Err(_) => {
+            r.insert("closed".into(), json!(false));
+            r.insert("how".into(), json!("still open"));
+        }
+    }
+    r.insert("stall_s".into(), json!(drain_started));
+    r.insert("closed_after_s".into(), json!(after));
+    r.insert("backlog_msgs".into(), json!(backlog));
+    if let Some(e) = error {
+        r.insert("stomp_error".into(), json!(e));
+    }
+    Value::Object(r)
+}
+
 /// Drain the publisher's inbound side for up to `dur`; Err when it closed.
 async fn pump(p: &mut Client, dur: Duration) -> io::Result<()> {
     let until = tokio::time::Instant::now() + dur;
@@ -757,7 +974,7 @@ async fn publish(
     active_subs: usize,
     m: &mut serde_json::Map<String, Value>,
 ) -> io::Result<()> {
-    let (mut p, _) = open_session(c, o.publisher, c.clients + 1, nonce, None, false).await?;
+    let (mut p, _) = open_session(c, o.publisher, c.clients + 1, nonce, None, false, None).await?;
     let dest = c.stomp.as_ref().map(|s| s.destination.clone());
     let mut msg = Vec::with_capacity(c.size + 64);
     let mut out = Vec::with_capacity(64 * 1024);
@@ -784,7 +1001,13 @@ async fn publish(
     }
     let synced = shared.synced.load(Ordering::Relaxed);
     m.insert("synced".into(), json!(synced));
-    let active = synced.max(1) as u64;
+    // Stalled subscribers read nothing after the sync: the window, the expected deliveries
+    // and msgs/s count the others only.
+    let stalled_synced = shared.stalled_synced.load(Ordering::Relaxed);
+    let stalled_ready = shared.stalled_ready.load(Ordering::Relaxed);
+    let active_subs = active_subs.saturating_sub(stalled_ready);
+    let active = synced.saturating_sub(stalled_synced).max(1) as u64;
+    m.insert("delivering_subscribers".into(), json!(active));
     let window = if o.window > 0 {
         o.window
     } else {

@@ -64,6 +64,15 @@ impl Endpoint {
     }
 }
 
+/// Receive-side socket settings of a client that is meant to stall (slow-consumer runs).
+#[derive(Clone, Copy, Debug)]
+pub struct SmallRecv {
+    /// `SO_RCVBUF` (the kernel doubles it and applies its minimum).
+    pub rcvbuf: u32,
+    /// `TCP_MAXSEG`, announced to the server in the SYN.
+    pub mss: u32,
+}
+
 /// A TCP connection with its read buffer.
 pub struct Conn {
     pub stream: TcpStream,
@@ -73,7 +82,25 @@ pub struct Conn {
 impl Conn {
     /// Connect to `ep` from `src` (if given), with `TCP_NODELAY`.
     pub async fn open(ep: &Endpoint, src: Option<IpAddr>) -> io::Result<Self> {
+        Self::open_with(ep, src, None).await
+    }
+
+    /// [`Conn::open`], with a small receive side when `small` is given (set before the
+    /// connect), so a client that stops reading blocks the server's writes quickly.
+    pub async fn open_with(
+        ep: &Endpoint,
+        src: Option<IpAddr>,
+        small: Option<SmallRecv>,
+    ) -> io::Result<Self> {
         let sock = TcpSocket::new_v4()?;
+        if let Some(small) = small {
+            sock.set_recv_buffer_size(small.rcvbuf)?;
+            // The MSS announced in the SYN. On loopback (MSS ~64 KiB) the server's send
+            // buffer autotunes to tcp_wmem's maximum (4 MiB) from the first segments, which
+            // would hold minutes of a subscriber's traffic before a write blocks; with a
+            // small MSS it stays at tens of KiB, as on a slow real link.
+            socket2::SockRef::from(&sock).set_tcp_mss(small.mss)?;
+        }
         if let Some(ip) = src {
             // Ports in TIME_WAIT from an earlier run may be reused.
             sock.set_reuseaddr(true)?;
