@@ -1,5 +1,6 @@
 //! The composition root: wires configured app names to applications, mounts SockJS services
-//! by prefix, and runs the accept loop (hyper HTTP/1 with upgrades).
+//! by prefix, and runs the accept loop: each connection starts on the gateway's own HTTP front
+//! (`front.rs`), which hands it to hyper (HTTP/1 with upgrades) when a request needs it.
 //!
 //! Every connection gets `TCP_NODELAY` (frames must leave at once), a bounded request head
 //! and a header read timeout. Shutdown is a watch channel every connection listens to.
@@ -19,8 +20,9 @@ use tokio::sync::watch;
 use crate::apps;
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError, ServerConfig};
+use crate::front::{self, Ended, FrontLimits, GuardedIo};
 use crate::session::{App, CloseCause, CloseInfo};
-use crate::sockjs::http::{HttpResponse, not_found};
+use crate::sockjs::http::{HttpRequest, HttpResponse, RequestBody, WriteWatch, not_found};
 use crate::sockjs::{Peer, Service};
 use crate::stomp::tcp::{TcpSettings, serve_tcp_with};
 use crate::stomp::{Authenticator as StompAuthenticator, StompApp, TokenAuthenticator};
@@ -90,7 +92,7 @@ impl Gateway {
         })
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Peer) -> HttpResponse {
+    async fn handle(self: Arc<Self>, req: HttpRequest, peer: Peer) -> HttpResponse {
         let path = req.uri().path().to_owned();
         match self.route(&path) {
             Some((service, rest)) => service.handle(req, rest, peer).await,
@@ -151,9 +153,44 @@ fn stomp_app(config: &Config, auth: &Arc<Authenticator>) -> StompApp {
     StompApp::with_hooks(config.stomp.clone(), authenticator, None)
 }
 
+/// Serve one connection: the front answers the plain bodiless requests (and every streaming
+/// receiver among them) itself; at the first request it does not serve, hyper takes over.
 async fn serve_connection<S>(
     gateway: Arc<Gateway>,
     stream: S,
+    addr: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = Peer { addr };
+    let limits = FrontLimits {
+        header_read_timeout: gateway.server.header_read_timeout,
+        max_header_bytes: gateway.server.max_header_bytes,
+    };
+    let handler = gateway.clone();
+    let io = GuardedIo::new(stream, WriteWatch::new(front::DEFAULT_WRITE_LIMIT));
+    // The handler and hyper futures are boxed: held inline they would make every connection
+    // task as large as the largest handler for as long as it lives (a stream lasts minutes).
+    let ended = front::serve(io, limits, shutdown.clone(), move |req| {
+        Box::pin(handler.clone().handle(req, peer))
+    })
+    .await;
+    if let Ended::Handoff { io, buffered } = ended {
+        Box::pin(serve_with_hyper(
+            gateway,
+            io.replaying(buffered),
+            addr,
+            shutdown,
+        ))
+        .await;
+    }
+}
+
+/// The rest of a connection, served by hyper (bodies, upgrades, HTTP/1.0, odd requests).
+async fn serve_with_hyper<S>(
+    gateway: Arc<Gateway>,
+    stream: GuardedIo<S>,
     addr: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) where
@@ -161,9 +198,15 @@ async fn serve_connection<S>(
 {
     let peer = Peer { addr };
     let limits = gateway.server.clone();
-    let service = service_fn(move |req| {
+    let watch = stream.watch().clone();
+    let service = service_fn(move |req: Request<Incoming>| {
         let gateway = gateway.clone();
-        async move { Ok::<_, std::convert::Infallible>(gateway.handle(req, peer).await) }
+        let watch = watch.clone();
+        async move {
+            let mut req = req.map(RequestBody::Hyper);
+            req.extensions_mut().insert(watch);
+            Ok::<_, std::convert::Infallible>(gateway.handle(req, peer).await)
+        }
     });
     let mut builder = http1::Builder::new();
     builder

@@ -1,25 +1,66 @@
-//! HTTP helpers shared by every SockJS handler: the response body type, CORS (§8.1),
-//! caching (§8.3), JSESSIONID (§7), and the plain 404/405/500 answers (§1.3).
+//! HTTP helpers shared by every SockJS handler: the request and response body types, CORS
+//! (§8.1), caching (§8.3), JSESSIONID (§7), and the plain 404/405/500 answers (§1.3).
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
-use tokio::sync::mpsc;
 
-/// Every response body the gateway sends: a fixed buffer, or a stream of chunks fed by a
-/// receiver. Each streamed `Bytes` becomes exactly one HTTP chunk (§13.3).
+/// The body of a request as handlers see it. hyper's for the requests hyper parsed; none for
+/// the bodiless requests the gateway's own HTTP front served (`crate::front`).
+pub enum RequestBody {
+    /// A body hyper is reading.
+    Hyper(hyper::body::Incoming),
+    /// No body.
+    Empty,
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Hyper(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Hyper(body) => body.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Hyper(body) => body.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// The request type of every handler.
+pub type HttpRequest = Request<RequestBody>;
+
+/// Every response body the gateway sends: a fixed buffer, or a receiver streaming a
+/// session's frames. Each streamed `Bytes` becomes exactly one HTTP chunk (§13.3).
 pub enum Body {
     /// A fixed body, sent with `Content-Length`.
     Full(Option<Bytes>),
-    /// A streamed body; dropping it (client gone) closes the channel, which is how a
-    /// receiver learns of an abort.
-    Stream(mpsc::Receiver<Bytes>),
+    /// A receiver; dropping it before its end (client gone) is how it learns of an abort.
+    Receiver(super::transport::ReceiverBody),
 }
 
 impl Body {
@@ -44,22 +85,73 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Body::Stream(rx) => rx
-                .poll_recv(cx)
-                .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
+            Body::Receiver(receiver) => Pin::new(receiver).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self, Body::Full(None))
+        match self {
+            Body::Full(bytes) => bytes.is_none(),
+            Body::Receiver(receiver) => receiver.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
-            Body::Stream(_) => SizeHint::default(),
+            Body::Receiver(_) => SizeHint::default(),
         }
+    }
+}
+
+/// Shared by a connection's writer and the requests it serves (as a request extension): how
+/// long one write may stay blocked on a client that does not read before the connection is
+/// dropped, and whether the writer dropped it for that reason. A service sets the limit to
+/// its `send_time_limit`; a receiver dropped by a stalled writer ends its session with 4500.
+#[derive(Debug)]
+pub struct WriteWatch {
+    /// The limit in milliseconds; 0 is none (an upgraded WebSocket enforces its own).
+    limit_ms: AtomicU64,
+    /// Set when a write was abandoned because it stayed blocked past the limit.
+    stalled: AtomicBool,
+}
+
+impl WriteWatch {
+    /// A watch with a starting limit.
+    pub fn new(limit: Duration) -> Arc<Self> {
+        let watch = Arc::new(WriteWatch {
+            limit_ms: AtomicU64::new(0),
+            stalled: AtomicBool::new(false),
+        });
+        watch.set_limit(Some(limit));
+        watch
+    }
+
+    /// Change the limit; None lifts it.
+    pub fn set_limit(&self, limit: Option<Duration>) {
+        let ms = limit.map_or(0, |l| {
+            u64::try_from(l.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        self.limit_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The current limit.
+    pub fn limit(&self) -> Option<Duration> {
+        match self.limit_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// Record that a write was abandoned for staying blocked past the limit.
+    pub fn mark_stalled(&self) {
+        self.stalled.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a write was abandoned for staying blocked past the limit.
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
     }
 }
 

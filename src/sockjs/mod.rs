@@ -20,9 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::http::{HeaderMap, Method, Request, StatusCode, header};
-use hyper::body::Incoming;
 
-use self::http::{HttpResponse, method_not_allowed, not_found};
+use self::http::{HttpRequest, HttpResponse, method_not_allowed, not_found};
 use self::limits::{Admission, Maxima, SessionLimiter};
 use self::registry::Registry;
 use self::session::{Session, SessionLimits};
@@ -133,10 +132,13 @@ impl Service {
     /// after the prefix (empty or starting with `/`).
     pub async fn handle(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        req: HttpRequest,
         rest: &str,
         peer: Peer,
     ) -> HttpResponse {
+        if let Some(watch) = req.extensions().get::<Arc<self::http::WriteWatch>>() {
+            watch.set_limit(Some(self.config.send_time_limit));
+        }
         let Some(route) = parse_route(rest) else {
             return not_found();
         };
@@ -182,7 +184,7 @@ impl Service {
 
     async fn handle_session_route(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        req: HttpRequest,
         sid: &str,
         transport_name: &str,
         peer: Peer,

@@ -8,10 +8,10 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
 
 use super::frame;
 use super::limits::{Admission, TokenBucket};
@@ -75,6 +75,9 @@ struct State {
     rate: Option<TokenBucket>,
     /// This session's place in the service's session counts, released when it ends.
     admission: Option<Admission>,
+    /// Wakes the attached receiver when messages are queued or closing starts. A slot rather
+    /// than a `Notify`, so a receiver can be a plain polled body with no task of its own.
+    receiver_waker: Option<Waker>,
 }
 
 /// What a receiver found when it tried to attach.
@@ -99,8 +102,6 @@ pub struct Session {
     limits: SessionLimits,
     /// Everything that changes.
     state: Mutex<State>,
-    /// Wakes the attached receiver when messages are queued or closing starts.
-    wake: Notify,
     /// The inbound stream to the application.
     inbound: InboundSide,
     /// The application, started when the session opens.
@@ -145,9 +146,9 @@ impl Session {
                         .max_messages_per_second
                         .map(|r| TokenBucket::new(f64::from(r), 2.0 * f64::from(r))),
                     admission,
+                    receiver_waker: None,
                 }),
                 limits,
-                wake: Notify::new(),
                 inbound,
                 app,
                 next_receiver: AtomicU64::new(1),
@@ -242,7 +243,22 @@ impl Session {
 
     /// Wait until there is something for the receiver to write.
     pub async fn wait_for_output(&self) {
-        self.wake.notified().await
+        std::future::poll_fn(|cx| self.poll_output(cx)).await
+    }
+
+    /// Ready when there is something for the receiver to write: queued messages, or a close
+    /// under way. Otherwise the receiver's waker is kept (checked and stored under the same
+    /// lock as sends, so no wake-up can be lost) and woken by the next send or close.
+    pub fn poll_output(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.lock();
+        if !st.queue.is_empty() || matches!(st.phase, Phase::Closing | Phase::Closed) {
+            return Poll::Ready(());
+        }
+        match &mut st.receiver_waker {
+            Some(waker) => waker.clone_from(cx.waker()),
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// Take every queued message as one `a[...]` frame.
@@ -319,8 +335,9 @@ impl Session {
         tracing::debug!(session = self.info.log_id, code = info.code, reason = %info.reason, cause = ?info.cause, "session closing");
         st.phase = Phase::Closing;
         st.close = Some(info);
+        let waker = st.receiver_waker.take();
         drop(st);
-        self.wake.notify_one();
+        wake(waker);
     }
 
     /// End the session now: it is CLOSED and the application gets its close event (once).
@@ -336,13 +353,14 @@ impl Session {
         st.expires_at = None;
         let never_opened = st.pending_handle.take();
         let admission = st.admission.take();
+        let waker = st.receiver_waker.take();
         drop(st);
         drop(never_opened);
         drop(admission);
         if self.inbound.finish(info.clone()) {
             tracing::debug!(session = self.info.log_id, code = info.code, cause = ?info.cause, "session closed");
         }
-        self.wake.notify_one();
+        wake(waker);
     }
 
     /// Whether the session has expired (no receiver past its disconnect deadline).
@@ -393,14 +411,22 @@ impl Session {
         // Only a push onto an empty queue needs to wake the receiver: a non-empty queue
         // already has a wake-up pending, and the receiver drains everything at once. This
         // keeps fan-out to a busy session at one lock and no wake-up per message.
-        let was_empty = st.queue.is_empty();
+        let waker = match st.queue.is_empty() {
+            true => st.receiver_waker.take(),
+            false => None,
+        };
         st.queued_bytes += len;
         st.queue.push_back(msg);
         drop(st);
-        if was_empty {
-            self.wake.notify_one();
-        }
+        wake(waker);
         Ok(())
+    }
+}
+
+/// Wake a receiver outside the session's lock.
+fn wake(waker: Option<Waker>) {
+    if let Some(waker) = waker {
+        waker.wake();
     }
 }
 

@@ -3,17 +3,16 @@
 
 use std::sync::Arc;
 
-use http::{HeaderValue, Request};
-use hyper::body::Incoming;
+use http::HeaderValue;
 
 use super::{Framing, serve_receiver, stream_response};
-use crate::sockjs::http::{HttpResponse, TEXT_EVENT_STREAM, set_cors, set_jsessionid};
+use crate::sockjs::http::{HttpRequest, HttpResponse, TEXT_EVENT_STREAM, set_cors, set_jsessionid};
 use crate::sockjs::{Client, Service};
 
 /// `GET P/S/I/eventsource`.
 pub async fn eventsource(
     svc: &Arc<Service>,
-    req: Request<Incoming>,
+    req: HttpRequest,
     sid: &str,
     client: &Client,
 ) -> HttpResponse {

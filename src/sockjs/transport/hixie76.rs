@@ -8,15 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::websocket::{Conn, Framing, WsIn, run_socket};
+use super::websocket::{Conn, Framing, WsIn, lift_write_limit, run_socket};
 use crate::session::{CloseCause, CloseInfo, TransportKind};
-use crate::sockjs::http::{Body, HttpResponse, TEXT_PLAIN, response};
+use crate::sockjs::http::{Body, HttpRequest, HttpResponse, TEXT_PLAIN, WriteWatch, response};
 use crate::sockjs::{Client, Service};
 
 /// How long the client may take to send key3.
@@ -50,7 +49,7 @@ pub fn challenge(v1: [u8; 4], v2: [u8; 4], key3: &[u8; 8]) -> [u8; 16] {
 }
 
 /// Answer the hixie-76 handshake and run the socket once hyper hands it over.
-pub fn handshake(svc: &Arc<Service>, req: Request<Incoming>, client: &Client) -> HttpResponse {
+pub fn handshake(svc: &Arc<Service>, req: HttpRequest, client: &Client) -> HttpResponse {
     let key = |name: &str| {
         req.headers()
             .get(name)
@@ -84,11 +83,13 @@ pub fn handshake(svc: &Arc<Service>, req: Request<Incoming>, client: &Client) ->
     };
     let max = svc.config().max_inbound_bytes;
     let svc = svc.clone();
+    let watch = req.extensions().get::<Arc<WriteWatch>>().cloned();
     tokio::spawn(async move {
         let Ok(upgraded) = hyper::upgrade::on(req).await else {
             session.finish(gone());
             return;
         };
+        lift_write_limit(watch.as_deref());
         let mut io = TokioIo::new(upgraded);
         let mut key3 = [0u8; 8];
         let read = tokio::time::timeout(KEY3_TIMEOUT, io.read_exact(&mut key3)).await;

@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request};
-use hyper::body::Incoming;
 
 use super::{Framing, serve_receiver, stream_response};
-use crate::sockjs::http::{HttpResponse, TEXT_HTML, server_error, set_jsessionid};
+use crate::sockjs::http::{HttpRequest, HttpResponse, TEXT_HTML, server_error, set_jsessionid};
 use crate::sockjs::{Client, Service};
 
 const HEAD: &str = r#"<!doctype html>
@@ -28,7 +27,7 @@ const HEAD: &str = r#"<!doctype html>
 /// `GET P/S/I/htmlfile?c=callback`.
 pub async fn htmlfile(
     svc: &Arc<Service>,
-    req: Request<Incoming>,
+    req: HttpRequest,
     sid: &str,
     client: &Client,
 ) -> HttpResponse {

@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use http::{HeaderValue, Request, StatusCode, header};
-use hyper::body::Incoming;
+use http::{HeaderValue, StatusCode, header};
 
 use super::htmlfile::{callback, with_cookie};
 use super::{
@@ -12,14 +11,15 @@ use super::{
 };
 use crate::sockjs::frame::DecodeError;
 use crate::sockjs::http::{
-    APPLICATION_JAVASCRIPT, HttpResponse, TEXT_PLAIN, response, server_error, set_no_cache,
+    APPLICATION_JAVASCRIPT, HttpRequest, HttpResponse, TEXT_PLAIN, response, server_error,
+    set_no_cache,
 };
 use crate::sockjs::{Client, Service};
 
 /// `GET P/S/I/jsonp?c=callback`: one `/**/cb("frame");` then the response ends.
 pub async fn poll(
     svc: &Arc<Service>,
-    req: Request<Incoming>,
+    req: HttpRequest,
     sid: &str,
     client: &Client,
 ) -> HttpResponse {
@@ -38,7 +38,7 @@ pub async fn poll(
 /// `POST P/S/I/jsonp_send`: a form field `d` or a raw body holding a JSON array.
 pub async fn send(
     svc: &Arc<Service>,
-    req: Request<Incoming>,
+    req: HttpRequest,
     sid: &str,
     client: &Client,
 ) -> HttpResponse {

@@ -13,26 +13,32 @@ pub mod jsonp;
 pub mod websocket;
 pub mod xhr;
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use http::{HeaderMap, Request, Response, StatusCode};
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
-use tokio::sync::mpsc;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, Sleep};
 
 use super::frame;
-use super::http::{Body, HttpResponse, response, set_no_cache};
+use super::http::{Body, HttpRequest, HttpResponse, WriteWatch, response, set_no_cache};
 use super::session::{Attach, Session};
 use super::{Client, Service};
 use crate::session::{CloseCause, CloseInfo, TransportKind};
 
 /// How long a new receiver waits for an attached one to turn out aborted (§6.6).
 const ABORT_GRACE: Duration = Duration::from_millis(100);
-/// Frames a streaming response may hold in flight before the receiver waits for the client.
-const CHUNKS_IN_FLIGHT: usize = 4;
+/// The xhr-streaming prelude: 2048 `h` and a newline (§5.3), so browsers start delivering.
+static XHR_PRELUDE: [u8; 2049] = {
+    let mut p = [b'h'; 2049];
+    p[2048] = b'\n';
+    p
+};
 
 /// How a receiving transport wraps frames.
 pub enum Framing {
@@ -65,12 +71,7 @@ impl Framing {
     /// The first chunk of a streaming response, not counted towards the response limit.
     fn prelude(&self) -> Option<Bytes> {
         match self {
-            Framing::XhrStreaming => {
-                let mut p = BytesMut::with_capacity(2049);
-                p.put_bytes(b'h', 2048);
-                p.put_u8(b'\n');
-                Some(p.freeze())
-            }
+            Framing::XhrStreaming => Some(Bytes::from_static(&XHR_PRELUDE)),
             Framing::EventSource => Some(Bytes::from_static(b"\r\n")),
             Framing::HtmlFile(callback) => Some(htmlfile::prelude(callback)),
             Framing::XhrPolling | Framing::Jsonp(_) => None,
@@ -108,10 +109,10 @@ impl Framing {
 }
 
 /// Attach a receiving request to session `sid` and stream its frames into `resp`'s body.
-/// `resp` carries the transport's headers; its body is replaced.
+/// `resp` carries the transport's headers; its body is replaced by a [`ReceiverBody`].
 pub async fn serve_receiver(
     svc: &Arc<Service>,
-    req: &Request<Incoming>,
+    req: &HttpRequest,
     sid: &str,
     client: &Client,
     framing: Framing,
@@ -123,24 +124,28 @@ pub async fn serve_receiver(
             Ok(attached) => attached,
             Err(early) => return early,
         };
-    let (tx, mut rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    let http10 = req.version() == http::Version::HTTP_10;
-    let polling = framing.is_polling();
-    let receiver = Receiver {
+    let body = ReceiverBody {
         svc: svc.clone(),
-        sid: sid.to_string(),
-        session,
+        sid: sid.into(),
+        attached: session.zip(outcome),
+        step: Step::Prelude,
         framing,
-        tx,
         written: 0,
         last_write: Instant::now(),
+        heartbeat: None,
+        watch: req.extensions().get::<Arc<WriteWatch>>().cloned(),
     };
-    tokio::spawn(receiver.run(outcome));
-    match (http10, polling) {
+    match (
+        req.version() == http::Version::HTTP_10,
+        body.framing.is_polling(),
+    ) {
         // HTTP/1.0 has no chunking: a poll's single frame goes out with a Content-Length,
         // so the connection can be kept alive (§9).
         (true, true) => {
-            let frame = rx.recv().await.unwrap_or_default();
+            let frame = match body.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(never) => match never {},
+            };
             *resp.body_mut() = Body::full(frame);
         }
         // A streaming HTTP/1.0 response is delimited by closing the connection.
@@ -149,9 +154,9 @@ pub async fn serve_receiver(
                 http::header::CONNECTION,
                 http::HeaderValue::from_static("close"),
             );
-            *resp.body_mut() = Body::Stream(rx);
+            *resp.body_mut() = Body::Receiver(body);
         }
-        (false, _) => *resp.body_mut() = Body::Stream(rx),
+        (false, _) => *resp.body_mut() = Body::Receiver(body),
     }
     resp
 }
@@ -180,148 +185,201 @@ async fn attach(
     Ok((None, None))
 }
 
-/// One receiving request's writer.
-struct Receiver {
+/// A receiving request's response body: it *is* the receiver. Whoever writes the response
+/// (the gateway's HTTP front, or hyper) polls it for the next chunk, and it takes that chunk
+/// straight from the session: no task and no channel per receiver, which is most of what an
+/// open stream would otherwise cost. Dropped before its end (the client went away, or the
+/// writer gave up on a client that stopped reading), it ends the session.
+pub struct ReceiverBody {
     /// The owning service (for the registry and options).
     svc: Arc<Service>,
     /// The session id, to remove the session on abort.
-    sid: String,
-    /// The session; None when this request only answers 2010.
-    session: Option<Arc<Session>>,
+    sid: Box<str>,
+    /// The session and how this receiver attached; None when it only answers 2010.
+    attached: Option<(Arc<Session>, Attach)>,
+    /// Where the response is.
+    step: Step,
     /// How frames are wrapped.
     framing: Framing,
-    /// The response body; closed by hyper when the client goes away.
-    tx: mpsc::Sender<Bytes>,
     /// Bytes of wrapped frames written, for the response limit.
     written: usize,
     /// When the last frame was written, for heartbeats.
     last_write: Instant,
+    /// The heartbeat timer, created when the stream first goes idle.
+    heartbeat: Option<Pin<Box<Sleep>>>,
+    /// The connection's writer, which says whether it gave up on a stalled client.
+    watch: Option<Arc<WriteWatch>>,
 }
 
-/// Why a receiver stopped before its response ended normally.
-enum Failure {
-    /// The client went away.
-    Aborted,
-    /// A write stayed blocked past `send_time_limit`: the client is not reading.
-    Stalled,
+/// The steps of a receiving response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The transport's prelude (if any) is next.
+    Prelude,
+    /// The first frame is next: `o`, a closing session's backlog, or 2010.
+    Start,
+    /// Queued batches and heartbeats, until the limit or the close.
+    Stream,
+    /// The close frame is next.
+    CloseFrame,
+    /// The response ends at the next poll.
+    Finish,
+    /// The response ended and the receiver detached.
+    Done,
 }
 
-/// How a receiver's response ended: `Ok` when it ended normally (poll answered, limit
-/// reached, close frame sent).
-type Outcome = Result<(), Failure>;
-
-impl Receiver {
-    async fn run(mut self, outcome: Option<Attach>) {
-        let result = match self.framing.prelude() {
-            Some(prelude) => self.send_chunk(prelude).await,
-            None => Ok(()),
-        };
-        let result = match (result, &self.session.clone(), &outcome) {
-            (Err(e), _, _) => Err(e),
-            (Ok(()), Some(session), Some(outcome)) => self.serve(session, outcome).await,
-            (Ok(()), _, _) => {
-                let busy = frame::close_frame(2010, "Another connection still open");
-                self.write(&busy).await
+impl ReceiverBody {
+    /// The next chunk, or None when the response ends.
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        loop {
+            match self.step {
+                Step::Prelude => {
+                    self.step = Step::Start;
+                    if let Some(prelude) = self.framing.prelude() {
+                        return Poll::Ready(Some(prelude));
+                    }
+                }
+                Step::Start => {
+                    if let Some(chunk) = self.start() {
+                        return Poll::Ready(Some(chunk));
+                    }
+                }
+                Step::Stream => match self.poll_stream(cx) {
+                    Poll::Ready(Some(chunk)) => return Poll::Ready(Some(chunk)),
+                    Poll::Ready(None) => continue,
+                    Poll::Pending => return Poll::Pending,
+                },
+                Step::CloseFrame => {
+                    self.step = Step::Finish;
+                    let info = self.attached.as_ref().and_then(|(s, _)| s.closing());
+                    let info = info.unwrap_or(CloseInfo {
+                        code: 1000,
+                        reason: "Normal closure".into(),
+                        cause: CloseCause::Application,
+                    });
+                    return Poll::Ready(Some(
+                        self.frame(&frame::close_frame(info.code, &info.reason)),
+                    ));
+                }
+                Step::Finish => {
+                    self.step = Step::Done;
+                    self.stop(Ok(()));
+                    return Poll::Ready(None);
+                }
+                Step::Done => return Poll::Ready(None),
             }
-        };
-        self.stop(result, &outcome);
+        }
     }
 
-    async fn serve(&mut self, session: &Arc<Session>, outcome: &Attach) -> Outcome {
+    /// The first frame, by how the receiver attached; None when the stream simply begins.
+    fn start(&mut self) -> Option<Bytes> {
+        let polling = self.framing.is_polling();
+        let Some((session, outcome)) = &self.attached else {
+            self.step = Step::Finish;
+            let busy = frame::close_frame(2010, "Another connection still open");
+            return Some(self.frame(&busy));
+        };
+        let session = session.clone();
         match outcome {
             Attach::Opened(_) => {
-                self.write(frame::OPEN).await?;
+                self.step = if polling { Step::Finish } else { Step::Stream };
+                let open = self.frame(frame::OPEN);
                 session.start_app();
-                if self.framing.is_polling() {
-                    return Ok(());
-                }
+                Some(open)
             }
-            Attach::Closing(_) => {
-                if let Some(batch) = session.take_batch() {
-                    self.write(&batch).await?;
-                    if self.framing.is_polling() {
-                        return Ok(());
-                    }
+            Attach::Closing(_) => match session.take_batch() {
+                Some(batch) => {
+                    self.step = if polling {
+                        Step::Finish
+                    } else {
+                        Step::CloseFrame
+                    };
+                    Some(self.frame(&batch))
                 }
-                return self.write_close(session).await;
+                None => {
+                    self.step = Step::Finish;
+                    let info = session.closing().unwrap_or(CloseInfo {
+                        code: 1000,
+                        reason: "Normal closure".into(),
+                        cause: CloseCause::Application,
+                    });
+                    Some(self.frame(&frame::close_frame(info.code, &info.reason)))
+                }
+            },
+            Attach::Attached(_) | Attach::Busy | Attach::Gone => {
+                self.step = Step::Stream;
+                None
             }
-            _ => {}
         }
-        self.stream(session).await
     }
 
-    /// Write queued batches, heartbeats and finally the close frame until the response ends.
-    async fn stream(&mut self, session: &Arc<Session>) -> Outcome {
-        let heartbeat = self.svc.config().heartbeat_delay;
+    /// A queued batch, if any, counted towards the response limit.
+    fn poll_stream_now(&mut self, session: &Session) -> Option<Bytes> {
+        let batch = session.take_batch()?;
+        let chunk = self.frame(&batch);
         let limit = self.svc.config().response_limit;
-        // One timer for the whole response, re-armed only when it fires.
-        let timer = sleep_until(self.last_write + heartbeat);
-        tokio::pin!(timer);
+        if self.framing.is_polling() || self.written >= limit {
+            self.step = Step::Finish;
+        }
+        Some(chunk)
+    }
+
+    /// Queued batches and heartbeats; `Ready(None)` when the step changed.
+    fn poll_stream(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let Some((session, _)) = &self.attached else {
+            self.step = Step::Finish;
+            return Poll::Ready(None);
+        };
+        let session = session.clone();
         loop {
-            if let Some(batch) = session.take_batch() {
-                self.write(&batch).await?;
-                if self.framing.is_polling() || self.written >= limit {
-                    return Ok(());
-                }
-                continue;
+            if let Some(chunk) = self.poll_stream_now(&session) {
+                return Poll::Ready(Some(chunk));
             }
             if session.closing().is_some() {
-                return self.write_close(session).await;
+                self.step = Step::CloseFrame;
+                return Poll::Ready(None);
             }
-            let beat = !session.heartbeats_suppressed();
-            tokio::select! {
-                _ = session.wait_for_output() => {}
-                _ = &mut timer, if beat => {
-                    let due = self.last_write + heartbeat;
-                    if Instant::now() < due {
-                        timer.as_mut().reset(due);
-                        continue;
-                    }
-                    self.write(frame::HEARTBEAT).await?;
-                    timer.as_mut().reset(self.last_write + heartbeat);
-                    if self.framing.is_polling() {
-                        return Ok(());
-                    }
+            if session.poll_output(cx).is_ready() {
+                continue;
+            }
+            if session.heartbeats_suppressed() {
+                return Poll::Pending;
+            }
+            let due = self.last_write + self.svc.config().heartbeat_delay;
+            if Instant::now() >= due {
+                if self.framing.is_polling() {
+                    self.step = Step::Finish;
                 }
-                _ = self.tx.closed() => return Err(Failure::Aborted),
+                return Poll::Ready(Some(self.frame(frame::HEARTBEAT)));
+            }
+            // One timer for the whole response, re-armed only when the heartbeat moves.
+            let timer = self
+                .heartbeat
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+            if timer.deadline() != due {
+                timer.as_mut().reset(due);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
             }
         }
     }
 
-    async fn write_close(&mut self, session: &Arc<Session>) -> Outcome {
-        let info = session.closing().unwrap_or(CloseInfo {
-            code: 1000,
-            reason: "Normal closure".into(),
-            cause: CloseCause::Application,
-        });
-        self.write(&frame::close_frame(info.code, &info.reason))
-            .await
-    }
-
-    /// Write one frame as one chunk and count it.
-    async fn write(&mut self, f: &[u8]) -> Outcome {
+    /// Wrap one frame as one chunk and count it.
+    fn frame(&mut self, f: &[u8]) -> Bytes {
         let chunk = self.framing.wrap(f);
         self.written += chunk.len();
         self.last_write = Instant::now();
-        self.send_chunk(chunk).await
+        chunk
     }
 
-    /// Hand one chunk to hyper, waiting at most `send_time_limit` for room.
-    async fn send_chunk(&mut self, chunk: Bytes) -> Outcome {
-        let limit = self.svc.config().send_time_limit;
-        match websocket::within(limit, self.tx.send(chunk)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Failure::Aborted),
-            Err(_) => Err(Failure::Stalled),
-        }
-    }
-
-    fn stop(&self, result: Outcome, outcome: &Option<Attach>) {
-        let (Some(session), Some(outcome)) = (&self.session, outcome) else {
+    /// Detach after a normal end, or end the session after a failure.
+    fn stop(&mut self, result: Result<(), Failure>) {
+        let Some((session, outcome)) = self.attached.take() else {
             return;
         };
         let id = match outcome {
-            Attach::Opened(id) | Attach::Attached(id) | Attach::Closing(id) => *id,
+            Attach::Opened(id) | Attach::Attached(id) | Attach::Closing(id) => id,
             Attach::Busy | Attach::Gone => return,
         };
         let ended = match result {
@@ -349,9 +407,48 @@ impl Receiver {
                 }
             }
         };
-        self.svc.registry().remove(&self.sid, session);
+        self.svc.registry().remove(&self.sid, &session);
         session.finish(ended);
     }
+}
+
+impl Drop for ReceiverBody {
+    fn drop(&mut self) {
+        if self.step != Step::Done {
+            let stalled = self.watch.as_ref().is_some_and(|w| w.stalled());
+            self.stop(Err(if stalled {
+                Failure::Stalled
+            } else {
+                Failure::Aborted
+            }));
+        }
+    }
+}
+
+impl http_body::Body for ReceiverBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.get_mut()
+            .poll_chunk(cx)
+            .map(|chunk| chunk.map(|c| Ok(http_body::Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.step == Step::Done
+    }
+}
+
+/// Why a receiver stopped before its response ended normally.
+enum Failure {
+    /// The client went away.
+    Aborted,
+    /// A write stayed blocked past `send_time_limit`: the client is not reading.
+    Stalled,
 }
 
 /// Why a request body could not be read.
@@ -369,7 +466,7 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Read a request body of at most `max` bytes; a declared length over `max` is refused
 /// before anything is read.
-pub async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, BodyError> {
+pub async fn read_body(req: HttpRequest, max: usize) -> Result<Bytes, BodyError> {
     let declared = req
         .headers()
         .get(http::header::CONTENT_LENGTH)

@@ -11,8 +11,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 use tokio::time::{Instant, sleep_until, timeout};
@@ -24,7 +23,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use super::hixie76::{self, Hixie76};
 use crate::session::{CloseCause, CloseInfo, Inbound, OutMessage, TransportKind};
 use crate::sockjs::frame;
-use crate::sockjs::http::{Body, HttpResponse, TEXT_PLAIN, method_not_allowed, response};
+use crate::sockjs::http::{
+    Body, HttpRequest, HttpResponse, TEXT_PLAIN, WriteWatch, method_not_allowed, response,
+};
 use crate::sockjs::session::{Attach, Session};
 use crate::sockjs::{Client, Service};
 
@@ -46,7 +47,7 @@ pub enum Framing {
 }
 
 /// `GET P/S/I/websocket`: RFC 6455, or hixie-76 when the old handshake is offered.
-pub fn sockjs(svc: &Arc<Service>, req: Request<Incoming>, client: &Client) -> HttpResponse {
+pub fn sockjs(svc: &Arc<Service>, req: HttpRequest, client: &Client) -> HttpResponse {
     if let Err(resp) = check_upgrade(req.headers()) {
         return resp;
     }
@@ -57,7 +58,7 @@ pub fn sockjs(svc: &Arc<Service>, req: Request<Incoming>, client: &Client) -> Ht
 }
 
 /// `GET P/websocket`: unframed messages, RFC 6455 only.
-pub fn raw(svc: &Arc<Service>, req: Request<Incoming>, client: &Client) -> HttpResponse {
+pub fn raw(svc: &Arc<Service>, req: HttpRequest, client: &Client) -> HttpResponse {
     if req.method() != http::Method::GET {
         return method_not_allowed("GET");
     }
@@ -101,7 +102,7 @@ pub fn accept_key(key: &[u8]) -> String {
 /// Answer an RFC 6455 handshake with 101 and run the socket once hyper hands it over.
 fn upgrade(
     svc: &Arc<Service>,
-    req: Request<Incoming>,
+    req: HttpRequest,
     client: &Client,
     framing: Framing,
 ) -> HttpResponse {
@@ -143,9 +144,11 @@ fn upgrade(
     };
     let config = ws_config(svc.config().max_inbound_bytes);
     let svc = svc.clone();
+    let watch = req.extensions().get::<Arc<WriteWatch>>().cloned();
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
+                lift_write_limit(watch.as_deref());
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
@@ -175,6 +178,14 @@ fn upgrade(
         );
     }
     resp
+}
+
+/// An upgraded socket enforces `send_time_limit` itself (closing with 4500), so the
+/// connection-level write limit no longer applies.
+pub fn lift_write_limit(watch: Option<&WriteWatch>) {
+    if let Some(watch) = watch {
+        watch.set_limit(None);
+    }
 }
 
 /// The first of the application's subprotocols (its order of preference) that the client

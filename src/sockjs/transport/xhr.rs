@@ -3,20 +3,20 @@
 use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 
 use super::{
     Framing, body_error_response, deliver_send_body, read_body, serve_receiver, stream_response,
 };
 use crate::sockjs::http::{
-    APPLICATION_JAVASCRIPT, Body, HttpResponse, TEXT_PLAIN, set_cors, set_jsessionid, set_no_cache,
+    APPLICATION_JAVASCRIPT, Body, HttpRequest, HttpResponse, TEXT_PLAIN, set_cors, set_jsessionid,
+    set_no_cache,
 };
 use crate::sockjs::{Client, Service};
 
 /// `POST P/S/I/xhr`: one frame, then the response ends. The request body is ignored.
 pub async fn poll(
     svc: &Arc<Service>,
-    req: Request<Incoming>,
+    req: HttpRequest,
     sid: &str,
     client: &Client,
 ) -> HttpResponse {
@@ -27,7 +27,7 @@ pub async fn poll(
 /// `POST P/S/I/xhr_streaming`: a 2049-byte prelude, then frames until the response limit.
 pub async fn streaming(
     svc: &Arc<Service>,
-    req: Request<Incoming>,
+    req: HttpRequest,
     sid: &str,
     client: &Client,
 ) -> HttpResponse {
@@ -40,7 +40,7 @@ pub async fn streaming(
 /// `POST P/S/I/xhr_send`: deliver a JSON array of messages; 204 on success.
 pub async fn send(
     svc: &Arc<Service>,
-    req: Request<Incoming>,
+    req: HttpRequest,
     sid: &str,
     client: &Client,
 ) -> HttpResponse {

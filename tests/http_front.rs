@@ -1,0 +1,294 @@
+//! The HTTP front (`src/front.rs`) through real sockets: keep-alive and pipelined requests,
+//! the hand-over to hyper at the first request with a body, heads that are too large, client
+//! aborts, and a streaming client that stops reading, on both sides of the hand-over.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{IO_TIMEOUT, post, start_gateway};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::timeout;
+
+const ECHO: &str = "[[service]]\nprefix = \"/echo\"\napp = \"echo\"\n";
+
+/// One connection, for several requests.
+struct Conn {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+/// A response read off a kept-alive connection.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Conn {
+        let (read, writer) = TcpStream::connect(addr).await.unwrap().into_split();
+        Conn {
+            reader: BufReader::new(read),
+            writer,
+        }
+    }
+
+    async fn send(&mut self, wire: &str) {
+        self.writer.write_all(wire.as_bytes()).await.unwrap();
+    }
+
+    async fn line(&mut self) -> String {
+        let mut line = String::new();
+        let n = timeout(IO_TIMEOUT, self.reader.read_line(&mut line))
+            .await
+            .expect("line in time")
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        line
+    }
+
+    /// The next response head and its whole body (Content-Length or chunked).
+    async fn response(&mut self) -> Resp {
+        let status_line = self.line().await;
+        let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let line = self.line().await;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (n, v) = line.split_once(':').unwrap();
+            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+        let mut resp = Resp {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if resp.header("transfer-encoding") == Some("chunked") {
+            while let Some(chunk) = self.chunk().await {
+                resp.body.extend(chunk);
+            }
+        } else {
+            let len: usize = resp
+                .header("content-length")
+                .unwrap_or("0")
+                .parse()
+                .unwrap();
+            let mut body = vec![0; len];
+            timeout(IO_TIMEOUT, self.reader.read_exact(&mut body))
+                .await
+                .expect("body in time")
+                .unwrap();
+            resp.body = body;
+        }
+        resp
+    }
+
+    async fn chunk(&mut self) -> Option<Vec<u8>> {
+        let size = usize::from_str_radix(self.line().await.trim(), 16).unwrap();
+        let mut data = vec![0; size + 2];
+        timeout(IO_TIMEOUT, self.reader.read_exact(&mut data))
+            .await
+            .expect("chunk in time")
+            .unwrap();
+        data.truncate(size);
+        (size > 0).then_some(data)
+    }
+
+    /// Whether the server closes the connection within `within`.
+    async fn closed_within(&mut self, within: Duration) -> bool {
+        let mut sink = Vec::new();
+        timeout(within, self.reader.read_to_end(&mut sink))
+            .await
+            .is_ok()
+    }
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")
+}
+
+fn post_wire(path: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn one_connection_carries_info_a_stream_and_polls_in_order() {
+    let addr = start_gateway(ECHO).await;
+    let mut conn = Conn::open(addr).await;
+    // Pipelined: both requests in one write, answered in order.
+    conn.send(&format!(
+        "{}{}",
+        get("/echo/info"),
+        post_wire("/echo/000/ka/xhr", "")
+    ))
+    .await;
+    let info = conn.response().await;
+    assert_eq!(info.status, 200);
+    assert!(info.header("date").is_some());
+    assert!(String::from_utf8_lossy(&info.body).contains("\"websocket\":true"));
+    let open = conn.response().await;
+    assert_eq!(open.body, b"o\n");
+    assert_eq!(open.header("transfer-encoding"), Some("chunked"));
+    // A stream on the same connection, ended by the response limit... or here by a close.
+    conn.send(&post_wire("/echo/000/ka/xhr_streaming", ""))
+        .await;
+    let status = conn.line().await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    while !conn.line().await.trim_end().is_empty() {}
+    assert_eq!(conn.chunk().await.unwrap().len(), 2049, "the prelude");
+    assert_eq!(
+        post(addr, "/echo/000/ka/xhr_send", b"[\"hi\"]").await.0,
+        204
+    );
+    assert_eq!(conn.chunk().await.unwrap(), b"a[\"hi\"]\n");
+}
+
+#[tokio::test]
+async fn a_request_with_a_body_hands_the_connection_to_hyper_which_keeps_serving_it() {
+    let addr = start_gateway(ECHO).await;
+    let mut conn = Conn::open(addr).await;
+    conn.send(&post_wire("/echo/000/h/xhr", "")).await;
+    assert_eq!(conn.response().await.body, b"o\n");
+    conn.send(&post_wire("/echo/000/h/xhr_send", "[\"x\"]"))
+        .await;
+    assert_eq!(conn.response().await.status, 204);
+    conn.send(&post_wire("/echo/000/h/xhr", "")).await;
+    assert_eq!(conn.response().await.body, b"a[\"x\"]\n");
+    conn.send(&get("/echo/info")).await;
+    assert_eq!(conn.response().await.status, 200);
+}
+
+#[tokio::test]
+async fn connection_close_is_honoured() {
+    let addr = start_gateway(ECHO).await;
+    let mut conn = Conn::open(addr).await;
+    conn.send("GET /echo/info HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await;
+    let resp = conn.response().await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(conn.closed_within(IO_TIMEOUT).await);
+}
+
+#[tokio::test]
+async fn a_head_over_max_header_bytes_gets_431() {
+    let addr = start_gateway(&format!("[server]\nmax_header_bytes = 8192\n{ECHO}")).await;
+    let mut conn = Conn::open(addr).await;
+    conn.send(&format!(
+        "GET /echo/info HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(9000)
+    ))
+    .await;
+    let status = conn.line().await;
+    assert!(status.starts_with("HTTP/1.1 431"), "{status}");
+    assert!(conn.closed_within(IO_TIMEOUT).await);
+}
+
+#[tokio::test]
+async fn a_client_that_aborts_a_stream_ends_its_session() {
+    let addr = start_gateway(ECHO).await;
+    let mut conn = Conn::open(addr).await;
+    conn.send(&post_wire("/echo/000/ab/xhr_streaming", ""))
+        .await;
+    let _ = conn.line().await;
+    while !conn.line().await.trim_end().is_empty() {}
+    let _prelude = conn.chunk().await;
+    assert_eq!(conn.chunk().await.unwrap(), b"o\n");
+    drop(conn);
+    // The abort closes the session (§6.6): it is gone, a send finds nothing.
+    let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let status = post(addr, "/echo/000/ab/xhr_send", b"[\"x\"]").await.0;
+        if status == 404 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "session still open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Open an xhr-streaming receiver on a socket with a tiny receive buffer, optionally after a
+/// first request with a body (which moves the connection to hyper), make the session produce
+/// far more than the socket can hold, and never read. The session must end within the send
+/// time limit plus slack, and the connection must be dropped.
+async fn stalled_stream_is_terminated(through_hyper: bool) {
+    let config = "[[service]]\nprefix = \"/amplify\"\napp = \"amplify\"\nsend_time_limit = 1\n\
+                  max_queued_bytes = 67108864\nresponse_limit = 67108864\n";
+    let addr = start_gateway(config).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (read, writer) = stream.into_split();
+    let mut conn = Conn {
+        reader: BufReader::new(read),
+        writer,
+    };
+    let sid = if through_hyper {
+        "viahyper"
+    } else {
+        "viafront"
+    };
+    if through_hyper {
+        conn.send(&post_wire("/amplify/000/nosuch/xhr_send", "[\"1\"]"))
+            .await;
+        assert_eq!(conn.response().await.status, 404);
+    }
+    conn.send(&post_wire(&format!("/amplify/000/{sid}/xhr_streaming"), ""))
+        .await;
+    let status = conn.line().await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    // 64 requests for 256 KiB each: 16 MiB the client never reads.
+    let many = format!("[{}]", vec!["\"18\""; 64].join(","));
+    assert_eq!(
+        post(
+            addr,
+            &format!("/amplify/000/{sid}/xhr_send"),
+            many.as_bytes()
+        )
+        .await
+        .0,
+        204
+    );
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(
+        post(addr, &format!("/amplify/000/{sid}/xhr_send"), b"[\"1\"]")
+            .await
+            .0,
+        404,
+        "the stalled session was terminated"
+    );
+    assert!(
+        conn.closed_within(Duration::from_secs(10)).await,
+        "the stalled connection was dropped"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_stops_being_read_is_terminated_on_the_front() {
+    stalled_stream_is_terminated(false).await;
+}
+
+#[tokio::test]
+async fn a_stream_that_stops_being_read_is_terminated_on_hyper() {
+    stalled_stream_is_terminated(true).await;
+}
