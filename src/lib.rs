@@ -11,6 +11,7 @@
 pub mod apps;
 pub mod auth;
 pub mod config;
+pub mod limits;
 pub mod server;
 pub mod session;
 pub mod sockjs;

@@ -14,8 +14,9 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::frame;
-use super::limits::{Admission, TokenBucket};
+use super::limits::Admission;
 use crate::config::OverflowStrategy;
+use crate::limits::TokenBucket;
 use crate::session::{
     App, CloseCause, CloseInfo, Inbound, InboundSide, OutMessage, SendError, SessionHandle,
     SessionInfo, SessionSink, new_session,
