@@ -1,8 +1,9 @@
 //! Limits shared by every carrier.
 //!
-//! The token bucket that limits what a client may send per second. It lives here, beside
+//! The SockJS session limits its client's inbound messages and the STOMP core limits inbound
+//! frames on every carrier (TCP included) with the same token bucket. It lives here, beside
 //! `session.rs` rather than inside either sibling, because `sockjs` and `stomp` share nothing
-//! but that seam and both need to limit inbound rates.
+//! but that seam.
 
 use std::time::Instant;
 

@@ -1,7 +1,8 @@
 //! Every per-connection and broker limit of the STOMP core (spec §6, §7.3, §10), proved
 //! through real loopback TCP sockets with small limits: each one is either enforced silently
 //! in the documented way (pending acks hold deliveries back, a full competing queue drops its
-//! oldest message) or answered with an ERROR whose `message` says which limit, then a close.
+//! oldest message) or answered with an ERROR whose `message` says which limit, then a close
+//! (the frame rate closes with its own code, seen in the `Disconnect` event).
 //!
 //! Not repeated here: `max_subscriptions` (`s12` in `stomp_tcp.rs`) and `message_size_limit`
 //! (`f14_f15` there). Every wait is bounded (`common::stomp::WAIT`, or an explicit timeout).
@@ -9,14 +10,14 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use sockjs_gateway::stomp::StompConfig;
 use sockjs_gateway::stomp::frame::{Command, Frame};
+use sockjs_gateway::stomp::{DisconnectCause, StompConfig, StompEvent};
 use tokio::io::AsyncReadExt;
 use tokio::time::timeout;
 
 mod common;
 
-use common::stomp::{Client, competing, start};
+use common::stomp::{Client, WAIT, competing, start};
 
 /// How long "nothing more arrives" is watched for.
 const QUIET_MS: u64 = 300;
@@ -369,4 +370,100 @@ async fn send_buffer_size_limit_terminates_a_client_that_does_not_read() {
     })
     .await;
     assert!(drained.is_ok(), "the slow client's connection never ended");
+}
+
+/// The `Disconnect` event of the next session to end.
+async fn next_disconnect(
+    events: &mut tokio::sync::broadcast::Receiver<StompEvent>,
+) -> (u16, DisconnectCause) {
+    loop {
+        let event = timeout(WAIT, events.recv()).await.unwrap().unwrap();
+        if let StompEvent::Disconnect { code, cause, .. } = event {
+            return (code, cause);
+        }
+    }
+}
+
+#[tokio::test]
+async fn max_frames_per_second_answers_a_tcp_flood_with_error_then_close_4429() {
+    let (addr, app) = start(StompConfig {
+        max_frames_per_second: 100,
+        ..StompConfig::default()
+    })
+    .await;
+    let mut events = app.subscribe_events();
+    // Within the burst of 200 (CONNECT took one token), and heart-beat EOLs spend none.
+    let mut polite = Client::stomp(addr, "1.2", "").await;
+    let mut wire = "\n".repeat(5000);
+    for _ in 0..150 {
+        wire.push_str("SEND\ndestination:/topic/rate\n\nok\0");
+    }
+    wire.push_str("SEND\ndestination:/topic/rate\nreceipt:polite\n\nok\0");
+    polite.send(&wire).await;
+    assert_eq!(polite.frame().await.get("receipt-id"), Some("polite"));
+
+    let mut flood = Client::stomp(addr, "1.2", "").await;
+    let mut wire = String::new();
+    for i in 0..300 {
+        wire.push_str(&format!(
+            "SEND\ndestination:/topic/rate\nreceipt:f{i}\n\nflood\0"
+        ));
+    }
+    flood.send(&wire).await;
+    // The 199 tokens CONNECT left (and the few refilled meanwhile) let that many frames
+    // through; the next one gets the ERROR, with its receipt-id, and nothing after it runs.
+    let mut answered = 0;
+    let error = loop {
+        let frame = flood.frame().await;
+        if frame.command == Command::Error {
+            break frame;
+        }
+        assert_eq!(
+            frame.get("receipt-id"),
+            Some(format!("f{answered}").as_str())
+        );
+        answered += 1;
+    };
+    assert!(
+        (199..=210).contains(&answered),
+        "{answered} frames got through"
+    );
+    assert_eq!(error.get("message"), Some("Rate limit exceeded"));
+    assert_eq!(
+        error.get("receipt-id"),
+        Some(format!("f{answered}").as_str())
+    );
+    assert!(flood.next().await.is_none(), "expected EOF after ERROR");
+    let detail = String::from_utf8_lossy(&error.body).into_owned();
+    assert!(
+        detail.contains("100") && detail.contains("max_frames_per_second"),
+        "the detail names the limit and its key: {detail:?}"
+    );
+    assert_eq!(
+        next_disconnect(&mut events).await,
+        (4429, DisconnectCause::RateLimited)
+    );
+    assert_eq!(app.stats().rate_limited.load(Ordering::Relaxed), 1);
+
+    // The bucket is per connection: the polite client is unaffected.
+    polite
+        .send("SEND\ndestination:/topic/rate\nreceipt:after\n\nok\0")
+        .await;
+    assert_eq!(polite.frame().await.get("receipt-id"), Some("after"));
+}
+
+#[tokio::test]
+async fn max_frames_per_second_zero_disables_the_limit() {
+    let (addr, app) = start(StompConfig {
+        max_frames_per_second: 0,
+        ..StompConfig::default()
+    })
+    .await;
+    let mut c = Client::stomp(addr, "1.2", "").await;
+    // More than the default burst of 10 000 in one write.
+    let mut wire = "SEND\ndestination:/topic/unlimited\n\nx\0".repeat(12_000);
+    wire.push_str("SEND\ndestination:/topic/unlimited\nreceipt:all\n\nx\0");
+    c.send(&wire).await;
+    assert_eq!(c.frame().await.get("receipt-id"), Some("all"));
+    assert_eq!(app.stats().rate_limited.load(Ordering::Relaxed), 0);
 }

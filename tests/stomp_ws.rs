@@ -891,6 +891,23 @@ async fn close_codes_1007_1009_and_4500() {
     );
 }
 
+#[tokio::test]
+async fn the_stomp_frame_rate_closes_the_raw_websocket_with_4429() {
+    let addr = start_gateway(&config("", "max_frames_per_second = 50")).await;
+    // One WebSocket message holding 200 frames: the carrier's message rate never notices, the
+    // STOMP core counts every frame.
+    let mut c = Client::raw_stomp(addr, "1.2", "").await;
+    c.send(&"SEND\ndestination:/topic/rate\n\nx\0".repeat(200))
+        .await;
+    let error = c.frame().await;
+    assert_eq!(
+        error.get("message"),
+        Some("Rate limit exceeded"),
+        "{error:?}"
+    );
+    assert_eq!(c.expect_close(4429).await, "Rate limit exceeded");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Heart-beats (H02-H07)
 // ---------------------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ pub enum DisconnectCause {
     ConnectTimeout,
     /// We sent ERROR and closed.
     ProtocolError,
+    /// The client sent frames faster than `max_frames_per_second`; ERROR, then close 4429.
+    RateLimited,
     /// The transport failed or timed out.
     TransportError,
     /// The server is shutting down.
@@ -202,6 +204,8 @@ pub struct StompStats {
     pub aborts: AtomicU64,
     /// Sessions closed for client heart-beat silence.
     pub heartbeat_timeouts: AtomicU64,
+    /// Sessions closed for sending frames faster than `max_frames_per_second`.
+    pub rate_limited: AtomicU64,
     /// Active subscriptions.
     pub subscriptions: AtomicI64,
 }
