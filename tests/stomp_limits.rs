@@ -2,13 +2,14 @@
 //! through real loopback TCP sockets with small limits: each one is either enforced silently
 //! in the documented way (pending acks hold deliveries back, a full competing queue drops its
 //! oldest message) or answered with an ERROR whose `message` says which limit, then a close
-//! (the frame rate closes with its own code, seen in the `Disconnect` event).
+//! (the frame rate and the idle timeout close with their own codes, seen in the `Disconnect`
+//! event).
 //!
 //! Not repeated here: `max_subscriptions` (`s12` in `stomp_tcp.rs`) and `message_size_limit`
 //! (`f14_f15` there). Every wait is bounded (`common::stomp::WAIT`, or an explicit timeout).
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sockjs_gateway::stomp::frame::{Command, Frame};
 use sockjs_gateway::stomp::{DisconnectCause, StompConfig, StompEvent};
@@ -466,4 +467,59 @@ async fn max_frames_per_second_zero_disables_the_limit() {
     c.send(&wire).await;
     assert_eq!(c.frame().await.get("receipt-id"), Some("all"));
     assert_eq!(app.stats().rate_limited.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn idle_timeout_closes_a_silent_client_with_error_then_close_4408() {
+    let (addr, app) = start(StompConfig {
+        idle_timeout_ms: 300,
+        ..StompConfig::default()
+    })
+    .await;
+    let mut events = app.subscribe_events();
+    let mut c = Client::stomp(addr, "1.2", "").await;
+    let silent_since = Instant::now();
+    let error = c.expect_error_then_close("Idle timeout").await;
+    assert!(silent_since.elapsed() >= Duration::from_millis(250));
+    let detail = String::from_utf8_lossy(&error.body).into_owned();
+    assert!(
+        detail.contains("300") && detail.contains("idle_timeout_ms"),
+        "{detail:?}"
+    );
+    assert_eq!(
+        next_disconnect(&mut events).await,
+        (4408, DisconnectCause::IdleTimeout)
+    );
+    assert_eq!(app.stats().idle_timeouts.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn idle_timeout_spares_clients_that_send_heart_beats_or_frames() {
+    let (addr, app) = start(StompConfig {
+        idle_timeout_ms: 500,
+        ..StompConfig::default()
+    })
+    .await;
+    let mut beating = Client::stomp(addr, "1.2", "").await;
+    let mut talking = Client::stomp(addr, "1.2", "").await;
+    // Three times the timeout, each client sending something every 100 ms.
+    for i in 0..15 {
+        beating.send("\n").await;
+        talking
+            .send(&format!(
+                "SEND\ndestination:/topic/idle\nreceipt:t{i}\n\nx\0"
+            ))
+            .await;
+        assert_eq!(
+            talking.frame().await.get("receipt-id"),
+            Some(format!("t{i}").as_str())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for c in [&mut beating, &mut talking] {
+        c.send("SEND\ndestination:/topic/idle\nreceipt:open\n\nx\0")
+            .await;
+        assert_eq!(c.frame().await.get("receipt-id"), Some("open"));
+    }
+    assert_eq!(app.stats().idle_timeouts.load(Ordering::Relaxed), 0);
 }

@@ -908,6 +908,15 @@ async fn the_stomp_frame_rate_closes_the_raw_websocket_with_4429() {
     assert_eq!(c.expect_close(4429).await, "Rate limit exceeded");
 }
 
+#[tokio::test]
+async fn the_stomp_idle_timeout_closes_the_raw_websocket_with_4408() {
+    let addr = start_gateway(&config("", "idle_timeout_ms = 300")).await;
+    let mut c = Client::raw_stomp(addr, "1.2", "").await;
+    let error = c.frame().await;
+    assert_eq!(error.get("message"), Some("Idle timeout"), "{error:?}");
+    assert_eq!(c.expect_close(4408).await, "Idle timeout");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Heart-beats (H02-H07)
 // ---------------------------------------------------------------------------------------------

@@ -48,6 +48,10 @@ pub struct StompConfig {
     /// Inbound frames one connection may send per second, on every carrier (token bucket
     /// refill rate; the burst is twice that); 0 disables the limit.
     pub max_frames_per_second: u32,
+    /// How long a connected session may go without sending a byte (frame or heart-beat EOL)
+    /// before ERROR `Idle timeout` closes it; 0 (the default) disables it, because spec H01
+    /// has a `heart-beat:0,0` session idle for 40 s stay open.
+    pub idle_timeout_ms: u64,
     /// Destination prefixes forwarded to the application handler.
     pub application_prefixes: Vec<String>,
     /// Destination prefixes served by the embedded broker; empty means "everything else".
@@ -103,6 +107,7 @@ impl Default for StompConfig {
             send_buffer_size_limit: 512 * 1024,
             send_time_limit_ms: 10_000,
             max_frames_per_second: 5_000,
+            idle_timeout_ms: 0,
             application_prefixes: vec!["/app".into()],
             broker_prefixes: vec!["/topic".into(), "/queue".into()],
             user_prefix: "/user/".into(),
@@ -273,6 +278,15 @@ mod tests {
             let err = toml::from_str::<StompConfig>(bad).unwrap_err().to_string();
             assert!(err.contains("max_frames_per_second"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn idle_timeout_is_off_by_default() {
+        assert_eq!(StompConfig::default().idle_timeout_ms, 0);
+        let config: StompConfig = toml::from_str("idle_timeout_ms = 500").unwrap();
+        assert_eq!(config.idle_timeout_ms, 500);
+        let err = toml::from_str::<StompConfig>("idle_timeout_ms = -5").unwrap_err();
+        assert!(err.to_string().contains("idle_timeout_ms"), "{err}");
     }
 
     #[test]

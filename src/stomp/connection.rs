@@ -3,7 +3,8 @@
 //! [`Connection`] is synchronous and free of I/O: it is fed inbound bytes and clock ticks, and
 //! it writes through its [`Outbound`] and the broker. That keeps every protocol rule testable
 //! with an in-memory carrier. [`run`] is the per-session task: it owns the connection, feeds it
-//! the session's messages in order, and wakes it for the connect timeout and heart-beats.
+//! the session's messages in order, and wakes it for the connect timeout, heart-beats and the
+//! idle timeout.
 //!
 //! Every protocol error is fatal (spec §9, "one rule"): the connection sends ERROR (with the
 //! offending frame's `receipt-id`), asks the carrier to close (carriers flush before closing),
@@ -61,6 +62,8 @@ enum ErrorKind {
     /// The client sent frames faster than `max_frames_per_second`: close 4429, the code the
     /// SockJS carriers use for their message rate.
     RateLimited,
+    /// Nothing arrived for `idle_timeout_ms`: close 4408.
+    IdleTimeout,
 }
 
 impl ErrorKind {
@@ -69,6 +72,7 @@ impl ErrorKind {
         match self {
             ErrorKind::Protocol => (DisconnectCause::ProtocolError, 1002),
             ErrorKind::RateLimited => (DisconnectCause::RateLimited, 4429),
+            ErrorKind::IdleTimeout => (DisconnectCause::IdleTimeout, 4408),
         }
     }
 }
@@ -92,6 +96,18 @@ impl StompError {
                     "more than {rate} frames per second (burst {}); the limit is [stomp] \
                      max_frames_per_second",
                     u64::from(rate) * 2
+                ),
+            )
+        }
+    }
+
+    fn idle_timeout(timeout_ms: u64) -> StompError {
+        StompError {
+            kind: ErrorKind::IdleTimeout,
+            ..StompError::new(
+                "Idle timeout",
+                format!(
+                    "nothing received for {timeout_ms} ms; the limit is [stomp] idle_timeout_ms"
                 ),
             )
         }
@@ -911,10 +927,18 @@ impl Connection {
                 write
                     .into_iter()
                     .chain(read)
+                    .chain(self.idle_deadline_ms())
                     .chain(established.expires_ms)
                     .min()
             }
         }
+    }
+
+    /// When a connected session that keeps silent is cut off (`idle_timeout_ms`), if ever.
+    /// Before CONNECT the connect timeout bounds silence instead.
+    fn idle_deadline_ms(&self) -> Option<u64> {
+        let timeout = self.core.config.idle_timeout_ms;
+        (timeout > 0).then(|| self.last_received_ms.saturating_add(timeout))
     }
 
     fn read_window_ms(&self, hb: Heartbeats) -> u64 {
@@ -955,6 +979,16 @@ impl Connection {
                         1002,
                         "Heart-beat timeout",
                     );
+                    return Flow::Closed;
+                }
+                if self
+                    .idle_deadline_ms()
+                    .is_some_and(|deadline| now >= deadline)
+                {
+                    let timeout = self.core.config.idle_timeout_ms;
+                    bump(&self.core.stats.idle_timeouts);
+                    tracing::debug!(session = %self.id, idle_timeout_ms = timeout, "nothing received within the idle timeout; closing");
+                    self.fail(StompError::idle_timeout(timeout), None);
                     return Flow::Closed;
                 }
                 if hb.server_ms > 0 && now >= established.out.last_write_ms() + hb.server_ms {
@@ -1550,6 +1584,40 @@ mod tests {
         let wire = "SEND\ndestination:/topic/a\n\n\0".repeat(50_000);
         assert_eq!(c.feed(&wire), Flow::Open);
         assert_eq!(c.sink.closed_with(), None);
+    }
+
+    #[test]
+    fn idle_timeout_is_off_by_default_and_closes_4408_when_set() {
+        // Spec H01: a heart-beat:0,0 session has no timer at all by default.
+        let core_default = core(StompConfig::default());
+        let c = Client::connect(&core_default, "1.2");
+        assert_eq!(c.connection.next_deadline_ms(), None);
+
+        let idle = core(StompConfig {
+            idle_timeout_ms: 1000,
+            ..StompConfig::default()
+        });
+        // Before CONNECT the connect timeout alone bounds silence.
+        let waiting = client(&idle);
+        let opened = waiting.connection.next_deadline_ms().unwrap();
+        assert!(opened >= now_ms() + 59_000, "{opened}");
+
+        let mut c = Client::connect(&idle, "1.2");
+        let deadline = c.connection.next_deadline_ms().unwrap();
+        assert!(deadline <= now_ms() + 1000);
+        assert_eq!(c.connection.on_tick(deadline - 1), Flow::Open);
+        assert!(c.frames().is_empty());
+        assert_eq!(c.connection.on_tick(deadline), Flow::Closed);
+        let error = c.last();
+        assert_eq!(error.get("message"), Some("Idle timeout"));
+        assert!(String::from_utf8_lossy(&error.body).contains("idle_timeout_ms"));
+        assert_eq!(c.sink.closed_with(), Some((4408, "Idle timeout".into())));
+        assert_eq!(
+            idle.stats
+                .idle_timeouts
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub enum DisconnectCause {
     ProtocolError,
     /// The client sent frames faster than `max_frames_per_second`; ERROR, then close 4429.
     RateLimited,
+    /// Nothing arrived for `idle_timeout_ms`; ERROR, then close 4408.
+    IdleTimeout,
     /// The transport failed or timed out.
     TransportError,
     /// The server is shutting down.
@@ -206,6 +208,8 @@ pub struct StompStats {
     pub heartbeat_timeouts: AtomicU64,
     /// Sessions closed for sending frames faster than `max_frames_per_second`.
     pub rate_limited: AtomicU64,
+    /// Sessions closed because nothing arrived for `idle_timeout_ms`.
+    pub idle_timeouts: AtomicU64,
     /// Active subscriptions.
     pub subscriptions: AtomicI64,
 }
