@@ -1,24 +1,27 @@
 //! Every per-connection and broker limit of the STOMP core (spec §6, §7.3, §10), proved
 //! through real loopback TCP sockets with small limits: each one is either enforced silently
 //! in the documented way (pending acks hold deliveries back, a full competing queue drops its
-//! oldest message) or answered with an ERROR whose `message` says which limit, then a close
-//! (the frame rate and the idle timeout close with their own codes, seen in the `Disconnect`
-//! event).
+//! oldest message, `overflow_strategy = "drop"` discards the oldest queued MESSAGEs) or
+//! answered with an ERROR whose `message` says which limit, then a close (the frame rate and
+//! the idle timeout close with their own codes, seen in the `Disconnect` event).
 //!
 //! Not repeated here: `max_subscriptions` (`s12` in `stomp_tcp.rs`) and `message_size_limit`
 //! (`f14_f15` there). Every wait is bounded (`common::stomp::WAIT`, or an explicit timeout).
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use sockjs_gateway::config::OverflowStrategy;
 use sockjs_gateway::stomp::frame::{Command, Frame};
 use sockjs_gateway::stomp::{DisconnectCause, StompConfig, StompEvent};
 use tokio::io::AsyncReadExt;
+use tokio::net::TcpSocket;
 use tokio::time::timeout;
 
 mod common;
 
-use common::stomp::{Client, WAIT, competing, start};
+use common::stomp::{Client, WAIT, client_parser, competing, connect_frame, start};
 
 /// How long "nothing more arrives" is watched for.
 const QUIET_MS: u64 = 300;
@@ -522,4 +525,107 @@ async fn idle_timeout_spares_clients_that_send_heart_beats_or_frames() {
         assert_eq!(c.frame().await.get("receipt-id"), Some("open"));
     }
     assert_eq!(app.stats().idle_timeouts.load(Ordering::Relaxed), 0);
+}
+
+/// The number in a `m{n}` MESSAGE body.
+fn number(frame: &Frame) -> usize {
+    let text = body(frame);
+    text[1..text.find('-').unwrap()].parse().unwrap()
+}
+
+#[tokio::test]
+async fn overflow_drop_keeps_a_subscriber_that_does_not_read_with_its_receipts_and_the_newest_messages()
+ {
+    let (addr, app) = start(StompConfig {
+        send_buffer_size_limit: 64 * 1024,
+        overflow_strategy: OverflowStrategy::Drop,
+        // Long enough that only the buffer bound matters.
+        send_time_limit_ms: 60_000,
+        ..StompConfig::default()
+    })
+    .await;
+    let dropped = || app.stats().dropped_overflow.load(Ordering::Relaxed);
+    // A small receive buffer, so the kernel absorbs little before the queue fills.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = Client {
+        stream: socket.connect(addr).await.unwrap(),
+        parser: client_parser(),
+        raw: Vec::new(),
+        pending: VecDeque::new(),
+    };
+    slow.send(&connect_frame("1.2", "")).await;
+    assert_eq!(slow.frame().await.command, Command::Connected);
+    slow.subscribe("0", "/topic/drop", "").await;
+
+    let mut publisher = Client::stomp(addr, "1.2", "").await;
+    let pad = "p".repeat(8 * 1024);
+    let mut published = 0;
+    let mut publish_more = async |publisher: &mut Client, n: usize| {
+        let batch: Vec<String> = (published..published + n)
+            .map(|i| format!("m{i}-{pad}"))
+            .collect();
+        publish(publisher, "/topic/drop", &batch).await;
+        published += n;
+        published
+    };
+    // Until a whole batch is discarded: the writer could not take a single frame between two
+    // batches, so the socket is full, the writer is blocked and the queue stays full.
+    let before_mid = loop {
+        let before = dropped();
+        let total = publish_more(&mut publisher, 16).await;
+        if dropped() - before == 16 {
+            break total;
+        }
+        assert!(total < 4000, "the queue never stayed full");
+    };
+    // This RECEIPT waits in the full queue while newer MESSAGEs push older ones out.
+    slow.send("BEGIN\ntransaction:t\nreceipt:mid\n\n\0").await;
+    let stats = app.stats();
+    timeout(WAIT, async {
+        while stats.frames_received(Command::Begin) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let total = publish_more(&mut publisher, 64).await;
+    // Asked for after everything was published, so it is the last frame queued.
+    slow.send("ABORT\ntransaction:t\nreceipt:late\n\n\0").await;
+
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    let mut receipts = Vec::new();
+    loop {
+        let frame = slow.frame().await;
+        match frame.command {
+            Command::Message if receipts.is_empty() => before.push(number(&frame)),
+            Command::Message => after.push(number(&frame)),
+            Command::Receipt => {
+                let id = frame.get("receipt-id").unwrap().to_owned();
+                receipts.push(id.clone());
+                if id == "late" {
+                    break;
+                }
+            }
+            _ => panic!("unexpected {frame:?}"),
+        }
+    }
+    assert_eq!(receipts, ["mid", "late"]);
+    assert!(before.iter().all(|&n| n < before_mid), "{before:?}");
+    assert!(after.iter().all(|&n| n >= before_mid), "{after:?}");
+    let numbers: Vec<usize> = before.iter().chain(&after).copied().collect();
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "in order, with gaps: {numbers:?}"
+    );
+    assert_eq!(numbers.last(), Some(&(total - 1)), "the newest arrived");
+    // Every message was either written or counted as dropped.
+    assert_eq!(numbers.len() as u64 + dropped(), total as u64);
+    assert!(numbers.len() < total);
+    assert_eq!(app.stats().send_limit_closes.load(Ordering::Relaxed), 0);
+    slow.send("SEND\ndestination:/topic/none\nreceipt:still-open\n\n\0")
+        .await;
+    assert_eq!(slow.frame().await.get("receipt-id"), Some("still-open"));
 }

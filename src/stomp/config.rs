@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::frame::FrameLimits;
+use crate::config::OverflowStrategy;
 use crate::limits::TokenBucket;
 
 /// Everything the STOMP core can be configured with.
@@ -45,6 +46,9 @@ pub struct StompConfig {
     pub send_buffer_size_limit: usize,
     /// The longest a single write may stay blocked on a client that does not read.
     pub send_time_limit_ms: u64,
+    /// What the TCP carrier does when a client's queue would pass `send_buffer_size_limit`:
+    /// close it, or discard its oldest queued MESSAGE frames.
+    pub overflow_strategy: OverflowStrategy,
     /// Inbound frames one connection may send per second, on every carrier (token bucket
     /// refill rate; the burst is twice that); 0 disables the limit.
     pub max_frames_per_second: u32,
@@ -106,6 +110,7 @@ impl Default for StompConfig {
             max_queue_bytes: 64 * 1024 * 1024,
             send_buffer_size_limit: 512 * 1024,
             send_time_limit_ms: 10_000,
+            overflow_strategy: OverflowStrategy::Terminate,
             max_frames_per_second: 5_000,
             idle_timeout_ms: 0,
             application_prefixes: vec!["/app".into()],
@@ -287,6 +292,16 @@ mod tests {
         assert_eq!(config.idle_timeout_ms, 500);
         let err = toml::from_str::<StompConfig>("idle_timeout_ms = -5").unwrap_err();
         assert!(err.to_string().contains("idle_timeout_ms"), "{err}");
+    }
+
+    #[test]
+    fn overflow_strategy_defaults_to_terminate() {
+        let default = StompConfig::default();
+        assert_eq!(default.overflow_strategy, OverflowStrategy::Terminate);
+        let config: StompConfig = toml::from_str("overflow_strategy = \"drop\"").unwrap();
+        assert_eq!(config.overflow_strategy, OverflowStrategy::Drop);
+        let err = toml::from_str::<StompConfig>("overflow_strategy = \"discard\"").unwrap_err();
+        assert!(err.to_string().contains("overflow_strategy"), "{err}");
     }
 
     #[test]

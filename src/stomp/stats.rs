@@ -184,7 +184,8 @@ pub struct StompStats {
     pub dropped_no_subscriber: AtomicU64,
     /// SENDs to destinations no prefix matches.
     pub dropped_unroutable: AtomicU64,
-    /// Deliveries refused because a session's buffers were full.
+    /// Deliveries refused because a session's buffers were full, or discarded from its full
+    /// queue under `overflow_strategy = "drop"`.
     pub dropped_overflow: AtomicU64,
     /// Binary MESSAGEs not deliverable over a text-only carrier.
     pub dropped_unencodable: AtomicU64,
