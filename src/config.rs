@@ -99,7 +99,8 @@ impl Default for ServerConfig {
 pub enum OverflowStrategy {
     /// Close the session with 4500 "Send limit exceeded".
     Terminate,
-    /// Discard the oldest queued messages.
+    /// Discard the oldest queued messages the application marked droppable (STOMP MESSAGE
+    /// frames), or refuse the new one when that cannot make room.
     Drop,
 }
 

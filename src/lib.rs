@@ -12,6 +12,7 @@ pub mod apps;
 pub mod auth;
 pub mod config;
 pub mod front;
+pub mod limits;
 pub mod server;
 pub mod session;
 pub mod sockjs;

@@ -8,7 +8,9 @@
 //! Outbound messages are [`OutMessage`]s: cheap to clone, so a fan-out builds one and hands
 //! the same bytes to every subscriber. A carrier that must re-encode a message (SockJS quotes
 //! it as a JSON string) caches that encoding inside the message, so it is computed once per
-//! message, not once per receiving session.
+//! message, not once per receiving session. A message may also be marked droppable: carriers
+//! cannot parse what they carry, so the application says which messages its client can afford
+//! to miss when a full queue must make room (`overflow_strategy = "drop"`).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -168,6 +170,7 @@ pub struct OutMessage {
     inner: Arc<OutInner>,
 }
 
+#[derive(Clone)]
 struct OutInner {
     /// The payload bytes (UTF-8 for text messages).
     payload: Bytes,
@@ -175,6 +178,15 @@ struct OutInner {
     is_text: bool,
     /// A carrier's re-encoding of the payload, computed once on first use.
     encoded: OnceLock<Bytes>,
+    /// Who is told when a carrier discards this message on overflow; None: never discarded.
+    on_drop: Option<Arc<dyn DropObserver>>,
+}
+
+/// Told when a carrier discards a droppable message unsent to make room for a newer one, so
+/// the application can count what its client missed.
+pub trait DropObserver: Send + Sync + 'static {
+    /// One message was discarded.
+    fn message_dropped(&self);
 }
 
 impl OutMessage {
@@ -200,8 +212,22 @@ impl OutMessage {
                 payload,
                 is_text,
                 encoded: OnceLock::new(),
+                on_drop: None,
             }),
         }
+    }
+
+    /// This message, marked as one a carrier may discard unsent, oldest first, when the
+    /// session's queue overflows under `overflow_strategy = "drop"`; `observer` is told of each
+    /// discard. Unmarked messages (replies, errors, heart-beats) are never discarded.
+    pub fn droppable(mut self, observer: Arc<dyn DropObserver>) -> Self {
+        Arc::make_mut(&mut self.inner).on_drop = Some(observer);
+        self
+    }
+
+    /// Whether a carrier may discard this message on overflow.
+    pub fn is_droppable(&self) -> bool {
+        self.inner.on_drop.is_some()
     }
 
     /// The payload bytes.
@@ -244,8 +270,47 @@ impl fmt::Debug for OutMessage {
         f.debug_struct("OutMessage")
             .field("len", &self.len())
             .field("is_text", &self.is_text())
+            .field("droppable", &self.is_droppable())
             .finish()
     }
+}
+
+/// Make room in a carrier's outbound queue under `overflow_strategy = "drop"`: discard the
+/// oldest droppable messages until at least `needed` bytes are freed, keep every other message
+/// in order, and tell each discarded message's observer. Returns the bytes freed, or None
+/// without discarding anything when all droppable messages together hold fewer than `needed`
+/// bytes: losing them would not make room.
+pub fn discard_oldest_droppable(queue: &mut VecDeque<OutMessage>, needed: usize) -> Option<usize> {
+    let mut droppable = 0;
+    for message in queue.iter().filter(|m| m.is_droppable()) {
+        if droppable >= needed {
+            break;
+        }
+        droppable += message.len();
+    }
+    if droppable < needed {
+        return None;
+    }
+    let mut freed = 0;
+    // Kept messages gather at the front, so each discard sits next to them and removing it
+    // moves only those few.
+    let mut kept = 0;
+    while freed < needed {
+        let Some(message) = queue.get(kept) else {
+            break;
+        };
+        if !message.is_droppable() {
+            kept += 1;
+            continue;
+        }
+        if let Some(message) = queue.remove(kept) {
+            freed += message.len();
+            if let Some(observer) = &message.inner.on_drop {
+                observer.message_dropped();
+            }
+        }
+    }
+    Some(freed)
 }
 
 /// Why a send was refused.
@@ -254,8 +319,9 @@ pub enum SendError {
     /// The session is closing or closed; the message was discarded.
     #[error("session is closed")]
     Closed,
-    /// The outbound queue is full; the session was closed with 4500 "Send limit exceeded".
-    #[error("outbound queue limit exceeded; session closed")]
+    /// The outbound queue is full and the message was refused; under `terminate` the session
+    /// was also closed with 4500 "Send limit exceeded".
+    #[error("outbound queue limit exceeded")]
     LimitExceeded,
 }
 
@@ -523,4 +589,66 @@ pub fn next_log_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts discards.
+    #[derive(Default)]
+    struct Discards(AtomicUsize);
+
+    impl DropObserver for Discards {
+        fn message_dropped(&self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn texts(queue: &VecDeque<OutMessage>) -> Vec<String> {
+        queue.iter().map(|m| m.as_text().into_owned()).collect()
+    }
+
+    #[test]
+    fn discards_only_droppable_messages_oldest_first() {
+        let discards = Arc::new(Discards::default());
+        let droppable = |text: &str| OutMessage::text(text).droppable(discards.clone());
+        let mut queue: VecDeque<OutMessage> = [
+            OutMessage::text("receipt"),
+            droppable("m1"),
+            droppable("m2"),
+            OutMessage::text("error"),
+            droppable("m3"),
+        ]
+        .into();
+        assert_eq!(discard_oldest_droppable(&mut queue, 3), Some(4));
+        assert_eq!(texts(&queue), ["receipt", "error", "m3"]);
+        assert_eq!(discards.0.load(Ordering::Relaxed), 2);
+        assert_eq!(discard_oldest_droppable(&mut queue, 0), Some(0));
+    }
+
+    #[test]
+    fn discards_nothing_when_the_droppable_messages_cannot_make_room() {
+        let discards = Arc::new(Discards::default());
+        let mut queue: VecDeque<OutMessage> = [
+            OutMessage::text("receipt"),
+            OutMessage::text("m1").droppable(discards.clone()),
+        ]
+        .into();
+        assert_eq!(discard_oldest_droppable(&mut queue, 3), None);
+        assert_eq!(texts(&queue), ["receipt", "m1"]);
+        assert_eq!(discards.0.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn marking_keeps_the_payload_and_the_encoding_cache() {
+        let message = OutMessage::text("hi");
+        let encoded = message.encoded(|t| Bytes::from(format!("[{t}]")));
+        let marked = message.droppable(Arc::new(Discards::default()));
+        assert!(marked.is_droppable());
+        assert_eq!(marked.payload(), &Bytes::from_static(b"hi"));
+        assert_eq!(marked.encoded(|_| Bytes::new()), encoded);
+        assert!(!OutMessage::text("hi").is_droppable());
+    }
 }

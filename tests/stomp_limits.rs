@@ -1,22 +1,27 @@
 //! Every per-connection and broker limit of the STOMP core (spec §6, §7.3, §10), proved
 //! through real loopback TCP sockets with small limits: each one is either enforced silently
 //! in the documented way (pending acks hold deliveries back, a full competing queue drops its
-//! oldest message) or answered with an ERROR whose `message` says which limit, then a close.
+//! oldest message, `overflow_strategy = "drop"` discards the oldest queued MESSAGEs) or
+//! answered with an ERROR whose `message` says which limit, then a close (the frame rate and
+//! the idle timeout close with their own codes, seen in the `Disconnect` event).
 //!
 //! Not repeated here: `max_subscriptions` (`s12` in `stomp_tcp.rs`) and `message_size_limit`
 //! (`f14_f15` there). Every wait is bounded (`common::stomp::WAIT`, or an explicit timeout).
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sockjs_gateway::stomp::StompConfig;
+use sockjs_gateway::config::OverflowStrategy;
 use sockjs_gateway::stomp::frame::{Command, Frame};
+use sockjs_gateway::stomp::{DisconnectCause, StompConfig, StompEvent};
 use tokio::io::AsyncReadExt;
+use tokio::net::TcpSocket;
 use tokio::time::timeout;
 
 mod common;
 
-use common::stomp::{Client, competing, start};
+use common::stomp::{Client, WAIT, client_parser, competing, connect_frame, start};
 
 /// How long "nothing more arrives" is watched for.
 const QUIET_MS: u64 = 300;
@@ -369,4 +374,258 @@ async fn send_buffer_size_limit_terminates_a_client_that_does_not_read() {
     })
     .await;
     assert!(drained.is_ok(), "the slow client's connection never ended");
+}
+
+/// The `Disconnect` event of the next session to end.
+async fn next_disconnect(
+    events: &mut tokio::sync::broadcast::Receiver<StompEvent>,
+) -> (u16, DisconnectCause) {
+    loop {
+        let event = timeout(WAIT, events.recv()).await.unwrap().unwrap();
+        if let StompEvent::Disconnect { code, cause, .. } = event {
+            return (code, cause);
+        }
+    }
+}
+
+#[tokio::test]
+async fn max_frames_per_second_answers_a_tcp_flood_with_error_then_close_4429() {
+    let (addr, app) = start(StompConfig {
+        max_frames_per_second: 100,
+        ..StompConfig::default()
+    })
+    .await;
+    let mut events = app.subscribe_events();
+    // Within the burst of 200 (CONNECT took one token), and heart-beat EOLs spend none.
+    let mut polite = Client::stomp(addr, "1.2", "").await;
+    let mut wire = "\n".repeat(5000);
+    for _ in 0..150 {
+        wire.push_str("SEND\ndestination:/topic/rate\n\nok\0");
+    }
+    wire.push_str("SEND\ndestination:/topic/rate\nreceipt:polite\n\nok\0");
+    polite.send(&wire).await;
+    assert_eq!(polite.frame().await.get("receipt-id"), Some("polite"));
+
+    let mut flood = Client::stomp(addr, "1.2", "").await;
+    let mut wire = String::new();
+    for i in 0..300 {
+        wire.push_str(&format!(
+            "SEND\ndestination:/topic/rate\nreceipt:f{i}\n\nflood\0"
+        ));
+    }
+    flood.send(&wire).await;
+    // The 199 tokens CONNECT left (and the few refilled meanwhile) let that many frames
+    // through; the next one gets the ERROR, with its receipt-id, and nothing after it runs.
+    let mut answered = 0;
+    let error = loop {
+        let frame = flood.frame().await;
+        if frame.command == Command::Error {
+            break frame;
+        }
+        assert_eq!(
+            frame.get("receipt-id"),
+            Some(format!("f{answered}").as_str())
+        );
+        answered += 1;
+    };
+    assert!(
+        (199..=210).contains(&answered),
+        "{answered} frames got through"
+    );
+    assert_eq!(error.get("message"), Some("Rate limit exceeded"));
+    assert_eq!(
+        error.get("receipt-id"),
+        Some(format!("f{answered}").as_str())
+    );
+    assert!(flood.next().await.is_none(), "expected EOF after ERROR");
+    let detail = String::from_utf8_lossy(&error.body).into_owned();
+    assert!(
+        detail.contains("100") && detail.contains("max_frames_per_second"),
+        "the detail names the limit and its key: {detail:?}"
+    );
+    assert_eq!(
+        next_disconnect(&mut events).await,
+        (4429, DisconnectCause::RateLimited)
+    );
+    assert_eq!(app.stats().rate_limited.load(Ordering::Relaxed), 1);
+
+    // The bucket is per connection: the polite client is unaffected.
+    polite
+        .send("SEND\ndestination:/topic/rate\nreceipt:after\n\nok\0")
+        .await;
+    assert_eq!(polite.frame().await.get("receipt-id"), Some("after"));
+}
+
+#[tokio::test]
+async fn max_frames_per_second_zero_disables_the_limit() {
+    let (addr, app) = start(StompConfig {
+        max_frames_per_second: 0,
+        ..StompConfig::default()
+    })
+    .await;
+    let mut c = Client::stomp(addr, "1.2", "").await;
+    // More than the default burst of 10 000 in one write.
+    let mut wire = "SEND\ndestination:/topic/unlimited\n\nx\0".repeat(12_000);
+    wire.push_str("SEND\ndestination:/topic/unlimited\nreceipt:all\n\nx\0");
+    c.send(&wire).await;
+    assert_eq!(c.frame().await.get("receipt-id"), Some("all"));
+    assert_eq!(app.stats().rate_limited.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn idle_timeout_closes_a_silent_client_with_error_then_close_4408() {
+    let (addr, app) = start(StompConfig {
+        idle_timeout_ms: 300,
+        ..StompConfig::default()
+    })
+    .await;
+    let mut events = app.subscribe_events();
+    let mut c = Client::stomp(addr, "1.2", "").await;
+    let silent_since = Instant::now();
+    let error = c.expect_error_then_close("Idle timeout").await;
+    assert!(silent_since.elapsed() >= Duration::from_millis(250));
+    let detail = String::from_utf8_lossy(&error.body).into_owned();
+    assert!(
+        detail.contains("300") && detail.contains("idle_timeout_ms"),
+        "{detail:?}"
+    );
+    assert_eq!(
+        next_disconnect(&mut events).await,
+        (4408, DisconnectCause::IdleTimeout)
+    );
+    assert_eq!(app.stats().idle_timeouts.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn idle_timeout_spares_clients_that_send_heart_beats_or_frames() {
+    let (addr, app) = start(StompConfig {
+        idle_timeout_ms: 500,
+        ..StompConfig::default()
+    })
+    .await;
+    let mut beating = Client::stomp(addr, "1.2", "").await;
+    let mut talking = Client::stomp(addr, "1.2", "").await;
+    // Three times the timeout, each client sending something every 100 ms.
+    for i in 0..15 {
+        beating.send("\n").await;
+        talking
+            .send(&format!(
+                "SEND\ndestination:/topic/idle\nreceipt:t{i}\n\nx\0"
+            ))
+            .await;
+        assert_eq!(
+            talking.frame().await.get("receipt-id"),
+            Some(format!("t{i}").as_str())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for c in [&mut beating, &mut talking] {
+        c.send("SEND\ndestination:/topic/idle\nreceipt:open\n\nx\0")
+            .await;
+        assert_eq!(c.frame().await.get("receipt-id"), Some("open"));
+    }
+    assert_eq!(app.stats().idle_timeouts.load(Ordering::Relaxed), 0);
+}
+
+/// The number in a `m{n}` MESSAGE body.
+fn number(frame: &Frame) -> usize {
+    let text = body(frame);
+    text[1..text.find('-').unwrap()].parse().unwrap()
+}
+
+#[tokio::test]
+async fn overflow_drop_keeps_a_subscriber_that_does_not_read_with_its_receipts_and_the_newest_messages()
+ {
+    let (addr, app) = start(StompConfig {
+        send_buffer_size_limit: 64 * 1024,
+        overflow_strategy: OverflowStrategy::Drop,
+        // Long enough that only the buffer bound matters.
+        send_time_limit_ms: 60_000,
+        ..StompConfig::default()
+    })
+    .await;
+    let dropped = || app.stats().dropped_overflow.load(Ordering::Relaxed);
+    // A small receive buffer, so the kernel absorbs little before the queue fills.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = Client {
+        stream: socket.connect(addr).await.unwrap(),
+        parser: client_parser(),
+        raw: Vec::new(),
+        pending: VecDeque::new(),
+    };
+    slow.send(&connect_frame("1.2", "")).await;
+    assert_eq!(slow.frame().await.command, Command::Connected);
+    slow.subscribe("0", "/topic/drop", "").await;
+
+    let mut publisher = Client::stomp(addr, "1.2", "").await;
+    let pad = "p".repeat(8 * 1024);
+    let mut published = 0;
+    let mut publish_more = async |publisher: &mut Client, n: usize| {
+        let batch: Vec<String> = (published..published + n)
+            .map(|i| format!("m{i}-{pad}"))
+            .collect();
+        publish(publisher, "/topic/drop", &batch).await;
+        published += n;
+        published
+    };
+    // Until a whole batch is discarded: the writer could not take a single frame between two
+    // batches, so the socket is full, the writer is blocked and the queue stays full.
+    let before_mid = loop {
+        let before = dropped();
+        let total = publish_more(&mut publisher, 16).await;
+        if dropped() - before == 16 {
+            break total;
+        }
+        assert!(total < 4000, "the queue never stayed full");
+    };
+    // This RECEIPT waits in the full queue while newer MESSAGEs push older ones out.
+    slow.send("BEGIN\ntransaction:t\nreceipt:mid\n\n\0").await;
+    let stats = app.stats();
+    timeout(WAIT, async {
+        while stats.frames_received(Command::Begin) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let total = publish_more(&mut publisher, 64).await;
+    // Asked for after everything was published, so it is the last frame queued.
+    slow.send("ABORT\ntransaction:t\nreceipt:late\n\n\0").await;
+
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    let mut receipts = Vec::new();
+    loop {
+        let frame = slow.frame().await;
+        match frame.command {
+            Command::Message if receipts.is_empty() => before.push(number(&frame)),
+            Command::Message => after.push(number(&frame)),
+            Command::Receipt => {
+                let id = frame.get("receipt-id").unwrap().to_owned();
+                receipts.push(id.clone());
+                if id == "late" {
+                    break;
+                }
+            }
+            _ => panic!("unexpected {frame:?}"),
+        }
+    }
+    assert_eq!(receipts, ["mid", "late"]);
+    assert!(before.iter().all(|&n| n < before_mid), "{before:?}");
+    assert!(after.iter().all(|&n| n >= before_mid), "{after:?}");
+    let numbers: Vec<usize> = before.iter().chain(&after).copied().collect();
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "in order, with gaps: {numbers:?}"
+    );
+    assert_eq!(numbers.last(), Some(&(total - 1)), "the newest arrived");
+    // Every message was either written or counted as dropped.
+    assert_eq!(numbers.len() as u64 + dropped(), total as u64);
+    assert!(numbers.len() < total);
+    assert_eq!(app.stats().send_limit_closes.load(Ordering::Relaxed), 0);
+    slow.send("SEND\ndestination:/topic/none\nreceipt:still-open\n\n\0")
+        .await;
+    assert_eq!(slow.frame().await.get("receipt-id"), Some("still-open"));
 }

@@ -891,6 +891,107 @@ async fn close_codes_1007_1009_and_4500() {
     );
 }
 
+#[tokio::test]
+async fn the_stomp_frame_rate_closes_the_raw_websocket_with_4429() {
+    let addr = start_gateway(&config("", "max_frames_per_second = 50")).await;
+    // One WebSocket message holding 200 frames: the carrier's message rate never notices, the
+    // STOMP core counts every frame.
+    let mut c = Client::raw_stomp(addr, "1.2", "").await;
+    c.send(&"SEND\ndestination:/topic/rate\n\nx\0".repeat(200))
+        .await;
+    let error = c.frame().await;
+    assert_eq!(
+        error.get("message"),
+        Some("Rate limit exceeded"),
+        "{error:?}"
+    );
+    assert_eq!(c.expect_close(4429).await, "Rate limit exceeded");
+}
+
+#[tokio::test]
+async fn the_stomp_idle_timeout_closes_the_raw_websocket_with_4408() {
+    let addr = start_gateway(&config("", "idle_timeout_ms = 300")).await;
+    let mut c = Client::raw_stomp(addr, "1.2", "").await;
+    let error = c.frame().await;
+    assert_eq!(error.get("message"), Some("Idle timeout"), "{error:?}");
+    assert_eq!(c.expect_close(4408).await, "Idle timeout");
+}
+
+#[tokio::test]
+async fn l02_sockjs_overflow_drop_discards_the_oldest_messages_and_never_a_receipt() {
+    let (addr, app) = start_gateway_with_stomp(&config(
+        "max_queued_bytes = 4096\noverflow_strategy = \"drop\"",
+        "",
+    ))
+    .await;
+    let stats = app.stats();
+    let mut c = Client::xhr(addr, "l02").await;
+    c.handshake("1.2", "").await;
+    c.subscribe("0", "/topic/l02", "").await;
+    // From here on `c` does not poll: everything waits in its session queue.
+    let mut publisher = Client::raw_stomp(addr, "1.2", "").await;
+    let pad = "p".repeat(500);
+    let mut publish = async |range: std::ops::Range<usize>, receipt: &str| {
+        for i in range {
+            publisher
+                .send(&format!("SEND\ndestination:/topic/l02\n\nm{i}-{pad}\0"))
+                .await;
+        }
+        publisher
+            .send(&format!(
+                "SEND\ndestination:/topic/none\nreceipt:{receipt}\n\n\0"
+            ))
+            .await;
+        assert_eq!(publisher.frame().await.get("receipt-id"), Some(receipt));
+    };
+    publish(0..20, "p1").await;
+    assert!(stats.dropped_overflow.load(Ordering::Relaxed) > 0);
+    c.send("BEGIN\ntransaction:t\nreceipt:mid\n\n\0").await;
+    timeout(WAIT, async {
+        while stats.frames_received(Command::Begin) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("BEGIN processed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    publish(20..40, "p2").await;
+
+    let mut numbers = Vec::new();
+    let mut receipt_after = None;
+    while numbers.last() != Some(&39) {
+        let frame = c.frame().await;
+        match frame.command {
+            Command::Message => {
+                let text = body(&frame);
+                numbers.push(text[1..text.find('-').unwrap()].parse::<usize>().unwrap());
+            }
+            Command::Receipt => {
+                assert_eq!(frame.get("receipt-id"), Some("mid"));
+                receipt_after = Some(numbers.len());
+            }
+            _ => panic!("unexpected {frame:?}"),
+        }
+    }
+    let receipt_after = receipt_after.expect("the RECEIPT survived");
+    assert!(
+        numbers[..receipt_after].iter().all(|&n| n < 20),
+        "{numbers:?}"
+    );
+    assert!(
+        numbers[receipt_after..].iter().all(|&n| n >= 20),
+        "{numbers:?}"
+    );
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+    assert_eq!(
+        numbers.len() as u64 + stats.dropped_overflow.load(Ordering::Relaxed),
+        40,
+        "every message was delivered or counted as dropped"
+    );
+    c.send("ABORT\ntransaction:t\nreceipt:open\n\n\0").await;
+    assert_eq!(c.frame().await.get("receipt-id"), Some("open"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Heart-beats (H02-H07)
 // ---------------------------------------------------------------------------------------------

@@ -1,11 +1,10 @@
-//! Admission limits for new sessions (total, per client address, per principal) and the
-//! inbound message-rate token bucket. Crossing a limit gets a clear answer: 503 at admission,
-//! a close with 4429 for a client that sends too fast.
+//! Admission limits for new sessions (total, per client address, per principal); the inbound
+//! message-rate token bucket is `crate::limits`. Crossing a limit gets a clear answer: 503 at
+//! admission, a close with 4429 for a client that sends too fast.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
 /// Live-session counts of one service, checked when a session is created.
 pub struct SessionLimiter {
@@ -125,48 +124,9 @@ impl Drop for Admission {
     }
 }
 
-/// A token bucket: `rate` tokens a second, holding at most `burst`.
-#[derive(Debug, Clone)]
-pub struct TokenBucket {
-    /// Tokens added per second.
-    rate: f64,
-    /// The most tokens held.
-    burst: f64,
-    /// Tokens now.
-    tokens: f64,
-    /// When tokens were last added.
-    refilled: Instant,
-}
-
-impl TokenBucket {
-    /// A full bucket.
-    pub fn new(rate: f64, burst: f64) -> Self {
-        TokenBucket {
-            rate,
-            burst,
-            tokens: burst,
-            refilled: Instant::now(),
-        }
-    }
-
-    /// Take one token if there is one.
-    pub fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn admissions_are_counted_and_released() {
@@ -188,16 +148,5 @@ mod tests {
         assert_eq!(l.admit(b, None).err(), Some(LimitReached::Total));
         drop(first);
         assert!(l.admit(b, Some("u")).is_ok());
-    }
-
-    #[test]
-    fn the_bucket_refills_at_its_rate() {
-        let start = Instant::now();
-        let mut bucket = TokenBucket::new(10.0, 2.0);
-        assert!(bucket.take(start));
-        assert!(bucket.take(start));
-        assert!(!bucket.take(start));
-        assert!(bucket.take(start + Duration::from_millis(100)));
-        assert!(!bucket.take(start + Duration::from_millis(100)));
     }
 }

@@ -14,11 +14,12 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 
 use super::frame;
-use super::limits::{Admission, TokenBucket};
+use super::limits::Admission;
 use crate::config::OverflowStrategy;
+use crate::limits::TokenBucket;
 use crate::session::{
     App, CloseCause, CloseInfo, Inbound, InboundSide, OutMessage, SendError, SessionHandle,
-    SessionInfo, SessionSink, new_session,
+    SessionInfo, SessionSink, discard_oldest_droppable, new_session,
 };
 
 /// The per-service limits a session needs.
@@ -396,14 +397,10 @@ impl Session {
                     return Err(SendError::LimitExceeded);
                 }
                 OverflowStrategy::Drop => {
-                    while st.queued_bytes + len > self.limits.max_queued_bytes {
-                        match st.queue.pop_front() {
-                            Some(old) => st.queued_bytes -= old.len(),
-                            None => break,
-                        }
-                    }
-                    if len > self.limits.max_queued_bytes {
-                        return Err(SendError::LimitExceeded);
+                    let needed = st.queued_bytes + len - self.limits.max_queued_bytes;
+                    match discard_oldest_droppable(&mut st.queue, needed) {
+                        Some(freed) => st.queued_bytes -= freed,
+                        None => return Err(SendError::LimitExceeded),
                     }
                 }
             }
@@ -537,6 +534,20 @@ mod tests {
         assert_eq!(handle.send_text("x"), Err(SendError::Closed));
     }
 
+    /// Counts the messages a session discarded.
+    #[derive(Default)]
+    struct Discards(std::sync::atomic::AtomicUsize);
+
+    impl crate::session::DropObserver for Discards {
+        fn message_dropped(&self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn droppable(text: &str, discards: &Arc<Discards>) -> OutMessage {
+        OutMessage::text(text).droppable(discards.clone())
+    }
+
     #[tokio::test]
     async fn overflow_drop_discards_the_oldest() {
         let (s, app) = session(4, OverflowStrategy::Drop);
@@ -545,10 +556,36 @@ mod tests {
         };
         s.start_app();
         let handle = app.0.lock().unwrap().pop().unwrap();
-        handle.send_text("ab").unwrap();
-        handle.send_text("cd").unwrap();
-        handle.send_text("ef").unwrap();
+        let discards = Arc::new(Discards::default());
+        handle.send(droppable("ab", &discards)).unwrap();
+        handle.send(droppable("cd", &discards)).unwrap();
+        handle.send(droppable("ef", &discards)).unwrap();
         assert_eq!(&s.take_batch().unwrap()[..], b"a[\"cd\",\"ef\"]");
+        assert_eq!(discards.0.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn overflow_drop_keeps_messages_that_are_not_droppable() {
+        let (s, app) = session(4, OverflowStrategy::Drop);
+        let Attach::Opened(_) = s.attach_receiver() else {
+            panic!()
+        };
+        s.start_app();
+        let handle = app.0.lock().unwrap().pop().unwrap();
+        let discards = Arc::new(Discards::default());
+        handle.send_text("ab").unwrap();
+        handle.send(droppable("cd", &discards)).unwrap();
+        // Room is made by discarding "cd", never "ab", whatever kind the new message is.
+        handle.send(droppable("ef", &discards)).unwrap();
+        handle.send_text("gh").unwrap();
+        // Nothing droppable is left: the new message is refused and the session stays open.
+        assert_eq!(
+            handle.send(droppable("ij", &discards)),
+            Err(SendError::LimitExceeded)
+        );
+        assert!(s.closing().is_none());
+        assert_eq!(&s.take_batch().unwrap()[..], b"a[\"ab\",\"gh\"]");
+        assert_eq!(discards.0.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]

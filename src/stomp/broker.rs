@@ -25,7 +25,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::config::{QueueSemantics, StompConfig};
 use super::destination::{Pattern, is_pattern, session_target, user_suffix};
 use super::frame::{Escaping, Version, put_content_length, write_header};
-use super::outbound::{Outbound, Payload};
+use super::outbound::{Discard, Outbound, Payload};
 use super::stats::{StompStats, bump};
 
 /// How a subscription acknowledges messages (spec §5.5).
@@ -573,7 +573,7 @@ impl Broker {
         };
         let (bytes, dropped) = message.encode_for(&head, out.version());
         out.count_dropped_headers(dropped);
-        match out.send_encoded(bytes, message.payload) {
+        match out.send_encoded(bytes, message.payload, Discard::Allowed) {
             Ok(()) => bump(&self.stats.delivered),
             Err(_) => bump(&self.stats.dropped_overflow),
         }
@@ -826,7 +826,17 @@ impl Broker {
         };
         let (bytes, dropped) = message.encode_for(&head, entry.out.version());
         entry.out.count_dropped_headers(dropped);
-        if entry.out.send_encoded(bytes, message.payload).is_err() {
+        // A delivery awaiting ACK is never discarded: the client could not ACK what it never
+        // saw, and the delivery would hold its pending-ack slot (and prefetch window) forever.
+        let discard = match &token {
+            Some(_) => Discard::Never,
+            None => Discard::Allowed,
+        };
+        if entry
+            .out
+            .send_encoded(bytes, message.payload, discard)
+            .is_err()
+        {
             bump(&self.stats.dropped_overflow);
             return false;
         }
@@ -969,6 +979,21 @@ mod tests {
             let message = self.broker.message(&[], Bytes::from(body.to_owned()));
             self.broker.publish(destination, message);
         }
+    }
+
+    #[test]
+    fn only_deliveries_that_await_no_ack_are_droppable() {
+        let f = fixture(QueueSemantics::Broadcast);
+        let auto = f.session("a", None);
+        let acked = f.session("b", None);
+        let cumulative = f.session("c", None);
+        f.subscribe("a", "1", "/topic/t", AckMode::Auto);
+        f.subscribe("b", "2", "/topic/t", AckMode::ClientIndividual);
+        f.subscribe("c", "3", "/topic/t", AckMode::Client);
+        f.publish("/topic/t", "hi");
+        assert_eq!(auto.droppable(), [true]);
+        assert_eq!(acked.droppable(), [false]);
+        assert_eq!(cumulative.droppable(), [false]);
     }
 
     #[test]

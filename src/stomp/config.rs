@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::frame::FrameLimits;
+use crate::config::OverflowStrategy;
+use crate::limits::TokenBucket;
 
 /// Everything the STOMP core can be configured with.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,6 +46,16 @@ pub struct StompConfig {
     pub send_buffer_size_limit: usize,
     /// The longest a single write may stay blocked on a client that does not read.
     pub send_time_limit_ms: u64,
+    /// What the TCP carrier does when a client's queue would pass `send_buffer_size_limit`:
+    /// close it, or discard its oldest queued MESSAGE frames.
+    pub overflow_strategy: OverflowStrategy,
+    /// Inbound frames one connection may send per second, on every carrier (token bucket
+    /// refill rate; the burst is twice that); 0 disables the limit.
+    pub max_frames_per_second: u32,
+    /// How long a connected session may go without sending a byte (frame or heart-beat EOL)
+    /// before ERROR `Idle timeout` closes it; 0 (the default) disables it, because spec H01
+    /// has a `heart-beat:0,0` session idle for 40 s stay open.
+    pub idle_timeout_ms: u64,
     /// Destination prefixes forwarded to the application handler.
     pub application_prefixes: Vec<String>,
     /// Destination prefixes served by the embedded broker; empty means "everything else".
@@ -98,6 +110,9 @@ impl Default for StompConfig {
             max_queue_bytes: 64 * 1024 * 1024,
             send_buffer_size_limit: 512 * 1024,
             send_time_limit_ms: 10_000,
+            overflow_strategy: OverflowStrategy::Terminate,
+            max_frames_per_second: 5_000,
+            idle_timeout_ms: 0,
             application_prefixes: vec!["/app".into()],
             broker_prefixes: vec!["/topic".into(), "/queue".into()],
             user_prefix: "/user/".into(),
@@ -126,6 +141,15 @@ impl StompConfig {
             max_headers: self.max_headers,
             max_header_line: self.max_header_line,
         }
+    }
+
+    /// A full bucket for one connection's inbound frames, or None when the rate is unlimited
+    /// (`max_frames_per_second = 0`).
+    pub fn frame_rate_bucket(&self) -> Option<TokenBucket> {
+        (self.max_frames_per_second > 0).then(|| {
+            let rate = f64::from(self.max_frames_per_second);
+            TokenBucket::new(rate, 2.0 * rate)
+        })
     }
 
     /// The read margin, never below the 1.5 the spec demands.
@@ -246,6 +270,38 @@ mod tests {
         let err = toml::from_str::<StompConfig>("max_subscriptons = 3").unwrap_err();
         assert!(err.to_string().contains("max_subscriptons"), "{err}");
         assert!(toml::from_str::<StompConfig>("heart_beat = \"x\"").is_err());
+    }
+
+    #[test]
+    fn max_frames_per_second_defaults_to_5000_and_zero_disables_it() {
+        let config = StompConfig::default();
+        assert_eq!(config.max_frames_per_second, 5000);
+        assert!(config.frame_rate_bucket().is_some());
+        let config: StompConfig = toml::from_str("max_frames_per_second = 0").unwrap();
+        assert!(config.frame_rate_bucket().is_none());
+        for bad in ["max_frames_per_second = -1", "max_frames_per_second = 1.5"] {
+            let err = toml::from_str::<StompConfig>(bad).unwrap_err().to_string();
+            assert!(err.contains("max_frames_per_second"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn idle_timeout_is_off_by_default() {
+        assert_eq!(StompConfig::default().idle_timeout_ms, 0);
+        let config: StompConfig = toml::from_str("idle_timeout_ms = 500").unwrap();
+        assert_eq!(config.idle_timeout_ms, 500);
+        let err = toml::from_str::<StompConfig>("idle_timeout_ms = -5").unwrap_err();
+        assert!(err.to_string().contains("idle_timeout_ms"), "{err}");
+    }
+
+    #[test]
+    fn overflow_strategy_defaults_to_terminate() {
+        let default = StompConfig::default();
+        assert_eq!(default.overflow_strategy, OverflowStrategy::Terminate);
+        let config: StompConfig = toml::from_str("overflow_strategy = \"drop\"").unwrap();
+        assert_eq!(config.overflow_strategy, OverflowStrategy::Drop);
+        let err = toml::from_str::<StompConfig>("overflow_strategy = \"discard\"").unwrap_err();
+        assert!(err.to_string().contains("overflow_strategy"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! [`Connection`] is synchronous and free of I/O: it is fed inbound bytes and clock ticks, and
 //! it writes through its [`Outbound`] and the broker. That keeps every protocol rule testable
 //! with an in-memory carrier. [`run`] is the per-session task: it owns the connection, feeds it
-//! the session's messages in order, and wakes it for the connect timeout and heart-beats.
+//! the session's messages in order, and wakes it for the connect timeout, heart-beats and the
+//! idle timeout.
 //!
 //! Every protocol error is fatal (spec §9, "one rule"): the connection sends ERROR (with the
 //! offending frame's `receipt-id`), asks the carrier to close (carriers flush before closing),
@@ -12,7 +13,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -26,6 +27,7 @@ use super::destination::{Route, split_user_destination, user_subscription_target
 use super::frame::{Command, Frame, FrameError, FrameParser, Version};
 use super::outbound::{Carriage, Outbound, now_ms};
 use super::stats::{DisconnectCause, StompEvent, bump};
+use crate::limits::TokenBucket;
 use crate::session::{
     CloseCause, CloseInfo, Inbound, SessionEvent, SessionHandle, SessionInfo, SessionSender,
 };
@@ -48,6 +50,31 @@ pub struct StompError {
     detail: String,
     /// Whether to add `version:1.0,1.1,1.2` (failed negotiation).
     with_versions: bool,
+    /// What the ERROR closes the session for, which decides the close code.
+    kind: ErrorKind,
+}
+
+/// What an ERROR closes the session for: the cause reported and the close code (spec §10.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorKind {
+    /// A protocol or policy error: close 1002.
+    Protocol,
+    /// The client sent frames faster than `max_frames_per_second`: close 4429, the code the
+    /// SockJS carriers use for their message rate.
+    RateLimited,
+    /// Nothing arrived for `idle_timeout_ms`: close 4408.
+    IdleTimeout,
+}
+
+impl ErrorKind {
+    /// The cause reported in `session_disconnect` and the close code.
+    fn close(self) -> (DisconnectCause, u16) {
+        match self {
+            ErrorKind::Protocol => (DisconnectCause::ProtocolError, 1002),
+            ErrorKind::RateLimited => (DisconnectCause::RateLimited, 4429),
+            ErrorKind::IdleTimeout => (DisconnectCause::IdleTimeout, 4408),
+        }
+    }
 }
 
 impl StompError {
@@ -56,6 +83,33 @@ impl StompError {
             message: message.into(),
             detail: detail.into(),
             with_versions: false,
+            kind: ErrorKind::Protocol,
+        }
+    }
+
+    fn rate_limited(rate: u32) -> StompError {
+        StompError {
+            kind: ErrorKind::RateLimited,
+            ..StompError::new(
+                "Rate limit exceeded",
+                format!(
+                    "more than {rate} frames per second (burst {}); the limit is [stomp] \
+                     max_frames_per_second",
+                    u64::from(rate) * 2
+                ),
+            )
+        }
+    }
+
+    fn idle_timeout(timeout_ms: u64) -> StompError {
+        StompError {
+            kind: ErrorKind::IdleTimeout,
+            ..StompError::new(
+                "Idle timeout",
+                format!(
+                    "nothing received for {timeout_ms} ms; the limit is [stomp] idle_timeout_ms"
+                ),
+            )
         }
     }
 
@@ -165,6 +219,8 @@ pub struct Connection {
     phase: Phase,
     /// The frame decoder.
     parser: FrameParser,
+    /// The inbound frame budget (`max_frames_per_second`); None when unlimited.
+    frame_rate: Option<TokenBucket>,
     /// Active subscription ids and where each went.
     subscriptions: HashMap<String, SubRoute>,
     /// Open transactions.
@@ -184,6 +240,7 @@ impl Connection {
     pub fn new(core: Arc<Core>, info: Arc<SessionInfo>, sender: SessionSender) -> Connection {
         core.stats.session_opened(info.transport);
         let parser = FrameParser::new(core.config.frame_limits());
+        let frame_rate = core.config.frame_rate_bucket();
         let now = now_ms();
         Connection {
             core,
@@ -192,6 +249,7 @@ impl Connection {
             id: super::broker::random_id(16),
             phase: Phase::AwaitingConnect,
             parser,
+            frame_rate,
             subscriptions: HashMap::new(),
             transactions: HashMap::new(),
             transaction_bytes: 0,
@@ -206,17 +264,24 @@ impl Connection {
         &self.id
     }
 
-    /// Feed received bytes; frames are processed strictly in order.
+    /// Feed received bytes; frames are processed strictly in order. Every frame spends one
+    /// token of the frame-rate budget; heart-beat EOLs are skipped by the parser and spend
+    /// none.
     pub fn receive(&mut self, data: &[u8]) -> Flow {
         self.last_received_ms = now_ms();
         if matches!(self.phase, Phase::Closed) {
             return Flow::Closed;
         }
         self.parser.push(data);
+        let arrived = Instant::now();
         loop {
             match self.parser.next_frame() {
                 Ok(None) => return Flow::Open,
                 Ok(Some(frame)) => {
+                    if !self.within_frame_rate(arrived) {
+                        self.reject_for_rate(&frame);
+                        return Flow::Closed;
+                    }
                     if self.process(frame) == Flow::Closed {
                         return Flow::Closed;
                     }
@@ -228,6 +293,28 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Take one token for a frame that arrived at `arrived`; false once the budget is spent.
+    fn within_frame_rate(&mut self, arrived: Instant) -> bool {
+        self.frame_rate
+            .as_mut()
+            .is_none_or(|bucket| bucket.take(arrived))
+    }
+
+    /// ERROR `Rate limit exceeded` for the frame that crossed the limit, then close 4429.
+    fn reject_for_rate(&mut self, frame: &Frame) {
+        let rate = self.core.config.max_frames_per_second;
+        bump(&self.core.stats.rate_limited);
+        tracing::warn!(
+            session = %self.id,
+            log_id = self.info.log_id,
+            transport = %self.info.transport,
+            remote = %self.info.remote_addr,
+            max_frames_per_second = rate,
+            "inbound STOMP frame rate limit exceeded; closing"
+        );
+        self.fail(StompError::rate_limited(rate), frame.get("receipt"));
     }
 
     /// Process one frame; on error send ERROR and close.
@@ -813,7 +900,8 @@ impl Connection {
         frame.body = Bytes::from(err.detail);
         self.send_frame(&frame);
         bump(&self.core.stats.errors_sent);
-        self.close_with(DisconnectCause::ProtocolError, 1002, &err.message);
+        let (cause, code) = err.kind.close();
+        self.close_with(cause, code, &err.message);
     }
 
     fn close_with(&mut self, cause: DisconnectCause, code: u16, reason: &str) {
@@ -839,10 +927,18 @@ impl Connection {
                 write
                     .into_iter()
                     .chain(read)
+                    .chain(self.idle_deadline_ms())
                     .chain(established.expires_ms)
                     .min()
             }
         }
+    }
+
+    /// When a connected session that keeps silent is cut off (`idle_timeout_ms`), if ever.
+    /// Before CONNECT the connect timeout bounds silence instead.
+    fn idle_deadline_ms(&self) -> Option<u64> {
+        let timeout = self.core.config.idle_timeout_ms;
+        (timeout > 0).then(|| self.last_received_ms.saturating_add(timeout))
     }
 
     fn read_window_ms(&self, hb: Heartbeats) -> u64 {
@@ -883,6 +979,16 @@ impl Connection {
                         1002,
                         "Heart-beat timeout",
                     );
+                    return Flow::Closed;
+                }
+                if self
+                    .idle_deadline_ms()
+                    .is_some_and(|deadline| now >= deadline)
+                {
+                    let timeout = self.core.config.idle_timeout_ms;
+                    bump(&self.core.stats.idle_timeouts);
+                    tracing::debug!(session = %self.id, idle_timeout_ms = timeout, "nothing received within the idle timeout; closing");
+                    self.fail(StompError::idle_timeout(timeout), None);
                     return Flow::Closed;
                 }
                 if hb.server_ms > 0 && now >= established.out.last_write_ms() + hb.server_ms {
@@ -986,9 +1092,11 @@ fn negotiate_version(accept: Option<&str>) -> Result<Version, StompError> {
         .filter_map(|item| Version::parse(item.trim_matches(' ')))
         .max()
         .ok_or_else(|| StompError {
-            message: "Unsupported protocol version".into(),
-            detail: "Supported protocol versions are 1.0 1.1 1.2".into(),
             with_versions: true,
+            ..StompError::new(
+                "Unsupported protocol version",
+                "Supported protocol versions are 1.0 1.1 1.2",
+            )
         })
 }
 
@@ -1428,6 +1536,87 @@ mod tests {
         assert_eq!(
             c.sink.closed_with(),
             Some((1002, "Heart-beat timeout".into()))
+        );
+    }
+
+    #[test]
+    fn frames_past_the_rate_get_error_then_close_4429_and_eols_are_free() {
+        // Rate 2 a second: a burst of 4 frames, of which CONNECT took one.
+        let core = core(StompConfig {
+            max_frames_per_second: 2,
+            ..StompConfig::default()
+        });
+        let mut c = Client::connect(&core, "1.2");
+        assert_eq!(c.feed(&"\n".repeat(1000)), Flow::Open);
+        let send = |receipt: &str| format!("SEND\ndestination:/topic/a\nreceipt:{receipt}\n\n\0");
+        assert_eq!(c.feed(&(send("1") + &send("2") + &send("3"))), Flow::Open);
+        assert_eq!(c.frames().len(), 3);
+        assert_eq!(c.feed(&(send("4") + &send("5"))), Flow::Closed);
+        let error = c.last();
+        assert_eq!(error.command, Command::Error);
+        assert_eq!(error.get("message"), Some("Rate limit exceeded"));
+        assert_eq!(error.get("receipt-id"), Some("4"));
+        let detail = String::from_utf8_lossy(&error.body).into_owned();
+        assert!(
+            detail.contains("2 frames per second") && detail.contains("max_frames_per_second"),
+            "{detail}"
+        );
+        assert_eq!(
+            c.sink.closed_with(),
+            Some((4429, "Rate limit exceeded".into()))
+        );
+        assert_eq!(c.frames().len(), 4, "nothing is processed after the ERROR");
+        assert_eq!(
+            core.stats
+                .rate_limited
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+
+    #[test]
+    fn a_zero_frame_rate_is_unlimited() {
+        let core = core(StompConfig {
+            max_frames_per_second: 0,
+            ..StompConfig::default()
+        });
+        let mut c = Client::connect(&core, "1.2");
+        let wire = "SEND\ndestination:/topic/a\n\n\0".repeat(50_000);
+        assert_eq!(c.feed(&wire), Flow::Open);
+        assert_eq!(c.sink.closed_with(), None);
+    }
+
+    #[test]
+    fn idle_timeout_is_off_by_default_and_closes_4408_when_set() {
+        // Spec H01: a heart-beat:0,0 session has no timer at all by default.
+        let core_default = core(StompConfig::default());
+        let c = Client::connect(&core_default, "1.2");
+        assert_eq!(c.connection.next_deadline_ms(), None);
+
+        let idle = core(StompConfig {
+            idle_timeout_ms: 1000,
+            ..StompConfig::default()
+        });
+        // Before CONNECT the connect timeout alone bounds silence.
+        let waiting = client(&idle);
+        let opened = waiting.connection.next_deadline_ms().unwrap();
+        assert!(opened >= now_ms() + 59_000, "{opened}");
+
+        let mut c = Client::connect(&idle, "1.2");
+        let deadline = c.connection.next_deadline_ms().unwrap();
+        assert!(deadline <= now_ms() + 1000);
+        assert_eq!(c.connection.on_tick(deadline - 1), Flow::Open);
+        assert!(c.frames().is_empty());
+        assert_eq!(c.connection.on_tick(deadline), Flow::Closed);
+        let error = c.last();
+        assert_eq!(error.get("message"), Some("Idle timeout"));
+        assert!(String::from_utf8_lossy(&error.body).contains("idle_timeout_ms"));
+        assert_eq!(c.sink.closed_with(), Some((4408, "Idle timeout".into())));
+        assert_eq!(
+            idle.stats
+                .idle_timeouts
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
         );
     }
 

@@ -4,7 +4,9 @@
 //! and heart-beats, the broker its MESSAGE fan-out. This wrapper knows the session's
 //! negotiated version (so frames are encoded for it), whether the carrier can carry binary
 //! frames, and when anything was last written, which is what decides whether a heart-beat is
-//! due (spec §4.2: "nothing has been written for S ms").
+//! due (spec §4.2: "nothing has been written for S ms"). It also marks which frames the
+//! carrier may discard when the client's queue overflows under `overflow_strategy = "drop"`,
+//! because the carrier cannot tell a MESSAGE from a RECEIPT.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,8 +15,8 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::frame::{Frame, Version};
-use super::stats::StompStats;
-use crate::session::{OutMessage, SendError, SessionSender, TransportKind};
+use super::stats::{StompStats, bump};
+use crate::session::{DropObserver, OutMessage, SendError, SessionSender, TransportKind};
 use std::sync::Arc;
 
 /// Whether a carrier can deliver frames that are not valid UTF-8.
@@ -61,6 +63,30 @@ impl Payload {
     }
 }
 
+/// Whether the carrier may discard a queued frame to make room when the client's queue
+/// overflows under `overflow_strategy = "drop"` (spec §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discard {
+    /// A MESSAGE the client can afford to miss.
+    Allowed,
+    /// CONNECTED, RECEIPT, ERROR, heart-beats, and MESSAGEs that await an ACK.
+    Never,
+}
+
+/// Counts the frames a carrier discarded from one connection's queue as overflow drops. One
+/// per connection, so the reference every queued MESSAGE holds is not one shared by all.
+#[derive(Debug)]
+struct DropCounter {
+    /// Where the drops are counted.
+    stats: Arc<StompStats>,
+}
+
+impl DropObserver for DropCounter {
+    fn message_dropped(&self) {
+        bump(&self.stats.dropped_overflow);
+    }
+}
+
 /// A monotonic millisecond clock shared by every connection.
 pub fn now_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -81,6 +107,8 @@ pub struct Outbound {
     last_write_ms: AtomicU64,
     /// Where dropped headers and unencodable messages are counted.
     stats: Arc<StompStats>,
+    /// Told when the carrier discards one of this connection's MESSAGEs on overflow.
+    drops: Arc<DropCounter>,
 }
 
 impl Outbound {
@@ -96,6 +124,9 @@ impl Outbound {
             version,
             carriage,
             last_write_ms: AtomicU64::new(now_ms()),
+            drops: Arc::new(DropCounter {
+                stats: stats.clone(),
+            }),
             stats,
         }
     }
@@ -111,12 +142,17 @@ impl Outbound {
         let dropped = frame.encode_into(self.version, &mut buf);
         self.count_dropped_headers(dropped);
         let payload = Payload::of(frame.get("content-type"), &frame.body);
-        self.send_encoded(buf.freeze(), payload)
+        self.send_encoded(buf.freeze(), payload, Discard::Never)
     }
 
     /// Queue an already encoded frame. A binary frame on a text-only carrier is dropped and
     /// counted (spec §1: never corrupt it with a lossy conversion).
-    pub fn send_encoded(&self, bytes: Bytes, payload: Payload) -> Result<(), SendError> {
+    pub fn send_encoded(
+        &self,
+        bytes: Bytes,
+        payload: Payload,
+        discard: Discard,
+    ) -> Result<(), SendError> {
         let message = match (payload, self.carriage) {
             (Payload::Text, _) | (Payload::OctetText, Carriage::TextOnly) => {
                 match OutMessage::text_bytes(bytes.clone()) {
@@ -132,6 +168,10 @@ impl Outbound {
                 tracing::warn!("dropping a binary STOMP frame on a text-only SockJS session");
                 return Ok(());
             }
+        };
+        let message = match discard {
+            Discard::Allowed => message.droppable(self.drops.clone()),
+            Discard::Never => message,
         };
         if message.is_text() || self.carriage == Carriage::TextAndBinary {
             self.sender.send(message)?;

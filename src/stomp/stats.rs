@@ -29,6 +29,10 @@ pub enum DisconnectCause {
     ConnectTimeout,
     /// We sent ERROR and closed.
     ProtocolError,
+    /// The client sent frames faster than `max_frames_per_second`; ERROR, then close 4429.
+    RateLimited,
+    /// Nothing arrived for `idle_timeout_ms`; ERROR, then close 4408.
+    IdleTimeout,
     /// The transport failed or timed out.
     TransportError,
     /// The server is shutting down.
@@ -180,7 +184,8 @@ pub struct StompStats {
     pub dropped_no_subscriber: AtomicU64,
     /// SENDs to destinations no prefix matches.
     pub dropped_unroutable: AtomicU64,
-    /// Deliveries refused because a session's buffers were full.
+    /// Deliveries refused because a session's buffers were full, or discarded from its full
+    /// queue under `overflow_strategy = "drop"`.
     pub dropped_overflow: AtomicU64,
     /// Binary MESSAGEs not deliverable over a text-only carrier.
     pub dropped_unencodable: AtomicU64,
@@ -202,6 +207,10 @@ pub struct StompStats {
     pub aborts: AtomicU64,
     /// Sessions closed for client heart-beat silence.
     pub heartbeat_timeouts: AtomicU64,
+    /// Sessions closed for sending frames faster than `max_frames_per_second`.
+    pub rate_limited: AtomicU64,
+    /// Sessions closed because nothing arrived for `idle_timeout_ms`.
+    pub idle_timeouts: AtomicU64,
     /// Active subscriptions.
     pub subscriptions: AtomicI64,
 }

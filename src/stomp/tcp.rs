@@ -3,11 +3,14 @@
 //! Each connection gets a reader loop (socket → the application's inbound queue, which applies
 //! backpressure by waiting) and a writer loop draining a bounded outbound queue (spec §10: one
 //! writer per connection; producers never wait on the socket). The queue is bounded in bytes
-//! (`send_buffer_size_limit`); overflowing it terminates the connection, and a single write
-//! blocked longer than `send_time_limit_ms` does too. `close` means "flush what is queued,
-//! then FIN": that is how an ERROR or a DISCONNECT RECEIPT always reaches the client before
-//! the connection ends. After the FIN the reader keeps draining briefly, so unread client
-//! bytes do not turn our close into a reset that could destroy the ERROR in flight.
+//! (`send_buffer_size_limit`); overflowing it terminates the connection, or under
+//! `overflow_strategy = "drop"` discards the oldest queued MESSAGE frames to make room (never
+//! CONNECTED, RECEIPT or ERROR: the STOMP core marks which frames may go). A single write
+//! blocked longer than `send_time_limit_ms` terminates it either way. `close` means "flush
+//! what is queued, then FIN": that is how an ERROR or a DISCONNECT RECEIPT always reaches the
+//! client before the connection ends. After the FIN the reader keeps draining briefly, so
+//! unread client bytes do not turn our close into a reset that could destroy the ERROR in
+//! flight.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -22,9 +25,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 use super::config::StompConfig;
+use crate::config::OverflowStrategy;
 use crate::session::{
     App, CloseCause, CloseInfo, Inbound, InboundSide, OutMessage, SendError, SessionInfo,
-    SessionSink, TransportKind, new_session, next_log_id,
+    SessionSink, TransportKind, discard_oldest_droppable, new_session, next_log_id,
 };
 
 /// Bytes read from the socket at a time.
@@ -36,8 +40,10 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Settings of the TCP carrier.
 #[derive(Debug, Clone, Copy)]
 pub struct TcpSettings {
-    /// Bytes queued for one client before it is terminated.
+    /// Bytes queued for one client before the overflow strategy applies.
     pub send_buffer_limit: usize,
+    /// What happens when a frame would pass `send_buffer_limit`.
+    pub overflow: OverflowStrategy,
     /// The longest one write may block.
     pub send_time_limit: Duration,
 }
@@ -47,6 +53,7 @@ impl TcpSettings {
     pub fn from_config(config: &StompConfig) -> TcpSettings {
         TcpSettings {
             send_buffer_limit: config.send_buffer_size_limit,
+            overflow: config.overflow_strategy,
             send_time_limit: Duration::from_millis(config.send_time_limit_ms),
         }
     }
@@ -96,10 +103,14 @@ pub struct TcpSink {
     wake: Notify,
     /// The byte bound of the queue.
     limit: usize,
+    /// What happens when a frame would pass the bound.
+    overflow: OverflowStrategy,
+    /// The session's id in logs.
+    log_id: u64,
 }
 
 impl TcpSink {
-    fn new(limit: usize) -> TcpSink {
+    fn new(settings: &TcpSettings, log_id: u64) -> TcpSink {
         TcpSink {
             queue: Mutex::new(Queue {
                 messages: VecDeque::new(),
@@ -108,7 +119,9 @@ impl TcpSink {
             queued: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             wake: Notify::new(),
-            limit,
+            limit: settings.send_buffer_limit,
+            overflow: settings.overflow,
+            log_id,
         }
     }
 
@@ -139,7 +152,12 @@ impl TcpSink {
         if queue.messages.is_empty() {
             return Err(queue.ending.clone());
         }
-        Ok(queue.messages.drain(..).collect())
+        Ok(match self.overflow {
+            // What the writer holds can no longer be discarded, so under `drop` it takes one
+            // frame at a time and everything behind it stays droppable.
+            OverflowStrategy::Drop => queue.messages.pop_front().into_iter().collect(),
+            OverflowStrategy::Terminate => queue.messages.drain(..).collect(),
+        })
     }
 }
 
@@ -149,16 +167,44 @@ impl SessionSink for TcpSink {
             return Err(SendError::Closed);
         }
         let len = msg.len();
-        if self.queued.load(Ordering::Relaxed) + len > self.limit {
-            tracing::debug!(
-                limit = self.limit,
-                "TCP send buffer limit exceeded; closing"
-            );
-            self.abort(CloseCause::SendLimit);
-            return Err(SendError::LimitExceeded);
+        let mut queue = self.lock();
+        let queued = self.queued.load(Ordering::Relaxed);
+        if queued + len > self.limit {
+            match self.overflow {
+                OverflowStrategy::Terminate => {
+                    drop(queue);
+                    tracing::debug!(
+                        log_id = self.log_id,
+                        limit = self.limit,
+                        "TCP send buffer limit exceeded; closing"
+                    );
+                    self.abort(CloseCause::SendLimit);
+                    return Err(SendError::LimitExceeded);
+                }
+                OverflowStrategy::Drop => {
+                    let needed = queued + len - self.limit;
+                    let Some(freed) = discard_oldest_droppable(&mut queue.messages, needed) else {
+                        tracing::debug!(
+                            log_id = self.log_id,
+                            limit = self.limit,
+                            "TCP send buffer full of frames that may not be dropped; frame refused"
+                        );
+                        return Err(SendError::LimitExceeded);
+                    };
+                    // Only frames still in the queue are discarded and the writer subtracts
+                    // only what it took, so these bytes are given back exactly once.
+                    self.queued.fetch_sub(freed, Ordering::Relaxed);
+                    tracing::debug!(
+                        log_id = self.log_id,
+                        freed,
+                        "TCP send buffer full; oldest MESSAGE frames discarded"
+                    );
+                }
+            }
         }
         self.queued.fetch_add(len, Ordering::Relaxed);
-        self.lock().messages.push_back(msg);
+        queue.messages.push_back(msg);
+        drop(queue);
         self.wake.notify_one();
         Ok(())
     }
@@ -226,7 +272,7 @@ pub async fn serve_connection(
         subprotocol: None,
     };
     let log_id = info.log_id;
-    let sink = Arc::new(TcpSink::new(settings.send_buffer_limit));
+    let sink = Arc::new(TcpSink::new(&settings, log_id));
     let (side, handle) = new_session(info, sink.clone());
     app.on_session(handle);
     let (mut reader, writer) = stream.into_split();
@@ -350,5 +396,94 @@ async fn drain_until_eof(reader: &mut OwnedReadHalf) {
 fn enable_keepalive(stream: &TcpStream) {
     if let Err(err) = socket2::SockRef::from(stream).set_keepalive(true) {
         tracing::debug!(%err, "could not enable TCP keepalive");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::DropObserver;
+
+    /// Counts discards.
+    #[derive(Default)]
+    struct Discards(AtomicUsize);
+
+    impl DropObserver for Discards {
+        fn message_dropped(&self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn sink(overflow: OverflowStrategy) -> TcpSink {
+        let settings = TcpSettings {
+            send_buffer_limit: 12,
+            overflow,
+            send_time_limit: Duration::from_secs(1),
+        };
+        TcpSink::new(&settings, 0)
+    }
+
+    /// What the writer does after writing a message: give its bytes back.
+    fn written(sink: &TcpSink, batch: Vec<OutMessage>) -> Vec<String> {
+        batch
+            .iter()
+            .map(|m| {
+                sink.queued.fetch_sub(m.len(), Ordering::Relaxed);
+                m.as_text().into_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn drop_discards_queued_messages_and_keeps_the_byte_count_exact() {
+        let sink = sink(OverflowStrategy::Drop);
+        let discards = Arc::new(Discards::default());
+        let droppable = |text: &str| OutMessage::text(text).droppable(discards.clone());
+        sink.send(droppable("m001")).unwrap();
+        sink.send(OutMessage::text("rcpt")).unwrap();
+        // The writer holds m001 now: it is on the wire and can no longer be discarded.
+        let in_flight = sink.next_batch().unwrap();
+        sink.send(droppable("m002")).unwrap();
+        assert_eq!(sink.queued_bytes(), 12);
+        sink.send(droppable("m003")).unwrap();
+        assert_eq!(discards.0.load(Ordering::Relaxed), 1);
+        assert_eq!(sink.queued_bytes(), 12);
+        // Only the reply and the in-flight frame would be left: a frame that cannot fit even
+        // then is refused, without closing.
+        assert_eq!(
+            sink.send(OutMessage::text("12345678")),
+            Err(SendError::LimitExceeded)
+        );
+        assert!(!sink.is_closed());
+        assert_eq!(written(&sink, in_flight), ["m001"]);
+        assert_eq!(sink.queued_bytes(), 8);
+        let mut rest = Vec::new();
+        while let Ok(batch) = sink.next_batch() {
+            rest.extend(written(&sink, batch));
+        }
+        assert_eq!(rest, ["rcpt", "m003"]);
+        assert_eq!(sink.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn terminate_closes_on_overflow() {
+        let sink = sink(OverflowStrategy::Terminate);
+        let discards = Arc::new(Discards::default());
+        sink.send(OutMessage::text("m001").droppable(discards.clone()))
+            .unwrap();
+        sink.send(OutMessage::text("m002").droppable(discards.clone()))
+            .unwrap();
+        sink.send(OutMessage::text("m003").droppable(discards.clone()))
+            .unwrap();
+        assert_eq!(
+            sink.send(OutMessage::text("m004").droppable(discards.clone())),
+            Err(SendError::LimitExceeded)
+        );
+        assert!(sink.is_closed());
+        assert_eq!(discards.0.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            sink.next_batch().unwrap_err(),
+            Ending::Abort(CloseCause::SendLimit)
+        );
     }
 }

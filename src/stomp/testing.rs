@@ -86,6 +86,16 @@ impl RecordingSink {
             .collect()
     }
 
+    /// For every message sent, whether the carrier would be allowed to discard it.
+    pub fn droppable(&self) -> Vec<bool> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(OutMessage::is_droppable)
+            .collect()
+    }
+
     /// Forget what was sent so far.
     pub fn clear(&self) {
         self.sent.lock().unwrap().clear();
