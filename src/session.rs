@@ -275,14 +275,35 @@ impl fmt::Debug for OutMessage {
     }
 }
 
+/// Which queued messages overflow under `overflow_strategy = "drop"` may discard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discardable {
+    /// Any message (sockjs.md §6.4): applications that mark nothing.
+    Any,
+    /// Only messages marked [`OutMessage::droppable`] (stomp.md §10: MESSAGE frames, never
+    /// CONNECTED, RECEIPT or ERROR): applications that mark them.
+    Marked,
+}
+
+impl Discardable {
+    /// Whether `message` may be discarded.
+    fn allows(self, message: &OutMessage) -> bool {
+        self == Discardable::Any || message.is_droppable()
+    }
+}
+
 /// Make room in a carrier's outbound queue under `overflow_strategy = "drop"`: discard the
-/// oldest droppable messages until at least `needed` bytes are freed, keep every other message
-/// in order, and tell each discarded message's observer. Returns the bytes freed, or None
-/// without discarding anything when all droppable messages together hold fewer than `needed`
-/// bytes: losing them would not make room.
-pub fn discard_oldest_droppable(queue: &mut VecDeque<OutMessage>, needed: usize) -> Option<usize> {
+/// oldest discardable messages until at least `needed` bytes are freed, keep every other
+/// message in order, and tell each discarded message's observer. Returns the bytes freed, or
+/// None without discarding anything when all discardable messages together hold fewer than
+/// `needed` bytes: losing them would not make room.
+pub fn discard_oldest(
+    queue: &mut VecDeque<OutMessage>,
+    needed: usize,
+    discardable: Discardable,
+) -> Option<usize> {
     let mut droppable = 0;
-    for message in queue.iter().filter(|m| m.is_droppable()) {
+    for message in queue.iter().filter(|m| discardable.allows(m)) {
         if droppable >= needed {
             break;
         }
@@ -299,7 +320,7 @@ pub fn discard_oldest_droppable(queue: &mut VecDeque<OutMessage>, needed: usize)
         let Some(message) = queue.get(kept) else {
             break;
         };
-        if !message.is_droppable() {
+        if !discardable.allows(message) {
             kept += 1;
             continue;
         }
@@ -577,6 +598,12 @@ pub trait App: Send + Sync + 'static {
         false
     }
 
+    /// Which of its messages a carrier may discard under `overflow_strategy = "drop"`: any
+    /// (the default), or only those the application marked droppable.
+    fn discardable(&self) -> Discardable {
+        Discardable::Any
+    }
+
     /// WebSocket subprotocols the application speaks, most preferred first; a raw WebSocket
     /// handshake selects the first one the client offers.
     fn subprotocols(&self) -> &'static [&'static str] {
@@ -622,10 +649,10 @@ mod tests {
             droppable("m3"),
         ]
         .into();
-        assert_eq!(discard_oldest_droppable(&mut queue, 3), Some(4));
+        assert_eq!(discard_oldest(&mut queue, 3, Discardable::Marked), Some(4));
         assert_eq!(texts(&queue), ["receipt", "error", "m3"]);
         assert_eq!(discards.0.load(Ordering::Relaxed), 2);
-        assert_eq!(discard_oldest_droppable(&mut queue, 0), Some(0));
+        assert_eq!(discard_oldest(&mut queue, 0, Discardable::Marked), Some(0));
     }
 
     #[test]
@@ -636,7 +663,7 @@ mod tests {
             OutMessage::text("m1").droppable(discards.clone()),
         ]
         .into();
-        assert_eq!(discard_oldest_droppable(&mut queue, 3), None);
+        assert_eq!(discard_oldest(&mut queue, 3, Discardable::Marked), None);
         assert_eq!(texts(&queue), ["receipt", "m1"]);
         assert_eq!(discards.0.load(Ordering::Relaxed), 0);
     }

@@ -19,7 +19,7 @@ use crate::config::OverflowStrategy;
 use crate::limits::TokenBucket;
 use crate::session::{
     App, CloseCause, CloseInfo, Inbound, InboundSide, OutMessage, SendError, SessionHandle,
-    SessionInfo, SessionSink, discard_oldest_droppable, new_session,
+    SessionInfo, SessionSink, discard_oldest, new_session,
 };
 
 /// The per-service limits a session needs.
@@ -398,7 +398,7 @@ impl Session {
                 }
                 OverflowStrategy::Drop => {
                     let needed = st.queued_bytes + len - self.limits.max_queued_bytes;
-                    match discard_oldest_droppable(&mut st.queue, needed) {
+                    match discard_oldest(&mut st.queue, needed, self.app.discardable()) {
                         Some(freed) => st.queued_bytes -= freed,
                         None => return Err(SendError::LimitExceeded),
                     }
@@ -467,18 +467,30 @@ impl SessionSink for WeakSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{SessionEvent, TransportKind};
+    use crate::session::{Discardable, SessionEvent, TransportKind};
     use std::sync::Mutex as StdMutex;
 
-    struct Collect(StdMutex<Vec<SessionHandle>>);
+    struct Collect(StdMutex<Vec<SessionHandle>>, Discardable);
     impl App for Collect {
         fn on_session(&self, session: SessionHandle) {
             self.0.lock().unwrap().push(session);
         }
+
+        fn discardable(&self) -> Discardable {
+            self.1
+        }
     }
 
     fn session(max_queued: usize, overflow: OverflowStrategy) -> (Arc<Session>, Arc<Collect>) {
-        let app = Arc::new(Collect(StdMutex::new(Vec::new())));
+        session_of(max_queued, overflow, Discardable::Any)
+    }
+
+    fn session_of(
+        max_queued: usize,
+        overflow: OverflowStrategy,
+        discardable: Discardable,
+    ) -> (Arc<Session>, Arc<Collect>) {
+        let app = Arc::new(Collect(StdMutex::new(Vec::new()), discardable));
         let info = SessionInfo {
             log_id: 1,
             transport: TransportKind::XhrPolling,
@@ -565,8 +577,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn overflow_drop_keeps_messages_that_are_not_droppable() {
+    async fn overflow_drop_discards_any_oldest_message_of_an_app_that_marks_none() {
         let (s, app) = session(4, OverflowStrategy::Drop);
+        let Attach::Opened(_) = s.attach_receiver() else {
+            panic!()
+        };
+        s.start_app();
+        let handle = app.0.lock().unwrap().pop().unwrap();
+        handle.send_text("ab").unwrap();
+        handle.send_text("cd").unwrap();
+        handle.send_text("ef").unwrap();
+        assert_eq!(&s.take_batch().unwrap()[..], b"a[\"cd\",\"ef\"]");
+    }
+
+    #[tokio::test]
+    async fn overflow_drop_keeps_messages_that_are_not_droppable() {
+        let (s, app) = session_of(4, OverflowStrategy::Drop, Discardable::Marked);
         let Attach::Opened(_) = s.attach_receiver() else {
             panic!()
         };

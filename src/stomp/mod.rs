@@ -156,6 +156,11 @@ impl App for StompApp {
         tokio::spawn(connection::run(self.core.clone(), session));
     }
 
+    fn discardable(&self) -> crate::session::Discardable {
+        // Only MESSAGE frames may be dropped on overflow, never CONNECTED, RECEIPT or ERROR.
+        crate::session::Discardable::Marked
+    }
+
     fn authenticates_in_band(&self) -> bool {
         true
     }

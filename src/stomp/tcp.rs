@@ -27,8 +27,8 @@ use tokio::sync::Notify;
 use super::config::StompConfig;
 use crate::config::OverflowStrategy;
 use crate::session::{
-    App, CloseCause, CloseInfo, Inbound, InboundSide, OutMessage, SendError, SessionInfo,
-    SessionSink, TransportKind, discard_oldest_droppable, new_session, next_log_id,
+    App, CloseCause, CloseInfo, Discardable, Inbound, InboundSide, OutMessage, SendError,
+    SessionInfo, SessionSink, TransportKind, discard_oldest, new_session, next_log_id,
 };
 
 /// Bytes read from the socket at a time.
@@ -183,7 +183,9 @@ impl SessionSink for TcpSink {
                 }
                 OverflowStrategy::Drop => {
                     let needed = queued + len - self.limit;
-                    let Some(freed) = discard_oldest_droppable(&mut queue.messages, needed) else {
+                    let Some(freed) =
+                        discard_oldest(&mut queue.messages, needed, Discardable::Marked)
+                    else {
                         tracing::debug!(
                             log_id = self.log_id,
                             limit = self.limit,
