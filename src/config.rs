@@ -79,6 +79,10 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// The largest request head (request line plus headers) accepted, in bytes.
     pub max_header_bytes: usize,
+    /// The most open connections over every listener (HTTP and STOMP TCP); None: unlimited.
+    pub max_connections: Option<usize>,
+    /// The most open connections from one client address; None: unlimited.
+    pub max_connections_per_ip: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +93,8 @@ impl Default for ServerConfig {
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
             header_read_timeout: Duration::from_secs(30),
             max_header_bytes: 16 * 1024,
+            max_connections: None,
+            max_connections_per_ip: None,
         }
     }
 }
@@ -344,6 +350,20 @@ impl Config {
 
     /// Check what serde cannot: prefixes, app names, sizes.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, v) in [
+            ("server.max_connections", self.server.max_connections),
+            (
+                "server.max_connections_per_ip",
+                self.server.max_connections_per_ip,
+            ),
+        ] {
+            if v == Some(0) {
+                return Err(invalid(
+                    field,
+                    "must be greater than 0 (omit it for no limit)",
+                ));
+            }
+        }
         if self.services.is_empty() {
             return Err(invalid("service", "at least one [[service]] is required"));
         }

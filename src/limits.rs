@@ -1,11 +1,151 @@
 //! Limits shared by every carrier.
 //!
 //! The SockJS session limits its client's inbound messages and the STOMP core limits inbound
-//! frames on every carrier (TCP included) with the same token bucket. It lives here, beside
-//! `session.rs` rather than inside either sibling, because `sockjs` and `stomp` share nothing
-//! but that seam.
+//! frames on every carrier (TCP included) with the same token bucket; the HTTP listener and
+//! the STOMP TCP listener count open connections against the same [`ConnectionLimiter`]. They
+//! live here, beside `session.rs` rather than inside either sibling, because `sockjs` and
+//! `stomp` share nothing but that seam.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
+
+/// Open connections of every listener, counted against `[server] max_connections` (all of
+/// them) and `max_connections_per_ip` (from one client address). A connection is counted from
+/// accept until it closes, before any session exists, so idle or slow connections from one
+/// address cannot take every file descriptor.
+#[derive(Debug)]
+pub struct ConnectionLimiter {
+    /// The most open connections; None is unlimited.
+    max_total: Option<usize>,
+    /// The most open connections from one address; None is unlimited.
+    max_per_ip: Option<usize>,
+    /// The live counts.
+    counts: Mutex<ConnectionCounts>,
+    /// Connections refused so far, for stats and tests.
+    refused: AtomicU64,
+}
+
+/// Live connection counts.
+#[derive(Debug, Default)]
+struct ConnectionCounts {
+    /// All open connections.
+    total: usize,
+    /// Open connections by client address.
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Which connection limit refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionRefused {
+    #[error("too many connections to this server")]
+    Total,
+    #[error("too many connections from this address")]
+    PerIp,
+}
+
+/// A counted connection; dropping it (when the connection closes) releases the count.
+#[derive(Debug)]
+pub struct ConnectionPermit {
+    /// The limiter to give the count back to.
+    limiter: Arc<ConnectionLimiter>,
+    /// The client address counted.
+    ip: IpAddr,
+}
+
+impl ConnectionLimiter {
+    /// A limiter with these maxima (None: unlimited).
+    pub fn new(max_total: Option<usize>, max_per_ip: Option<usize>) -> Arc<Self> {
+        Arc::new(ConnectionLimiter {
+            max_total,
+            max_per_ip,
+            counts: Mutex::new(ConnectionCounts::default()),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// A limiter that counts but never refuses.
+    pub fn unlimited() -> Arc<Self> {
+        ConnectionLimiter::new(None, None)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ConnectionCounts> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Count a new connection from `ip`, or say which limit it would cross (and count the
+    /// refusal).
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionPermit, ConnectionRefused> {
+        let mut c = self.lock();
+        let refused = if self.max_total.is_some_and(|m| c.total >= m) {
+            Some(ConnectionRefused::Total)
+        } else if self
+            .max_per_ip
+            .is_some_and(|m| c.per_ip.get(&ip).copied().unwrap_or(0) >= m)
+        {
+            Some(ConnectionRefused::PerIp)
+        } else {
+            None
+        };
+        if let Some(refused) = refused {
+            drop(c);
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(refused);
+        }
+        c.total += 1;
+        *c.per_ip.entry(ip).or_default() += 1;
+        Ok(ConnectionPermit {
+            limiter: self.clone(),
+            ip,
+        })
+    }
+
+    /// Open connections counted now.
+    pub fn open(&self) -> usize {
+        self.lock().total
+    }
+
+    /// Connections refused since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+/// How long a refused connection is drained after its answer, so that a request the client
+/// already sent does not turn our close into a reset that destroys the answer.
+const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Answer a refused connection with `answer` (an HTTP 503, a STOMP ERROR), then close it.
+/// Bounded in time and memory: at most [`REFUSAL_LINGER`] and a 1 KiB read buffer.
+pub async fn refuse<S>(mut stream: S, answer: &[u8])
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let answered = async {
+        stream.write_all(answer).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        std::io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, answered).await;
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let mut c = self.limiter.lock();
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// A token bucket: `rate` tokens a second, holding at most `burst`.
 #[derive(Debug, Clone)]
@@ -49,6 +189,22 @@ impl TokenBucket {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn connections_are_counted_per_address_and_released() {
+        let limiter = ConnectionLimiter::new(Some(3), Some(2));
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let first = limiter.admit(a).unwrap();
+        let _second = limiter.admit(a).unwrap();
+        assert_eq!(limiter.admit(a).err(), Some(ConnectionRefused::PerIp));
+        let _third = limiter.admit(b).unwrap();
+        assert_eq!(limiter.admit(b).err(), Some(ConnectionRefused::Total));
+        assert_eq!(limiter.refused(), 2);
+        drop(first);
+        assert_eq!(limiter.open(), 2);
+        assert!(limiter.admit(a).is_ok());
+    }
 
     #[test]
     fn the_bucket_refills_at_its_rate() {

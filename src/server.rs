@@ -21,10 +21,11 @@ use crate::apps;
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError, ServerConfig};
 use crate::front::{self, Ended, FrontLimits, GuardedIo};
+use crate::limits::{ConnectionLimiter, ConnectionRefused, refuse};
 use crate::session::{App, CloseCause, CloseInfo};
 use crate::sockjs::http::{HttpRequest, HttpResponse, RequestBody, WriteWatch, not_found};
 use crate::sockjs::{Peer, Service};
-use crate::stomp::tcp::{TcpSettings, serve_tcp_with};
+use crate::stomp::tcp::{TcpSettings, serve_tcp_limited};
 use crate::stomp::{Authenticator as StompAuthenticator, StompApp, TokenAuthenticator};
 
 /// A configured gateway, ready to serve.
@@ -35,6 +36,8 @@ pub struct Gateway {
     services: Vec<Arc<Service>>,
     /// The STOMP core shared by every STOMP endpoint (one broker per gateway).
     stomp: StompApp,
+    /// Open connections of every listener, against `max_connections(_per_ip)`.
+    connections: Arc<ConnectionLimiter>,
 }
 
 impl Gateway {
@@ -56,6 +59,10 @@ impl Gateway {
         }
         services.sort_by_key(|s| std::cmp::Reverse(s.prefix().len()));
         Ok(Gateway {
+            connections: ConnectionLimiter::new(
+                config.server.max_connections,
+                config.server.max_connections_per_ip,
+            ),
             server: config.server.clone(),
             services,
             stomp,
@@ -77,11 +84,22 @@ impl Gateway {
         &self.stomp
     }
 
-    /// Serve STOMP over plain TCP on `listener`, sharing this gateway's broker.
+    /// Serve STOMP over plain TCP on `listener`, sharing this gateway's broker and its
+    /// connection limits.
     pub fn spawn_stomp_tcp(&self, listener: TcpListener) -> tokio::task::JoinHandle<()> {
         let settings = TcpSettings::from_config(self.stomp.config());
         let app: Arc<dyn App> = Arc::new(self.stomp.clone());
-        tokio::spawn(serve_tcp_with(listener, app, settings))
+        tokio::spawn(serve_tcp_limited(
+            listener,
+            app,
+            settings,
+            self.connections.clone(),
+        ))
+    }
+
+    /// Open connections of every listener, and how many were refused.
+    pub fn connections(&self) -> &Arc<ConnectionLimiter> {
+        &self.connections
     }
 
     /// The service a raw path belongs to, with the rest of the path after its prefix.
@@ -119,13 +137,21 @@ impl Gateway {
                 },
                 _ = shutdown.changed() => break,
             };
+            let permit = match gateway.connections.admit(addr.ip()) {
+                Ok(permit) => permit,
+                Err(refused) => {
+                    tracing::debug!(remote = %addr, %refused, "connection refused");
+                    let answer = refusal_response(refused);
+                    tokio::spawn(async move { refuse(stream, &answer).await });
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
-            tokio::spawn(serve_connection(
-                gateway.clone(),
-                stream,
-                addr,
-                shutdown.clone(),
-            ));
+            let connection = serve_connection(gateway.clone(), stream, addr, shutdown.clone());
+            tokio::spawn(async move {
+                connection.await;
+                drop(permit);
+            });
         }
         for service in &gateway.services {
             service.registry().close_all(CloseInfo {
@@ -136,6 +162,17 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// The 503 a connection over `max_connections(_per_ip)` gets before it is closed.
+fn refusal_response(refused: ConnectionRefused) -> Vec<u8> {
+    let text = format!("{refused}\n");
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=UTF-8\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{text}",
+        text.len()
+    )
+    .into_bytes()
 }
 
 /// The STOMP core with the configured authentication: JWTs when `[auth.jwt]` is set, else

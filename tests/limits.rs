@@ -1,6 +1,7 @@
 //! Every limit answered clearly, through real sockets: per-address session limits (503),
 //! the inbound message rate (4429), the outbound queue (4500 or drop-oldest), a client that
-//! stops reading (4500 after `send_time_limit`), and a request head that never ends.
+//! stops reading (4500 after `send_time_limit`), a request head that never ends, and open
+//! connections in total and per address over the HTTP and STOMP TCP listeners (503 / ERROR).
 
 mod common;
 
@@ -201,5 +202,106 @@ async fn a_request_head_that_never_ends_is_cut_off() {
         post(addr, "/echo/000/ok/xhr", b"").await.0,
         200,
         "others are served meanwhile"
+    );
+}
+
+/// A gateway serving HTTP and STOMP over TCP with one set of connection limits; returns both
+/// addresses.
+async fn gateway_with_tcp(toml: &str) -> (std::net::SocketAddr, std::net::SocketAddr) {
+    let config = sockjs_gateway::config::Config::from_toml(toml).unwrap();
+    let gateway = sockjs_gateway::Gateway::from_config(&config).unwrap();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addrs = (http.local_addr().unwrap(), tcp.local_addr().unwrap());
+    gateway.spawn_stomp_tcp(tcp);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _keep = tx;
+        let _ = gateway.serve(http, rx).await;
+    });
+    addrs
+}
+
+/// Read what the server sends until it closes the connection (bounded).
+async fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut all))
+        .await
+        .expect("the server closes the refused connection")
+        .unwrap();
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+#[tokio::test]
+async fn connections_per_address_are_limited_across_http_and_stomp_tcp() {
+    let (http, tcp) = gateway_with_tcp(
+        "[server]\nmax_connections_per_ip = 2\n\
+         [[service]]\nprefix = \"/echo\"\napp = \"echo\"\n",
+    )
+    .await;
+    // Two idle connections, one per listener: both count, before any request or session.
+    let held_http = TcpStream::connect(http).await.unwrap();
+    let mut held_tcp = TcpStream::connect(tcp).await.unwrap();
+    held_tcp
+        .write_all(b"CONNECT\naccept-version:1.2\nhost:t\n\n\0")
+        .await
+        .unwrap();
+    let mut connected = [0u8; 9];
+    held_tcp.read_exact(&mut connected).await.unwrap();
+    assert_eq!(&connected, b"CONNECTED");
+    // A third from the same address is refused on either listener, with the limit named.
+    let mut refused = TcpStream::connect(http).await.unwrap();
+    refused
+        .write_all(b"GET /echo/info HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut refused).await;
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(
+        answer.ends_with("too many connections from this address\n"),
+        "{answer}"
+    );
+    let mut refused = TcpStream::connect(tcp).await.unwrap();
+    let answer = read_to_close(&mut refused).await;
+    assert!(
+        answer.starts_with("ERROR\nmessage:Too many connections\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("too many connections from this address"),
+        "{answer}"
+    );
+    // Another address is not affected.
+    let other = request_from("127.0.0.2", http, "GET", "/echo/info", &[], b"").await;
+    assert_eq!(other.status, 200);
+    // Closing a held connection frees its place.
+    drop(held_http);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, _) = post(http, "/echo/000/freed/xhr", b"").await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the count was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_total_connection_limit_refuses_with_503() {
+    let (http, _) = gateway_with_tcp(
+        "[server]\nmax_connections = 1\n[[service]]\nprefix = \"/echo\"\napp = \"echo\"\n",
+    )
+    .await;
+    let _held = TcpStream::connect(http).await.unwrap();
+    let mut refused = TcpStream::connect(http).await.unwrap();
+    let answer = read_to_close(&mut refused).await;
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(
+        answer.ends_with("too many connections to this server\n"),
+        "{answer}"
     );
 }

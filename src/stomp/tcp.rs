@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 
 use super::config::StompConfig;
 use crate::config::OverflowStrategy;
+use crate::limits::{ConnectionLimiter, refuse};
 use crate::session::{
     App, CloseCause, CloseInfo, Discardable, Inbound, InboundSide, OutMessage, SendError,
     SessionInfo, SessionSink, TransportKind, discard_oldest, new_session, next_log_id,
@@ -242,11 +243,35 @@ pub async fn serve_tcp(listener: TcpListener, app: Arc<dyn App>) {
 
 /// [`serve_tcp`] with explicit carrier settings.
 pub async fn serve_tcp_with(listener: TcpListener, app: Arc<dyn App>, settings: TcpSettings) {
+    serve_tcp_limited(listener, app, settings, ConnectionLimiter::unlimited()).await
+}
+
+/// [`serve_tcp_with`], counting connections against `limiter` (shared with the HTTP
+/// listener): a connection over a limit gets an ERROR frame naming it and is closed.
+pub async fn serve_tcp_limited(
+    listener: TcpListener,
+    app: Arc<dyn App>,
+    settings: TcpSettings,
+    limiter: Arc<ConnectionLimiter>,
+) {
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
-                tokio::spawn(serve_connection(stream, peer, app.clone(), settings));
-            }
+            Ok((stream, peer)) => match limiter.admit(peer.ip()) {
+                Ok(permit) => {
+                    let connection = serve_connection(stream, peer, app.clone(), settings);
+                    tokio::spawn(async move {
+                        connection.await;
+                        drop(permit);
+                    });
+                }
+                Err(refused) => {
+                    tracing::debug!(remote = %peer, %refused, "STOMP TCP connection refused");
+                    let error = format!(
+                        "ERROR\nmessage:Too many connections\ncontent-type:text/plain\n\n{refused}\0"
+                    );
+                    tokio::spawn(async move { refuse(stream, error.as_bytes()).await });
+                }
+            },
             Err(err) => {
                 tracing::warn!(%err, "TCP accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
