@@ -86,8 +86,10 @@ pub struct GuardedIo<S> {
     pre: Bytes,
     /// The write time limit, shared with the requests served on this connection.
     watch: Arc<WriteWatch>,
-    /// The timer of the write that is blocked right now, if one is.
-    blocked: Option<Pin<Box<Sleep>>>,
+    /// The write time limit's timer, allocated at the first blocked write and reused.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Whether a write is blocked right now (the timer runs for it).
+    blocked: bool,
 }
 
 impl<S> GuardedIo<S> {
@@ -97,7 +99,8 @@ impl<S> GuardedIo<S> {
             inner,
             pre: Bytes::new(),
             watch,
-            blocked: None,
+            timer: None,
+            blocked: false,
         }
     }
 
@@ -119,17 +122,24 @@ impl<S> GuardedIo<S> {
         result: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
         if result.is_ready() {
-            self.blocked = None;
+            self.blocked = false;
             return result;
         }
         let Some(limit) = self.watch.limit() else {
             return Poll::Pending;
         };
-        let timer = self
-            .blocked
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        let deadline = tokio::time::Instant::now() + limit;
+        let timer = match &mut self.timer {
+            Some(timer) if self.blocked => timer,
+            Some(timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            slot => slot.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        self.blocked = true;
         if timer.as_mut().poll(cx).is_ready() {
-            self.blocked = None;
+            self.blocked = false;
             self.watch.mark_stalled();
             tracing::debug!("a write stayed blocked past its time limit; dropping the connection");
             return Poll::Ready(Err(io::Error::new(
