@@ -138,11 +138,21 @@ impl Drop for ConnectionPermit {
     fn drop(&mut self) {
         let mut c = self.limiter.lock();
         c.total = c.total.saturating_sub(1);
-        if let Some(n) = c.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                c.per_ip.remove(&self.ip);
-            }
+        count_down(&mut c.per_ip, &self.ip);
+    }
+}
+
+/// Give back one count of `key`, forgetting keys that reach zero, so a map of live counts
+/// per address or user holds only the ones that have something live.
+pub fn count_down<K, Q>(counts: &mut HashMap<K, usize>, key: &Q)
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    if let Some(n) = counts.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(key);
         }
     }
 }

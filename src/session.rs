@@ -619,13 +619,13 @@ pub fn next_log_id() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Counts discards.
+    /// Counts discards (shared with the carriers' tests).
     #[derive(Default)]
-    struct Discards(AtomicUsize);
+    pub(crate) struct Discards(pub(crate) AtomicUsize);
 
     impl DropObserver for Discards {
         fn message_dropped(&self) {

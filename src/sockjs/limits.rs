@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::limits::count_down;
+
 /// Live-session counts of one service, checked when a session is created.
 pub struct SessionLimiter {
     /// The configured maxima.
@@ -107,19 +109,9 @@ impl Drop for Admission {
     fn drop(&mut self) {
         let mut c = self.limiter.lock();
         c.total = c.total.saturating_sub(1);
-        if let Some(n) = c.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                c.per_ip.remove(&self.ip);
-            }
-        }
-        if let Some(p) = &self.principal
-            && let Some(n) = c.per_principal.get_mut(p)
-        {
-            *n -= 1;
-            if *n == 0 {
-                c.per_principal.remove(p);
-            }
+        count_down(&mut c.per_ip, &self.ip);
+        if let Some(p) = &self.principal {
+            count_down(&mut c.per_principal, p.as_str());
         }
     }
 }

@@ -429,17 +429,7 @@ fn enable_keepalive(stream: &TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::DropObserver;
-
-    /// Counts discards.
-    #[derive(Default)]
-    struct Discards(AtomicUsize);
-
-    impl DropObserver for Discards {
-        fn message_dropped(&self) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+    use crate::session::tests::Discards;
 
     fn sink(overflow: OverflowStrategy) -> TcpSink {
         let settings = TcpSettings {
