@@ -60,7 +60,11 @@ impl AsyncRead for Client {
 }
 
 impl AsyncWrite for Client {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -80,7 +84,9 @@ fuzz_target!(|data: &[u8]| {
             data: data.to_vec(),
             pos: 0,
         };
-        let serving = gateway.clone().serve_io(client, "127.0.0.1:9".parse().unwrap());
+        let serving = gateway
+            .clone()
+            .serve_io(client, "127.0.0.1:9".parse().unwrap());
         let _ = tokio::time::timeout(Duration::from_millis(200), serving).await;
     });
 });
