@@ -458,13 +458,11 @@ async fn stream_chunks<S: AsyncRead + AsyncWrite + Unpin>(
             None => match next_chunk(body).now_or_never() {
                 Some(next) => next,
                 None => {
-                    // Nothing ready: the head goes out now so the client sees the response
-                    // start, then wait for a chunk while watching the connection.
-                    if let Some(h) = head.take()
-                        && !write_all(io, &mut [IoSlice::new(&h)]).await
-                    {
-                        return false;
-                    }
+                    // Nothing ready: wait for a chunk while watching the connection. The head
+                    // waits too and goes out with the first chunk, in the same write: every
+                    // streaming transport has its prelude ready at once, and a long poll's
+                    // head is of no use to its client before the frame (a heartbeat comes
+                    // within `heartbeat_delay`), so this saves a write per poll.
                     let watching = !read_closed && pending.len() < max_pending;
                     let mut scratch = [0u8; WATCH_READ];
                     tokio::select! {
