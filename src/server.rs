@@ -147,10 +147,12 @@ impl Gateway {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let connection = serve_connection(gateway.clone(), stream, addr, shutdown.clone());
+            let (gateway, shutdown) = (gateway.clone(), shutdown.clone());
+            // The connection future is built inside the task: awaiting one captured from
+            // outside would store it twice in the task (once captured, once awaited).
             tokio::spawn(async move {
-                connection.await;
-                drop(permit);
+                let _permit = permit;
+                serve_connection(gateway, stream, addr, shutdown).await;
             });
         }
         for service in &gateway.services {

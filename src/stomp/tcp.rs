@@ -258,10 +258,10 @@ pub async fn serve_tcp_limited(
         match listener.accept().await {
             Ok((stream, peer)) => match limiter.admit(peer.ip()) {
                 Ok(permit) => {
-                    let connection = serve_connection(stream, peer, app.clone(), settings);
+                    let app = app.clone();
                     tokio::spawn(async move {
-                        connection.await;
-                        drop(permit);
+                        let _permit = permit;
+                        serve_connection(stream, peer, app, settings).await;
                     });
                 }
                 Err(refused) => {
