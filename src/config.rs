@@ -199,6 +199,10 @@ pub struct ServiceConfig {
     /// How long one write to a client may stay blocked before the session is terminated.
     #[serde(default = "default_send_time_limit", deserialize_with = "seconds")]
     pub send_time_limit: Duration,
+    /// How long a session may go without a message from its client before it is closed
+    /// (4408); None (the default) never closes a quiet session.
+    #[serde(default, deserialize_with = "optional_seconds")]
+    pub idle_timeout: Option<Duration>,
     /// Later requests for a session must come from the address that created it.
     #[serde(default = "yes")]
     pub session_affinity_check: bool,
@@ -264,6 +268,11 @@ fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     }
 }
 
+/// [`seconds`] for an optional key.
+fn optional_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    seconds(d).map(Some)
+}
+
 impl ServiceConfig {
     /// A service with every default, for the embedded configuration and tests.
     pub fn new(prefix: &str, app: &str) -> Self {
@@ -288,6 +297,7 @@ impl ServiceConfig {
             max_sessions_per_principal: default_per_principal(),
             max_messages_per_second: default_rate(),
             send_time_limit: default_send_time_limit(),
+            idle_timeout: None,
             session_affinity_check: true,
         }
     }
@@ -442,6 +452,12 @@ impl Config {
                     ));
                 }
             }
+            if s.idle_timeout.is_some_and(|t| t.is_zero()) {
+                return Err(invalid(
+                    &key("idle_timeout"),
+                    "must be greater than 0 seconds (omit it for none)",
+                ));
+            }
             if s.send_time_limit.is_zero() {
                 return Err(invalid(
                     &key("send_time_limit"),
@@ -509,6 +525,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("service[0].app"), "{err}");
+    }
+
+    #[test]
+    fn idle_timeout_is_off_by_default_and_zero_is_refused() {
+        let c = Config::from_toml("[[service]]\nprefix = \"/e\"\napp = \"echo\"\n").unwrap();
+        assert_eq!(c.services[0].idle_timeout, None);
+        let c =
+            Config::from_toml("[[service]]\nprefix = \"/e\"\napp = \"echo\"\nidle_timeout = 2.5\n")
+                .unwrap();
+        assert_eq!(
+            c.services[0].idle_timeout,
+            Some(Duration::from_millis(2500))
+        );
+        let err =
+            Config::from_toml("[[service]]\nprefix = \"/e\"\napp = \"echo\"\nidle_timeout = 0\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("service[0].idle_timeout"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Every limit answered clearly, through real sockets: per-address session limits (503),
 //! the inbound message rate (4429), the outbound queue (4500 or drop-oldest), a client that
-//! stops reading (4500 after `send_time_limit`), a request head that never ends, and open
-//! connections in total and per address over the HTTP and STOMP TCP listeners (503 / ERROR).
+//! stops reading (4500 after `send_time_limit`), a request head that never ends, open
+//! connections in total and per address over the HTTP and STOMP TCP listeners (503 / ERROR),
+//! and a session quiet past `idle_timeout` (4408).
 
 mod common;
 
@@ -304,4 +305,50 @@ async fn the_total_connection_limit_refuses_with_503() {
         answer.ends_with("too many connections to this server\n"),
         "{answer}"
     );
+}
+
+#[tokio::test]
+async fn a_session_quiet_past_idle_timeout_is_closed_with_4408() {
+    let addr = start_gateway(
+        "[[service]]\nprefix = \"/echo\"\napp = \"echo\"\nidle_timeout = 1\nheartbeat_delay = 60\n",
+    )
+    .await;
+    // xhr-polling: the poll that waits is answered with the close frame, not a heartbeat.
+    assert_eq!(post(addr, "/echo/000/quiet/xhr", b"").await.1, b"o\n");
+    let started = std::time::Instant::now();
+    let (_, body) = post(addr, "/echo/000/quiet/xhr", b"").await;
+    assert_eq!(body, b"c[4408,\"Idle timeout\"]\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // SockJS WebSocket: the close frame, then the socket closes.
+    let mut ws = websocket(addr, "/echo/000/quietws/websocket").await;
+    let (texts, _) = read_until_close(&mut ws).await;
+    assert_eq!(texts, ["o", "c[4408,\"Idle timeout\"]"]);
+}
+
+#[tokio::test]
+async fn a_session_that_keeps_sending_is_not_idle() {
+    let addr = start_gateway(
+        "[[service]]\nprefix = \"/echo\"\napp = \"echo\"\nidle_timeout = 1\nheartbeat_delay = 60\n",
+    )
+    .await;
+    let mut ws = websocket(addr, "/echo/000/busy/websocket").await;
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("o"));
+    for i in 0..8 {
+        ws.send(Message::text(format!("[\"{i}\"]"))).await.unwrap();
+        let echo = tokio::time::timeout(Duration::from_secs(2), ws.next())
+            .await
+            .expect("echo in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            echo,
+            Message::text(format!("a[\"{i}\"]")),
+            "still open after {i} x 300 ms"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

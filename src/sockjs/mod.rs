@@ -95,6 +95,7 @@ impl Service {
                 max_queued_bytes: config.max_queued_bytes,
                 overflow: config.overflow_strategy,
                 max_messages_per_second: config.max_messages_per_second,
+                idle_timeout: config.idle_timeout,
             },
             limiter: SessionLimiter::new(Maxima {
                 total: config.max_sessions,

@@ -1,7 +1,8 @@
 //! Session id → session, for the HTTP transports of one service.
 //!
 //! WebSocket sessions are never registered (sockjs.md §13.7). One sweeper task per service
-//! expires sessions whose disconnect deadline passed, so no timer task exists per session.
+//! expires sessions whose disconnect deadline passed, and closes those idle past
+//! `idle_timeout` or whose credential expired, so no timer task exists per session.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -85,6 +86,15 @@ impl Registry {
             .collect();
         for s in expired_credentials {
             s.close_for_expired_credential();
+        }
+        let idle: Vec<Arc<Session>> = self
+            .lock()
+            .values()
+            .filter(|s| s.idle_deadline().is_some_and(|at| at <= now))
+            .cloned()
+            .collect();
+        for s in idle {
+            s.close_if_idle(now);
         }
         let expired: Vec<Arc<Session>> = {
             let mut map = self.lock();

@@ -33,6 +33,8 @@ pub struct SessionLimits {
     pub overflow: OverflowStrategy,
     /// Inbound messages per second (burst: twice as many); None is unlimited.
     pub max_messages_per_second: Option<u32>,
+    /// How long the session may go without a message from its client; None is forever.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Where the session is in its life.
@@ -79,6 +81,8 @@ struct State {
     /// Wakes the attached receiver when messages are queued or closing starts. A slot rather
     /// than a `Notify`, so a receiver can be a plain polled body with no task of its own.
     receiver_waker: Option<Waker>,
+    /// When the client last sent a message (or the session was created), for `idle_timeout`.
+    last_inbound: Instant,
 }
 
 /// What a receiver found when it tried to attach.
@@ -148,6 +152,7 @@ impl Session {
                         .map(|r| TokenBucket::new(f64::from(r), 2.0 * f64::from(r))),
                     admission,
                     receiver_waker: None,
+                    last_inbound: Instant::now(),
                 }),
                 limits,
                 inbound,
@@ -304,7 +309,9 @@ impl Session {
             if matches!(st.phase, Phase::Closing | Phase::Closed) {
                 return;
             }
-            let within_rate = st.rate.as_mut().is_none_or(|b| b.take(Instant::now()));
+            let now = Instant::now();
+            st.last_inbound = now;
+            let within_rate = st.rate.as_mut().is_none_or(|b| b.take(now));
             if !within_rate {
                 drop(st);
                 tracing::warn!(
@@ -325,6 +332,31 @@ impl Session {
     /// See [`InboundSide::let_application_catch_up`].
     pub async fn let_application_catch_up(&self) {
         self.inbound.let_application_catch_up().await
+    }
+
+    /// When the session becomes idle (`idle_timeout` after the client's last message), if it
+    /// can.
+    pub fn idle_deadline(&self) -> Option<Instant> {
+        let timeout = self.limits.idle_timeout?;
+        Some(self.lock().last_inbound + timeout)
+    }
+
+    /// Start closing with 4408 "Idle timeout" if the client has sent nothing for
+    /// `idle_timeout` at `now`; returns whether it did.
+    pub fn close_if_idle(&self, now: Instant) -> bool {
+        if self.idle_deadline().is_none_or(|at| at > now) || self.closing().is_some() {
+            return false;
+        }
+        tracing::info!(
+            session = self.info.log_id,
+            "no message from the client within idle_timeout; closing session"
+        );
+        self.begin_close(CloseInfo {
+            code: 4408,
+            reason: "Idle timeout".into(),
+            cause: CloseCause::Timeout,
+        });
+        true
     }
 
     /// Start closing with a close frame (no effect once closing).
@@ -505,6 +537,7 @@ mod tests {
             max_queued_bytes: max_queued,
             overflow,
             max_messages_per_second: None,
+            idle_timeout: None,
         };
         (Session::new(info, limits, app.clone(), None, None), app)
     }

@@ -359,6 +359,7 @@ pub async fn run_socket(svc: &Service, session: Arc<Session>, mut conn: Conn, fr
         credential: session
             .credential_expires()
             .map(|exp| Instant::now() + exp.duration_since(SystemTime::now()).unwrap_or_default()),
+        idle: session.idle_deadline().map(Instant::from_std),
     };
     let timer = sleep_until(deadlines.next());
     tokio::pin!(timer);
@@ -416,6 +417,10 @@ pub async fn run_socket(svc: &Service, session: Arc<Session>, mut conn: Conn, fr
                     deadlines.credential = None;
                     session.close_for_expired_credential();
                 }
+                if deadlines.idle.is_some_and(|t| t <= now) {
+                    session.close_if_idle(now.into_std());
+                    deadlines.idle = session.idle_deadline().map(Instant::from_std).filter(|t| *t > now);
+                }
                 if deadlines.beat <= now {
                     deadlines.beat = now + heartbeat;
                     if sockjs && !session.heartbeats_suppressed() {
@@ -443,12 +448,15 @@ struct Deadlines {
     pong: Option<Instant>,
     /// When the client's credential expires, if the carrier enforces it.
     credential: Option<Instant>,
+    /// When the session may be idle, as of the last check (messages since move it later; it
+    /// is re-read when it comes, so no timer is touched per message).
+    idle: Option<Instant>,
 }
 
 impl Deadlines {
     /// The earliest pending deadline.
     fn next(&self) -> Instant {
-        [Some(self.beat), self.pong, self.credential]
+        [Some(self.beat), self.pong, self.credential, self.idle]
             .into_iter()
             .flatten()
             .min()
