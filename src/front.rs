@@ -9,12 +9,13 @@
 //! parsed, the response head is written once, and each frame goes out as one chunk with one
 //! vectored write.
 //!
-//! What it serves: HTTP/1.1 requests without a body (no `Content-Length` other than 0, no
-//! `Transfer-Encoding`), without `Expect` or `Upgrade`, with an origin-form target, and not
-//! `HEAD` or `CONNECT`; everything sockjs-client sends to open and poll a session. Anything
-//! else (`xhr_send` bodies, WebSocket upgrades, HTTP/1.0, malformed heads) goes to hyper
-//! together with the bytes already read, and hyper keeps the connection from then on, so
-//! every unusual case keeps hyper's behaviour.
+//! What it serves: HTTP/1.1 requests without a body or with a `Content-Length` body of at
+//! most [`MAX_BODY`] (no `Transfer-Encoding`), without `Expect` or `Upgrade`, with an
+//! origin-form target, and not `HEAD` or `CONNECT`: everything sockjs-client sends to open,
+//! poll and feed a session, so a browser connection that carried an `xhr_send` can still
+//! carry the next stream cheaply. Anything else (large or chunked bodies, WebSocket upgrades,
+//! HTTP/1.0, malformed heads) goes to hyper together with the bytes already read, and hyper
+//! keeps the connection from then on, so every unusual case keeps hyper's behaviour.
 //!
 //! The limits are the listener's: the head must arrive within `header_read_timeout` (the
 //! connection is closed otherwise, as hyper does) and fit in `max_header_bytes` (431). A
@@ -40,6 +41,7 @@ use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use crate::sockjs::http::{Body, HttpResponse, RequestBody, WriteWatch};
+use crate::sockjs::transport::BODY_READ_TIMEOUT;
 
 /// First allocation for a request head; it doubles up to `max_header_bytes`.
 const HEAD_BUFFER: usize = 1024;
@@ -50,6 +52,9 @@ const MAX_HEADERS: usize = 64;
 pub const DEFAULT_WRITE_LIMIT: Duration = Duration::from_secs(10);
 /// Bytes read at a time while a response streams (EOF detection, pipelined requests).
 const WATCH_READ: usize = 64;
+/// The largest request body the front reads itself; a larger declared body goes to hyper,
+/// where the handler answers 413 beyond the service's `max_inbound_bytes` before reading.
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// The listener limits the front enforces on request heads.
 #[derive(Debug, Clone, Copy)]
@@ -226,7 +231,8 @@ where
             HeadRead::Complete(len) => len,
             HeadRead::Closed => return Ended::Closed,
             HeadRead::TooLarge => {
-                let _ = write_error(&mut io, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await;
+                let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+                let _ = write_error(&mut io, status, "").await;
                 return Ended::Closed;
             }
         };
@@ -237,6 +243,13 @@ where
             };
         };
         buf.advance(head_len);
+        if parsed.body_len > 0 {
+            if !read_body(&mut io, &mut buf, parsed.body_len).await {
+                return Ended::Closed;
+            }
+            let body = buf.split_to(parsed.body_len).freeze();
+            *parsed.request.body_mut() = RequestBody::Full(Some(body));
+        }
         if buf.is_empty() {
             // Release the head buffer: a streaming response may last minutes.
             buf = BytesMut::new();
@@ -322,10 +335,12 @@ fn head_end(buf: &[u8], from: usize) -> Option<usize> {
 
 /// A request the front serves, and whether the client asked to close after it.
 struct Servable {
-    /// The request, with an empty body.
+    /// The request, with an empty body (the front reads `body_len` bytes into it).
     request: Request<RequestBody>,
     /// `Connection: close` was sent.
     close: bool,
+    /// The declared `Content-Length` (at most [`MAX_BODY`]).
+    body_len: usize,
 }
 
 /// Parse a complete head; None when the request is not one the front serves (hyper answers
@@ -353,15 +368,24 @@ fn parse_servable(head: &[u8]) -> Option<Servable> {
         .uri(path)
         .version(Version::HTTP_11);
     let mut close = false;
+    let mut body_len = None;
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         let value = HeaderValue::from_bytes(h.value).ok()?;
-        if name == header::TRANSFER_ENCODING
-            || name == header::EXPECT
-            || name == header::UPGRADE
-            || (name == header::CONTENT_LENGTH && value.as_bytes().trim_ascii() != b"0")
-        {
+        if name == header::TRANSFER_ENCODING || name == header::EXPECT || name == header::UPGRADE {
             return None;
+        }
+        if name == header::CONTENT_LENGTH {
+            // One plain decimal length, small enough to read here; anything else is hyper's.
+            let digits = value.as_bytes().trim_ascii();
+            if body_len.is_some() || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let len: usize = std::str::from_utf8(digits).ok()?.parse().ok()?;
+            if len > MAX_BODY {
+                return None;
+            }
+            body_len = Some(len);
         }
         if name == header::CONNECTION {
             for token in value.to_str().ok()?.split(',') {
@@ -375,7 +399,35 @@ fn parse_servable(head: &[u8]) -> Option<Servable> {
         builder = builder.header(name, value);
     }
     let request = builder.body(RequestBody::Empty).ok()?;
-    Some(Servable { request, close })
+    Some(Servable {
+        request,
+        close,
+        body_len: body_len.unwrap_or(0),
+    })
+}
+
+/// Read until `buf` holds a body of `len` bytes, within the body read timeout (a slow-body
+/// guard, the same as the handlers'); false when the connection ended, or was answered with
+/// 408 and closed.
+async fn read_body<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    len: usize,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
+    while buf.len() < len {
+        buf.reserve(len - buf.len());
+        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return false,
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                let status = StatusCode::REQUEST_TIMEOUT;
+                let _ = write_error(io, status, "Request body too slow.\n").await;
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Whether the connection may carry another request after a response.
@@ -639,11 +691,21 @@ fn has_token(value: &HeaderValue, token: &str) -> bool {
 }
 
 /// A bodiless error answer that ends the connection.
-async fn write_error<S: AsyncWrite + Unpin>(io: &mut S, status: StatusCode) -> bool {
+async fn write_error<S: AsyncWrite + Unpin>(io: &mut S, status: StatusCode, text: &str) -> bool {
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
-    let head = encode_head(&parts, Framing::Length(0), true);
-    let ok = write_all(io, &mut [IoSlice::new(&head)]).await;
+    if !text.is_empty() {
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=UTF-8"),
+        );
+    }
+    let head = encode_head(&parts, Framing::Length(text.len()), true);
+    let ok = write_all(
+        io,
+        &mut [IoSlice::new(&head), IoSlice::new(text.as_bytes())],
+    )
+    .await;
     let _ = io.shutdown().await;
     ok
 }
@@ -693,9 +755,18 @@ mod tests {
             "GET /echo/info HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
         ));
         assert!(served("OPTIONS /echo/info HTTP/1.1\r\n\r\n"));
-        assert!(!served(
+        assert!(served(
             "POST /echo/a/b/xhr_send HTTP/1.1\r\nContent-Length: 2\r\n\r\n"
         ));
+        assert!(!served(&format!(
+            "POST /echo/a/b/xhr_send HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        )));
+        assert!(!served(
+            "POST /x HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n"
+        ));
+        assert!(!served("POST /x HTTP/1.1\r\nContent-Length: +2\r\n\r\n"));
+        assert!(!served("POST /x HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\n"));
         assert!(!served(
             "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
         ));

@@ -1,6 +1,7 @@
 //! The HTTP front (`src/front.rs`) through real sockets: keep-alive and pipelined requests,
-//! the hand-over to hyper at the first request with a body, heads that are too large, client
-//! aborts, and a streaming client that stops reading, on both sides of the hand-over.
+//! small bodies read by the front, the hand-over to hyper at the first request it leaves to
+//! hyper (a chunked body), heads that are too large, client aborts, and a streaming client
+//! that stops reading, on both sides of the hand-over.
 
 mod common;
 
@@ -163,13 +164,46 @@ async fn one_connection_carries_info_a_stream_and_polls_in_order() {
     assert_eq!(conn.chunk().await.unwrap(), b"a[\"hi\"]\n");
 }
 
+/// A chunked `xhr_send`: a body the front leaves to hyper.
+fn chunked_send(path: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    )
+}
+
 #[tokio::test]
-async fn a_request_with_a_body_hands_the_connection_to_hyper_which_keeps_serving_it() {
+async fn small_bodies_are_read_by_the_front_and_keep_the_connection_there() {
+    let addr = start_gateway(ECHO).await;
+    let mut conn = Conn::open(addr).await;
+    conn.send(&post_wire("/echo/000/sb/xhr", "")).await;
+    assert_eq!(conn.response().await.body, b"o\n");
+    // Pipelined: a send with a body, then a poll, in one write.
+    conn.send(&format!(
+        "{}{}",
+        post_wire("/echo/000/sb/xhr_send", "[\"a\",\"b\"]"),
+        post_wire("/echo/000/sb/xhr", "")
+    ))
+    .await;
+    assert_eq!(conn.response().await.status, 204);
+    assert_eq!(conn.response().await.body, b"a[\"a\",\"b\"]\n");
+    // Broken JSON gets the protocol's 500 here too, and the connection goes on.
+    conn.send(&post_wire("/echo/000/sb/xhr_send", "[\"a\""))
+        .await;
+    let broken = conn.response().await;
+    assert_eq!(broken.status, 500);
+    assert_eq!(broken.body, b"Broken JSON encoding.");
+    conn.send(&get("/echo/info")).await;
+    assert_eq!(conn.response().await.status, 200);
+}
+
+#[tokio::test]
+async fn a_chunked_body_hands_the_connection_to_hyper_which_keeps_serving_it() {
     let addr = start_gateway(ECHO).await;
     let mut conn = Conn::open(addr).await;
     conn.send(&post_wire("/echo/000/h/xhr", "")).await;
     assert_eq!(conn.response().await.body, b"o\n");
-    conn.send(&post_wire("/echo/000/h/xhr_send", "[\"x\"]"))
+    conn.send(&chunked_send("/echo/000/h/xhr_send", "[\"x\"]"))
         .await;
     assert_eq!(conn.response().await.status, 204);
     conn.send(&post_wire("/echo/000/h/xhr", "")).await;
@@ -249,7 +283,7 @@ async fn stalled_stream_is_terminated(through_hyper: bool) {
         "viafront"
     };
     if through_hyper {
-        conn.send(&post_wire("/amplify/000/nosuch/xhr_send", "[\"1\"]"))
+        conn.send(&chunked_send("/amplify/000/nosuch/xhr_send", "[\"1\"]"))
             .await;
         assert_eq!(conn.response().await.status, 404);
     }

@@ -13,11 +13,14 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 
-/// The body of a request as handlers see it. hyper's for the requests hyper parsed; none for
-/// the bodiless requests the gateway's own HTTP front served (`crate::front`).
+/// The body of a request as handlers see it: hyper's for the requests hyper parsed; for the
+/// requests the gateway's own HTTP front served (`crate::front`), none or a small body it read
+/// whole.
 pub enum RequestBody {
     /// A body hyper is reading.
     Hyper(hyper::body::Incoming),
+    /// A (small) body the front read whole; None once taken.
+    Full(Option<Bytes>),
     /// No body.
     Empty,
 }
@@ -32,6 +35,7 @@ impl http_body::Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             RequestBody::Hyper(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             RequestBody::Empty => Poll::Ready(None),
         }
     }
@@ -39,6 +43,7 @@ impl http_body::Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Hyper(body) => body.is_end_stream(),
+            RequestBody::Full(bytes) => bytes.is_none(),
             RequestBody::Empty => true,
         }
     }
@@ -46,6 +51,9 @@ impl http_body::Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Hyper(body) => body.size_hint(),
+            RequestBody::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }
