@@ -259,12 +259,18 @@ fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Int(u64),
         Float(f64),
     }
-    match Num::deserialize(d)? {
-        Num::Int(s) => Ok(Duration::from_secs(s)),
-        Num::Float(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
-        Num::Float(_) => Err(serde::de::Error::custom(
-            "expected a non-negative number of seconds",
-        )),
+    // Ten years: far beyond any sensible timeout, and far from overflowing a deadline.
+    const MAX: f64 = 315_360_000.0;
+    let secs = match Num::deserialize(d)? {
+        Num::Int(s) => s as f64,
+        Num::Float(s) => s,
+    };
+    if secs.is_finite() && (0.0..=MAX).contains(&secs) {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(serde::de::Error::custom(
+            "expected a number of seconds from 0 to 315360000 (ten years)",
+        ))
     }
 }
 
@@ -500,6 +506,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.services[0].disconnect_delay, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn durations_past_ten_years_are_refused() {
+        let err = Config::from_toml(
+            "[[service]]\nprefix = \"/e\"\napp = \"echo\"\nidle_timeout = 1e19\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("idle_timeout") && err.contains("ten years"),
+            "{err}"
+        );
     }
 
     #[test]

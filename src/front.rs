@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Version};
@@ -55,6 +55,8 @@ const WATCH_READ: usize = 64;
 /// The largest request body the front reads itself; a larger declared body goes to hyper,
 /// where the handler answers 413 beyond the service's `max_inbound_bytes` before reading.
 pub const MAX_BODY: usize = 64 * 1024;
+/// Room added at a time while a body arrives.
+const BODY_READ_STEP: usize = 8 * 1024;
 
 /// The listener limits the front enforces on request heads.
 #[derive(Debug, Clone, Copy)]
@@ -232,7 +234,7 @@ where
             HeadRead::Closed => return Ended::Closed,
             HeadRead::TooLarge => {
                 let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-                let _ = write_error(&mut io, status, "").await;
+                write_error(&mut io, status, "").await;
                 return Ended::Closed;
             }
         };
@@ -256,14 +258,9 @@ where
         }
         parsed.request.extensions_mut().insert(io.watch().clone());
         let resp = handle(parsed.request).await;
-        let persist = write_response(
-            &mut io,
-            &mut buf,
-            resp,
-            parsed.close,
-            limits.max_header_bytes,
-        )
-        .await;
+        // Shutting down: this is the connection's last response, and the client is told so.
+        let last = parsed.close || *shutdown.borrow();
+        let persist = write_response(&mut io, &mut buf, resp, last, limits.max_header_bytes).await;
         if persist != Persist::KeepAlive || *shutdown.borrow() {
             let _ = io.shutdown().await;
             return Ended::Closed;
@@ -304,8 +301,11 @@ async fn read_head<S: AsyncRead + Unpin>(
             let room = buf.capacity().max(HEAD_BUFFER);
             buf.reserve(room.min(limits.max_header_bytes - buf.len()));
         }
+        // Never more than `max_header_bytes` in all, so the limit is exact.
+        let allowed = limits.max_header_bytes - buf.len();
+        let mut room = (&mut *buf).limit(allowed);
         let read = tokio::select! {
-            read = tokio::time::timeout_at(deadline, io.read_buf(buf)) => read,
+            read = tokio::time::timeout_at(deadline, io.read_buf(&mut room)) => read,
             _ = shutdown.changed() => return HeadRead::Closed,
         };
         match read {
@@ -349,7 +349,8 @@ fn parse_servable(head: &[u8]) -> Option<Servable> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
+        // httparse must agree on where the head ends, or framing could drift: hyper decides.
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
         _ => return None,
     }
     if req.version != Some(1) {
@@ -416,13 +417,15 @@ async fn read_body<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> bool {
     let deadline = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
     while buf.len() < len {
-        buf.reserve(len - buf.len());
+        // Room as the bytes come, not the whole declared length up front: a client that
+        // declares 64 KiB and sends nothing holds no 64 KiB for the body timeout.
+        buf.reserve((len - buf.len()).min(BODY_READ_STEP));
         match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return false,
             Ok(Ok(_)) => {}
             Err(_) => {
                 let status = StatusCode::REQUEST_TIMEOUT;
-                let _ = write_error(io, status, "Request body too slow.\n").await;
+                write_error(io, status, "Request body too slow.\n").await;
                 return false;
             }
         }
@@ -501,7 +504,6 @@ async fn stream_chunks<S: AsyncRead + AsyncWrite + Unpin>(
     max_pending: usize,
 ) -> bool {
     let mut head = Some(head);
-    let mut read_closed = false;
     // A chunk found ready while checking whether the body had ended.
     let mut ahead: Option<Bytes> = None;
     loop {
@@ -515,16 +517,19 @@ async fn stream_chunks<S: AsyncRead + AsyncWrite + Unpin>(
                     // streaming transport has its prelude ready at once, and a long poll's
                     // head is of no use to its client before the frame (a heartbeat comes
                     // within `heartbeat_delay`), so this saves a write per poll.
-                    let watching = !read_closed && pending.len() < max_pending;
                     let mut scratch = [0u8; WATCH_READ];
                     tokio::select! {
                         next = next_chunk(body) => next,
-                        read = io.read(&mut scratch), if watching => {
+                        read = io.read(&mut scratch) => {
                             match read {
                                 Ok(0) | Err(_) => return false,
                                 Ok(n) => pending.extend_from_slice(&scratch[..n]),
                             }
-                            read_closed = pending.len() >= max_pending;
+                            // More pipelined bytes than a request head may have, while a
+                            // response streams: not a client worth watching; drop it.
+                            if pending.len() > max_pending {
+                                return false;
+                            }
                             continue;
                         }
                     }
@@ -691,7 +696,11 @@ fn has_token(value: &HeaderValue, token: &str) -> bool {
 }
 
 /// A bodiless error answer that ends the connection.
-async fn write_error<S: AsyncWrite + Unpin>(io: &mut S, status: StatusCode, text: &str) -> bool {
+async fn write_error<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    status: StatusCode,
+    text: &str,
+) {
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
     if !text.is_empty() {
@@ -700,14 +709,11 @@ async fn write_error<S: AsyncWrite + Unpin>(io: &mut S, status: StatusCode, text
             HeaderValue::from_static("text/plain; charset=UTF-8"),
         );
     }
-    let head = encode_head(&parts, Framing::Length(text.len()), true);
-    let ok = write_all(
-        io,
-        &mut [IoSlice::new(&head), IoSlice::new(text.as_bytes())],
-    )
-    .await;
-    let _ = io.shutdown().await;
-    ok
+    let mut answer = encode_head(&parts, Framing::Length(text.len()), true);
+    answer.extend_from_slice(text.as_bytes());
+    // Written, shut down and drained briefly, so a request still arriving does not turn the
+    // close into a reset that destroys the answer.
+    crate::limits::refuse(io, &answer).await;
 }
 
 /// Write every slice with vectored writes (the connection's [`GuardedIo`] bounds how long

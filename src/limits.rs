@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -26,6 +26,8 @@ pub struct ConnectionLimiter {
     counts: Mutex<ConnectionCounts>,
     /// Connections refused so far, for stats and tests.
     refused: AtomicU64,
+    /// Refused connections still being answered ([`refuse`] lingers on each).
+    answering: AtomicUsize,
 }
 
 /// Live connection counts.
@@ -46,6 +48,22 @@ pub enum ConnectionRefused {
     PerIp,
 }
 
+/// The most refused connections answered at once; beyond it they are closed unanswered.
+pub const MAX_ANSWERING: usize = 256;
+
+/// One refused connection being answered; dropping it frees the place.
+#[derive(Debug)]
+pub struct AnswerSlot {
+    /// The limiter whose count of answers in flight this is.
+    limiter: Arc<ConnectionLimiter>,
+}
+
+impl Drop for AnswerSlot {
+    fn drop(&mut self) {
+        self.limiter.answering.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A counted connection; dropping it (when the connection closes) releases the count.
 #[derive(Debug)]
 pub struct ConnectionPermit {
@@ -63,6 +81,7 @@ impl ConnectionLimiter {
             max_per_ip,
             counts: Mutex::new(ConnectionCounts::default()),
             refused: AtomicU64::new(0),
+            answering: AtomicUsize::new(0),
         })
     }
 
@@ -99,6 +118,20 @@ impl ConnectionLimiter {
         Ok(ConnectionPermit {
             limiter: self.clone(),
             ip,
+        })
+    }
+
+    /// A place to answer one refused connection, or None when [`MAX_ANSWERING`] are being
+    /// answered already: a flood of refused connections then gets closed at once, so the
+    /// answers cannot take the file descriptors the limits protect.
+    pub fn answer_slot(self: &Arc<Self>) -> Option<AnswerSlot> {
+        let taken = self.answering.fetch_add(1, Ordering::Relaxed);
+        if taken >= MAX_ANSWERING {
+            self.answering.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(AnswerSlot {
+            limiter: self.clone(),
         })
     }
 
@@ -214,6 +247,17 @@ mod tests {
         drop(first);
         assert_eq!(limiter.open(), 2);
         assert!(limiter.admit(a).is_ok());
+    }
+
+    #[test]
+    fn refused_connections_are_answered_a_bounded_number_at_a_time() {
+        let limiter = ConnectionLimiter::unlimited();
+        let slots: Vec<AnswerSlot> = (0..MAX_ANSWERING)
+            .map(|_| limiter.answer_slot().unwrap())
+            .collect();
+        assert!(limiter.answer_slot().is_none());
+        drop(slots);
+        assert!(limiter.answer_slot().is_some());
     }
 
     #[test]

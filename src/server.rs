@@ -141,8 +141,13 @@ impl Gateway {
                 Ok(permit) => permit,
                 Err(refused) => {
                     tracing::debug!(remote = %addr, %refused, "connection refused");
-                    let answer = refusal_response(refused);
-                    tokio::spawn(async move { refuse(stream, &answer).await });
+                    if let Some(slot) = gateway.connections.answer_slot() {
+                        let answer = refusal_response(refused);
+                        tokio::spawn(async move {
+                            refuse(stream, &answer).await;
+                            drop(slot);
+                        });
+                    }
                     continue;
                 }
             };

@@ -326,3 +326,29 @@ async fn a_stream_that_stops_being_read_is_terminated_on_the_front() {
 async fn a_stream_that_stops_being_read_is_terminated_on_hyper() {
     stalled_stream_is_terminated(true).await;
 }
+
+#[tokio::test]
+async fn a_client_that_pipelines_too_much_while_streaming_is_dropped() {
+    let addr = start_gateway(&format!("[server]\nmax_header_bytes = 8192\n{ECHO}")).await;
+    let mut conn = Conn::open(addr).await;
+    conn.send(&post_wire("/echo/000/pipe/xhr_streaming", ""))
+        .await;
+    let _ = conn.line().await;
+    while !conn.line().await.trim_end().is_empty() {}
+    let _prelude = conn.chunk().await;
+    assert_eq!(conn.chunk().await.unwrap(), b"o\n");
+    // More than a request head may hold, sent while the response streams.
+    conn.send(&"x".repeat(9000)).await;
+    assert!(
+        conn.closed_within(IO_TIMEOUT).await,
+        "the connection was dropped"
+    );
+    let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+    while post(addr, "/echo/000/pipe/xhr_send", b"[\"x\"]").await.0 != 404 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session still lives"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

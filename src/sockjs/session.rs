@@ -241,6 +241,8 @@ impl Session {
         let mut st = self.lock();
         if st.receiver.as_ref().is_some_and(|r| r.id == id) {
             st.receiver = None;
+            // The waker belongs to the request that just ended; keeping it would pin its task.
+            st.receiver_waker = None;
             if st.phase != Phase::Closed {
                 st.expires_at = Some(Instant::now() + self.limits.disconnect_delay);
             }
@@ -338,7 +340,7 @@ impl Session {
     /// can.
     pub fn idle_deadline(&self) -> Option<Instant> {
         let timeout = self.limits.idle_timeout?;
-        Some(self.lock().last_inbound + timeout)
+        self.lock().last_inbound.checked_add(timeout)
     }
 
     /// Start closing with 4408 "Idle timeout" if the client has sent nothing for

@@ -269,7 +269,12 @@ pub async fn serve_tcp_limited(
                     let error = format!(
                         "ERROR\nmessage:Too many connections\ncontent-type:text/plain\n\n{refused}\0"
                     );
-                    tokio::spawn(async move { refuse(stream, error.as_bytes()).await });
+                    if let Some(slot) = limiter.answer_slot() {
+                        tokio::spawn(async move {
+                            refuse(stream, error.as_bytes()).await;
+                            drop(slot);
+                        });
+                    }
                 }
             },
             Err(err) => {
