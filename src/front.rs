@@ -234,7 +234,7 @@ where
             HeadRead::Closed => return Ended::Closed,
             HeadRead::TooLarge => {
                 let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-                write_error(&mut io, status, "").await;
+                Box::pin(write_error(&mut io, status, "")).await;
                 return Ended::Closed;
             }
         };
@@ -425,7 +425,7 @@ async fn read_body<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(Ok(_)) => {}
             Err(_) => {
                 let status = StatusCode::REQUEST_TIMEOUT;
-                write_error(io, status, "Request body too slow.\n").await;
+                Box::pin(write_error(io, status, "Request body too slow.\n")).await;
                 return false;
             }
         }
@@ -695,7 +695,8 @@ fn has_token(value: &HeaderValue, token: &str) -> bool {
         .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
-/// A bodiless error answer that ends the connection.
+/// A bodiless error answer that ends the connection. Callers box it: its drain buffer would
+/// otherwise be part of every connection task, for an answer few connections ever need.
 async fn write_error<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     status: StatusCode,
