@@ -1,6 +1,6 @@
 //! The front of every HTTP connection: a small HTTP/1.1 reader and writer that serves the
-//! plain bodiless requests itself and hands the connection to hyper at the first request it
-//! does not serve.
+//! plain requests itself and hands the connection to hyper at the first request it does not
+//! serve.
 //!
 //! Why it exists: a streaming receiver (xhr-streaming, eventsource, htmlfile) or a long poll
 //! holds its connection open for minutes, and a hyper connection keeps an 8 KiB read buffer
@@ -18,11 +18,13 @@
 //! keeps the connection from then on, so every unusual case keeps hyper's behaviour.
 //!
 //! The limits are the listener's: the head must arrive within `header_read_timeout` (the
-//! connection is closed otherwise, as hyper does) and fit in `max_header_bytes` (431). A
-//! write that stays blocked past the connection's [`WriteWatch`] limit drops the connection
-//! ([`GuardedIo`], which hyper's writes go through too). While a response streams, the connection is watched for EOF, which is how a
-//! client abort reaches the session (the body is dropped); bytes a client pipelines meanwhile
-//! are kept, up to `max_header_bytes`, for the next request.
+//! connection is closed otherwise, as hyper does) and fit in `max_header_bytes` (431); a body
+//! within the handlers' 30 s body timeout (408). A write that stays blocked past the
+//! connection's [`WriteWatch`] limit drops the connection ([`GuardedIo`], which hyper's
+//! writes go through too). While a response streams, the connection is watched for EOF,
+//! which is how a client abort reaches the session (the body is dropped); bytes a client
+//! pipelines meanwhile are kept for the next request, and a client that pipelines more than
+//! `max_header_bytes` is dropped.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -389,13 +391,10 @@ fn parse_servable(head: &[u8]) -> Option<Servable> {
             body_len = Some(len);
         }
         if name == header::CONNECTION {
-            for token in value.to_str().ok()?.split(',') {
-                let token = token.trim();
-                if token.eq_ignore_ascii_case("upgrade") {
-                    return None;
-                }
-                close |= token.eq_ignore_ascii_case("close");
+            if has_token(&value, "upgrade") {
+                return None;
             }
+            close |= has_token(&value, "close");
         }
         builder = builder.header(name, value);
     }
@@ -550,7 +549,7 @@ async fn stream_chunks<S: AsyncRead + AsyncWrite + Unpin>(
             Some(None) => true,
             None => false,
         };
-        let size = chunk_size_line(data.len());
+        let size = format!("{:x}\r\n", data.len());
         let end: &[u8] = if ends_now { b"\r\n0\r\n\r\n" } else { b"\r\n" };
         let mut slices = [
             IoSlice::new(&head_bytes),
@@ -580,47 +579,6 @@ async fn next_chunk(body: &mut Body) -> Option<Bytes> {
             Err(never) => match never {},
         }
     }
-}
-
-/// `{len in hex}\r\n`.
-fn chunk_size_line(len: usize) -> ChunkSize {
-    let mut out = ChunkSize {
-        bytes: [0; 18],
-        len: 0,
-    };
-    let digits = format_hex(len, &mut out.bytes);
-    out.bytes[digits] = b'\r';
-    out.bytes[digits + 1] = b'\n';
-    out.len = digits + 2;
-    out
-}
-
-/// A chunk-size line on the stack.
-struct ChunkSize {
-    /// Hex digits, CR, LF.
-    bytes: [u8; 18],
-    /// How many of `bytes` are used.
-    len: usize,
-}
-
-impl ChunkSize {
-    fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
-
-/// Write `n` in lower-case hex at the start of `out`; returns the digit count.
-fn format_hex(n: usize, out: &mut [u8; 18]) -> usize {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let count = if n == 0 {
-        1
-    } else {
-        (usize::BITS - n.leading_zeros()).div_ceil(4) as usize
-    };
-    for i in 0..count {
-        out[count - 1 - i] = DIGITS[(n >> (4 * i)) & 0xf];
-    }
-    count
 }
 
 /// The response head as hyper would write it: status line, the handler's headers, the
@@ -733,17 +691,6 @@ async fn write_all<S: AsyncWrite + Unpin>(io: &mut S, mut slices: &mut [IoSlice<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hex_chunk_sizes() {
-        for (n, s) in [(0, "0"), (9, "9"), (10, "a"), (255, "ff"), (4096, "1000")] {
-            assert_eq!(chunk_size_line(n).as_bytes(), format!("{s}\r\n").as_bytes());
-        }
-        assert_eq!(
-            chunk_size_line(usize::MAX).as_bytes(),
-            format!("{:x}\r\n", usize::MAX).as_bytes()
-        );
-    }
 
     #[test]
     fn head_end_accepts_crlf_and_bare_lf() {

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::websocket::{Conn, Framing, WsIn, lift_write_limit, run_socket};
+use super::websocket::{Conn, Framing, WsIn, run_socket};
 use crate::session::{CloseCause, CloseInfo, TransportKind};
 use crate::sockjs::http::{Body, HttpRequest, HttpResponse, TEXT_PLAIN, WriteWatch, response};
 use crate::sockjs::{Client, Service};
@@ -89,7 +89,6 @@ pub fn handshake(svc: &Arc<Service>, req: HttpRequest, client: &Client) -> HttpR
             session.finish(gone());
             return;
         };
-        lift_write_limit(watch.as_deref());
         let mut io = TokioIo::new(upgraded);
         let mut key3 = [0u8; 8];
         let read = tokio::time::timeout(KEY3_TIMEOUT, io.read_exact(&mut key3)).await;
@@ -102,7 +101,7 @@ pub fn handshake(svc: &Arc<Service>, req: HttpRequest, client: &Client) -> HttpR
             buf: BytesMut::new(),
             max,
         });
-        run_socket(&svc, session, conn, Framing::SockJs).await;
+        run_socket(&svc, session, conn, Framing::SockJs, watch).await;
     });
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -271,7 +271,7 @@ impl ReceiverBody {
         }
     }
 
-    /// The first frame, by how the receiver attached; None when the stream simply begins.
+    /// The first frame, by how the receiver attached; None when the next step writes it.
     fn start(&mut self) -> Option<Bytes> {
         let polling = self.framing.is_polling();
         let Some((session, outcome)) = &self.attached else {
@@ -297,13 +297,8 @@ impl ReceiverBody {
                     Some(self.frame(&batch))
                 }
                 None => {
-                    self.step = Step::Finish;
-                    let info = session.closing().unwrap_or(CloseInfo {
-                        code: 1000,
-                        reason: "Normal closure".into(),
-                        cause: CloseCause::Application,
-                    });
-                    Some(self.frame(&frame::close_frame(info.code, &info.reason)))
+                    self.step = Step::CloseFrame;
+                    None
                 }
             },
             Attach::Attached(_) | Attach::Busy | Attach::Gone => {

@@ -148,14 +148,14 @@ fn upgrade(
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
-                lift_write_limit(watch.as_deref());
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
                     Some(config),
                 )
                 .await;
-                run_socket(&svc, session, Conn::Rfc6455(Box::new(ws)), framing).await;
+                let conn = Conn::Rfc6455(Box::new(ws));
+                run_socket(&svc, session, conn, framing, watch).await;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "websocket upgrade failed");
@@ -178,14 +178,6 @@ fn upgrade(
         );
     }
     resp
-}
-
-/// An upgraded socket enforces `send_time_limit` itself (closing with 4500), so the
-/// connection-level write limit no longer applies.
-pub fn lift_write_limit(watch: Option<&WriteWatch>) {
-    if let Some(watch) = watch {
-        watch.set_limit(None);
-    }
 }
 
 /// The first of the application's subprotocols (its order of preference) that the client
@@ -329,6 +321,23 @@ impl Conn {
     }
 }
 
+/// Why a write to the socket failed: the client stopped reading (the write stayed blocked
+/// past `send_time_limit`: 4500), or it went away.
+fn write_failed(session: &Session, watch: Option<&WriteWatch>) -> CloseInfo {
+    if !watch.is_some_and(WriteWatch::stalled) {
+        return client_gone();
+    }
+    tracing::warn!(
+        session = session.info().log_id,
+        "client stopped reading; send time limit exceeded"
+    );
+    CloseInfo {
+        code: 4500,
+        reason: "Send limit exceeded".into(),
+        cause: CloseCause::SendLimit,
+    }
+}
+
 fn client_gone() -> CloseInfo {
     CloseInfo {
         code: 1000,
@@ -337,8 +346,16 @@ fn client_gone() -> CloseInfo {
     }
 }
 
-/// Drive one WebSocket session until either side closes.
-pub async fn run_socket(svc: &Service, session: Arc<Session>, mut conn: Conn, framing: Framing) {
+/// Drive one WebSocket session until either side closes. Writes are bounded by the
+/// connection's write time limit (`send_time_limit`, enforced under the socket by
+/// `GuardedIo`); `watch` tells a write that failed for it from a client that went away.
+pub async fn run_socket(
+    svc: &Service,
+    session: Arc<Session>,
+    mut conn: Conn,
+    framing: Framing,
+    watch: Option<Arc<WriteWatch>>,
+) {
     if !matches!(session.attach_receiver(), Attach::Opened(_)) {
         return;
     }
@@ -350,7 +367,6 @@ pub async fn run_socket(svc: &Service, session: Arc<Session>, mut conn: Conn, fr
     session.start_app();
     let heartbeat = svc.config().heartbeat_delay;
     let ping_timeout = svc.config().ws_ping_timeout;
-    let send_limit = svc.config().send_time_limit;
     // One timer lives across iterations, re-armed only when it fires, so a busy socket does
     // not register a timer per message and an idle one holds a single timer entry.
     let mut deadlines = Deadlines {
@@ -364,24 +380,9 @@ pub async fn run_socket(svc: &Service, session: Arc<Session>, mut conn: Conn, fr
     let timer = sleep_until(deadlines.next());
     tokio::pin!(timer);
     loop {
-        match within(send_limit, flush(&session, &mut conn, framing)).await {
-            Ok(true) => {}
-            Ok(false) => {
-                session.finish(client_gone());
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(
-                    session = session.info().log_id,
-                    "client stopped reading; send time limit exceeded"
-                );
-                session.finish(CloseInfo {
-                    code: 4500,
-                    reason: "Send limit exceeded".into(),
-                    cause: CloseCause::SendLimit,
-                });
-                return;
-            }
+        if !flush(&session, &mut conn, framing).await {
+            session.finish(write_failed(&session, watch.as_deref()));
+            return;
         }
         if let Some(info) = session.closing() {
             if sockjs {
@@ -423,12 +424,12 @@ pub async fn run_socket(svc: &Service, session: Arc<Session>, mut conn: Conn, fr
                 }
                 if deadlines.beat <= now {
                     deadlines.beat = now + heartbeat;
-                    if sockjs && !session.heartbeats_suppressed() {
-                        let sent = within(send_limit, conn.send_text(Bytes::from_static(frame::HEARTBEAT))).await;
-                        if sent != Ok(true) {
-                            session.finish(client_gone());
-                            return;
-                        }
+                    if sockjs
+                        && !session.heartbeats_suppressed()
+                        && !conn.send_text(Bytes::from_static(frame::HEARTBEAT)).await
+                    {
+                        session.finish(write_failed(&session, watch.as_deref()));
+                        return;
                     }
                     if deadlines.pong.is_none() && conn.ping().await {
                         deadlines.pong = Some(Instant::now() + ping_timeout);
@@ -462,19 +463,6 @@ impl Deadlines {
             .min()
             .unwrap_or(self.beat)
     }
-}
-
-/// Run `fut` with a time limit, arming the timer only if it does not finish at once: most
-/// writes complete on their first poll, and then no timer is registered at all.
-pub async fn within<F: std::future::Future>(
-    limit: Duration,
-    fut: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let mut fut = std::pin::pin!(fut);
-    if let std::task::Poll::Ready(out) = futures_util::poll!(fut.as_mut()) {
-        return Ok(out);
-    }
-    timeout(limit, fut).await
 }
 
 /// Write everything queued: one `a[...]` frame (SockJS) or one message each (raw).
