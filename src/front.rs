@@ -95,10 +95,8 @@ pub struct GuardedIo<S> {
     pre: Bytes,
     /// The write time limit, shared with the requests served on this connection.
     watch: Arc<WriteWatch>,
-    /// The write time limit's timer, allocated at the first blocked write and reused.
-    timer: Option<Pin<Box<Sleep>>>,
-    /// Whether a write is blocked right now (the timer runs for it).
-    blocked: bool,
+    /// The timer of the write that is blocked right now, if one is.
+    blocked: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S> GuardedIo<S> {
@@ -108,8 +106,7 @@ impl<S> GuardedIo<S> {
             inner,
             pre: Bytes::new(),
             watch,
-            timer: None,
-            blocked: false,
+            blocked: None,
         }
     }
 
@@ -131,24 +128,17 @@ impl<S> GuardedIo<S> {
         result: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
         if result.is_ready() {
-            self.blocked = false;
+            // Dropping the timer deregisters it: a write that got through leaves nothing
+            // behind to fire later.
+            self.blocked = None;
             return result;
         }
-        let Some(limit) = self.watch.limit() else {
-            return Poll::Pending;
-        };
-        let deadline = tokio::time::Instant::now() + limit;
-        let timer = match &mut self.timer {
-            Some(timer) if self.blocked => timer,
-            Some(timer) => {
-                timer.as_mut().reset(deadline);
-                timer
-            }
-            slot => slot.insert(Box::pin(tokio::time::sleep_until(deadline))),
-        };
-        self.blocked = true;
+        let limit = self.watch.limit();
+        let timer = self
+            .blocked
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         if timer.as_mut().poll(cx).is_ready() {
-            self.blocked = false;
+            self.blocked = None;
             self.watch.mark_stalled();
             tracing::debug!("a write stayed blocked past its time limit; dropping the connection");
             return Poll::Ready(Err(io::Error::new(
@@ -262,7 +252,15 @@ where
         let resp = handle(parsed.request).await;
         // Shutting down: this is the connection's last response, and the client is told so.
         let last = parsed.close || *shutdown.borrow();
-        let persist = write_response(&mut io, &mut buf, resp, last, limits.max_header_bytes).await;
+        let persist = write_response(
+            &mut io,
+            &mut buf,
+            resp,
+            last,
+            &shutdown,
+            limits.max_header_bytes,
+        )
+        .await;
         if persist != Persist::KeepAlive || *shutdown.borrow() {
             let _ = io.shutdown().await;
             return Ended::Closed;
@@ -458,6 +456,7 @@ async fn write_response<S: AsyncRead + AsyncWrite + Unpin>(
     pending: &mut BytesMut,
     resp: HttpResponse,
     client_close: bool,
+    shutdown: &watch::Receiver<bool>,
     max_pending: usize,
 ) -> Persist {
     let (parts, mut body) = resp.into_parts();
@@ -488,7 +487,14 @@ async fn write_response<S: AsyncRead + AsyncWrite + Unpin>(
             };
             write_all(io, &mut [IoSlice::new(&head), IoSlice::new(&data)]).await
         }
-        Framing::Chunked => stream_chunks(io, pending, head, &mut body, max_pending).await,
+        Framing::Chunked => {
+            let announced = client_close || server_close;
+            let head = Head {
+                bytes: head,
+                announced_close: announced,
+            };
+            stream_chunks(io, pending, head, &mut body, shutdown, max_pending).await
+        }
     };
     if written { persist } else { Persist::Close }
 }
@@ -498,8 +504,9 @@ async fn write_response<S: AsyncRead + AsyncWrite + Unpin>(
 async fn stream_chunks<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     pending: &mut BytesMut,
-    head: Vec<u8>,
+    head: Head,
     body: &mut Body,
+    shutdown: &watch::Receiver<bool>,
     max_pending: usize,
 ) -> bool {
     let mut head = Some(head);
@@ -535,7 +542,7 @@ async fn stream_chunks<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             },
         };
-        let head_bytes = head.take().unwrap_or_default();
+        let head_bytes = head.take().map_or_else(Vec::new, |h| h.finish(shutdown));
         let Some(data) = next else {
             let mut slices = [IoSlice::new(&head_bytes), IoSlice::new(b"0\r\n\r\n")];
             return write_all(io, &mut slices).await;
@@ -563,6 +570,27 @@ async fn stream_chunks<S: AsyncRead + AsyncWrite + Unpin>(
         if ends_now {
             return true;
         }
+    }
+}
+
+/// A streamed response's head, held until its first chunk is ready.
+struct Head {
+    /// The encoded head.
+    bytes: Vec<u8>,
+    /// Whether it already says `connection: close`.
+    announced_close: bool,
+}
+
+impl Head {
+    /// The bytes to send; if the server began shutting down while the head waited, it says
+    /// `connection: close`, since this is the connection's last response.
+    fn finish(mut self, shutdown: &watch::Receiver<bool>) -> Vec<u8> {
+        if !self.announced_close && *shutdown.borrow() {
+            let at = self.bytes.len().saturating_sub(2);
+            self.bytes
+                .splice(at..at, b"connection: close\r\n".iter().copied());
+        }
+        self.bytes
     }
 }
 

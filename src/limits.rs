@@ -7,7 +7,7 @@
 //! `stomp` share nothing but that seam.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -119,6 +119,33 @@ impl ConnectionLimiter {
             limiter: self.clone(),
             ip,
         })
+    }
+
+    /// Count a new connection from `peer` and hand it back with its permit; or, over a
+    /// limit, answer it with `answer(limit)` (an HTTP 503, a STOMP ERROR) and close it, in a
+    /// task of its own.
+    pub fn admit_or_answer<S>(
+        self: &Arc<Self>,
+        stream: S,
+        peer: SocketAddr,
+        answer: impl FnOnce(ConnectionRefused) -> Vec<u8>,
+    ) -> Option<(ConnectionPermit, S)>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let refused = match self.admit(peer.ip()) {
+            Ok(permit) => return Some((permit, stream)),
+            Err(refused) => refused,
+        };
+        tracing::debug!(remote = %peer, %refused, "connection refused");
+        if let Some(slot) = self.answer_slot() {
+            let answer = answer(refused);
+            tokio::spawn(async move {
+                refuse(stream, &answer).await;
+                drop(slot);
+            });
+        }
+        None
     }
 
     /// A place to answer one refused connection, or None when [`MAX_ANSWERING`] are being

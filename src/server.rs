@@ -21,7 +21,7 @@ use crate::apps;
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError, ServerConfig};
 use crate::front::{self, Ended, FrontLimits, GuardedIo};
-use crate::limits::{ConnectionLimiter, ConnectionRefused, refuse};
+use crate::limits::{ConnectionLimiter, ConnectionRefused};
 use crate::session::{App, CloseCause, CloseInfo};
 use crate::sockjs::http::{HttpRequest, HttpResponse, RequestBody, WriteWatch, not_found};
 use crate::sockjs::{Peer, Service};
@@ -137,19 +137,12 @@ impl Gateway {
                 },
                 _ = shutdown.changed() => break,
             };
-            let permit = match gateway.connections.admit(addr.ip()) {
-                Ok(permit) => permit,
-                Err(refused) => {
-                    tracing::debug!(remote = %addr, %refused, "connection refused");
-                    if let Some(slot) = gateway.connections.answer_slot() {
-                        let answer = refusal_response(refused);
-                        tokio::spawn(async move {
-                            refuse(stream, &answer).await;
-                            drop(slot);
-                        });
-                    }
-                    continue;
-                }
+            let Some((permit, stream)) =
+                gateway
+                    .connections
+                    .admit_or_answer(stream, addr, refusal_response)
+            else {
+                continue;
             };
             let _ = stream.set_nodelay(true);
             let (gateway, shutdown) = (gateway.clone(), shutdown.clone());

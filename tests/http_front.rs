@@ -112,6 +112,16 @@ impl Conn {
         (size > 0).then_some(data)
     }
 
+    /// Start an xhr-streaming receiver for `path` on this connection and read its head and
+    /// prelude.
+    async fn start_stream(&mut self, path: &str) {
+        self.send(&post_wire(path, "")).await;
+        let status = self.line().await;
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        while !self.line().await.trim_end().is_empty() {}
+        assert_eq!(self.chunk().await.unwrap().len(), 2049, "the prelude");
+    }
+
     /// Whether the server closes the connection within `within`.
     async fn closed_within(&mut self, within: Duration) -> bool {
         let mut sink = Vec::new();
@@ -151,12 +161,7 @@ async fn one_connection_carries_info_a_stream_and_polls_in_order() {
     assert_eq!(open.body, b"o\n");
     assert_eq!(open.header("transfer-encoding"), Some("chunked"));
     // A stream on the same connection, ended by the response limit... or here by a close.
-    conn.send(&post_wire("/echo/000/ka/xhr_streaming", ""))
-        .await;
-    let status = conn.line().await;
-    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-    while !conn.line().await.trim_end().is_empty() {}
-    assert_eq!(conn.chunk().await.unwrap().len(), 2049, "the prelude");
+    conn.start_stream("/echo/000/ka/xhr_streaming").await;
     assert_eq!(
         post(addr, "/echo/000/ka/xhr_send", b"[\"hi\"]").await.0,
         204
@@ -236,27 +241,80 @@ async fn a_head_over_max_header_bytes_gets_431() {
     let status = conn.line().await;
     assert!(status.starts_with("HTTP/1.1 431"), "{status}");
     assert!(conn.closed_within(IO_TIMEOUT).await);
+    // The limit is exact: a complete head a little over it, sent in one write, is refused too.
+    let addr = start_gateway(&format!("[server]\nmax_header_bytes = 10000\n{ECHO}")).await;
+    let mut conn = Conn::open(addr).await;
+    conn.send(&format!(
+        "GET /echo/info HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(10_100)
+    ))
+    .await;
+    let status = conn.line().await;
+    assert!(status.starts_with("HTTP/1.1 431"), "{status}");
+}
+
+#[tokio::test]
+async fn a_body_slower_than_the_body_timeout_gets_408() {
+    let addr = start_gateway(ECHO).await;
+    let mut conn = Conn::open(addr).await;
+    conn.send(&post_wire("/echo/000/slow/xhr", "")).await;
+    assert_eq!(conn.response().await.body, b"o\n");
+    // 100 bytes declared, 10 sent, then nothing: the front waits out the 30 s body timeout.
+    conn.send(
+        "POST /echo/000/slow/xhr_send HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n[\"0123456",
+    )
+    .await;
+    let mut status = String::new();
+    timeout(Duration::from_secs(40), conn.reader.read_line(&mut status))
+        .await
+        .expect("answered within the body timeout and some slack")
+        .unwrap();
+    assert!(status.starts_with("HTTP/1.1 408"), "{status}");
+    assert!(conn.closed_within(IO_TIMEOUT).await);
+}
+
+#[tokio::test]
+async fn a_response_written_while_shutting_down_says_connection_close() {
+    let config = sockjs_gateway::config::Config::from_toml(ECHO).unwrap();
+    let gateway = sockjs_gateway::Gateway::from_config(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _ = gateway.serve(listener, stopped).await;
+    });
+    let mut conn = Conn::open(addr).await;
+    conn.send(&post_wire("/echo/000/bye/xhr", "")).await;
+    assert_eq!(conn.response().await.body, b"o\n");
+    // A poll waits; the shutdown closes the session, and the poll's answer is the last one.
+    conn.send(&post_wire("/echo/000/bye/xhr", "")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.send(true).unwrap();
+    let resp = conn.response().await;
+    assert_eq!(resp.body, b"c[1001,\"Going away\"]\n");
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(conn.closed_within(IO_TIMEOUT).await);
 }
 
 #[tokio::test]
 async fn a_client_that_aborts_a_stream_ends_its_session() {
     let addr = start_gateway(ECHO).await;
     let mut conn = Conn::open(addr).await;
-    conn.send(&post_wire("/echo/000/ab/xhr_streaming", ""))
-        .await;
-    let _ = conn.line().await;
-    while !conn.line().await.trim_end().is_empty() {}
-    let _prelude = conn.chunk().await;
+    conn.start_stream("/echo/000/ab/xhr_streaming").await;
     assert_eq!(conn.chunk().await.unwrap(), b"o\n");
     drop(conn);
     // The abort closes the session (§6.6): it is gone, a send finds nothing.
+    until_gone(addr, "/echo/000/ab/xhr_send").await;
+}
+
+/// Wait (bounded) until sends to a session get 404: the session has ended.
+async fn until_gone(addr: SocketAddr, send_path: &str) {
     let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
-    loop {
-        let status = post(addr, "/echo/000/ab/xhr_send", b"[\"x\"]").await.0;
-        if status == 404 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "session still open");
+    while post(addr, send_path, b"[\"x\"]").await.0 != 404 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session still lives"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -331,11 +389,7 @@ async fn a_stream_that_stops_being_read_is_terminated_on_hyper() {
 async fn a_client_that_pipelines_too_much_while_streaming_is_dropped() {
     let addr = start_gateway(&format!("[server]\nmax_header_bytes = 8192\n{ECHO}")).await;
     let mut conn = Conn::open(addr).await;
-    conn.send(&post_wire("/echo/000/pipe/xhr_streaming", ""))
-        .await;
-    let _ = conn.line().await;
-    while !conn.line().await.trim_end().is_empty() {}
-    let _prelude = conn.chunk().await;
+    conn.start_stream("/echo/000/pipe/xhr_streaming").await;
     assert_eq!(conn.chunk().await.unwrap(), b"o\n");
     // More than a request head may hold, sent while the response streams.
     conn.send(&"x".repeat(9000)).await;
@@ -343,12 +397,5 @@ async fn a_client_that_pipelines_too_much_while_streaming_is_dropped() {
         conn.closed_within(IO_TIMEOUT).await,
         "the connection was dropped"
     );
-    let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
-    while post(addr, "/echo/000/pipe/xhr_send", b"[\"x\"]").await.0 != 404 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the session still lives"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_gone(addr, "/echo/000/pipe/xhr_send").await;
 }

@@ -116,10 +116,11 @@ impl http_body::Body for Body {
 /// Shared by a connection's writer and the requests it serves (as a request extension): how
 /// long one write may stay blocked on a client that does not read before the connection is
 /// dropped, and whether the writer dropped it for that reason. A service sets the limit to
-/// its `send_time_limit`; a receiver dropped by a stalled writer ends its session with 4500.
+/// its `send_time_limit`; a receiver or WebSocket whose writer stalled ends its session with
+/// 4500.
 #[derive(Debug)]
 pub struct WriteWatch {
-    /// The limit in milliseconds; 0 is none (an upgraded WebSocket enforces its own).
+    /// The limit in milliseconds.
     limit_ms: AtomicU64,
     /// Set when a write was abandoned because it stayed blocked past the limit.
     stalled: AtomicBool,
@@ -132,24 +133,19 @@ impl WriteWatch {
             limit_ms: AtomicU64::new(0),
             stalled: AtomicBool::new(false),
         });
-        watch.set_limit(Some(limit));
+        watch.set_limit(limit);
         watch
     }
 
-    /// Change the limit; None lifts it.
-    pub fn set_limit(&self, limit: Option<Duration>) {
-        let ms = limit.map_or(0, |l| {
-            u64::try_from(l.as_millis()).unwrap_or(u64::MAX).max(1)
-        });
+    /// Change the limit.
+    pub fn set_limit(&self, limit: Duration) {
+        let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
         self.limit_ms.store(ms, Ordering::Relaxed);
     }
 
     /// The current limit.
-    pub fn limit(&self) -> Option<Duration> {
-        match self.limit_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(Duration::from_millis(ms)),
-        }
+    pub fn limit(&self) -> Duration {
+        Duration::from_millis(self.limit_ms.load(Ordering::Relaxed))
     }
 
     /// Record that a write was abandoned for staying blocked past the limit.

@@ -138,7 +138,7 @@ impl Service {
         peer: Peer,
     ) -> HttpResponse {
         if let Some(watch) = req.extensions().get::<Arc<self::http::WriteWatch>>() {
-            watch.set_limit(Some(self.config.send_time_limit));
+            watch.set_limit(self.config.send_time_limit);
         }
         let Some(route) = parse_route(rest) else {
             return not_found();

@@ -188,6 +188,20 @@ impl Session {
         self.credential_expires.is_some_and(|exp| exp <= now)
     }
 
+    /// The close event of a session whose client stopped reading: a write stayed blocked
+    /// past `send_time_limit` (4500). Logged, since it says a client misbehaves.
+    pub fn stalled_close(&self) -> CloseInfo {
+        tracing::warn!(
+            session = self.info.log_id,
+            "client stopped reading; send time limit exceeded"
+        );
+        CloseInfo {
+            code: 4500,
+            reason: "Send limit exceeded".into(),
+            cause: CloseCause::SendLimit,
+        }
+    }
+
     /// Start closing with 4401 "Token expired": the credential's `exp` has passed.
     pub fn close_for_expired_credential(&self) {
         tracing::info!(

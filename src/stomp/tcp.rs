@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 
 use super::config::StompConfig;
 use crate::config::OverflowStrategy;
-use crate::limits::{ConnectionLimiter, refuse};
+use crate::limits::ConnectionLimiter;
 use crate::session::{
     App, CloseCause, CloseInfo, Discardable, Inbound, InboundSide, OutMessage, SendError,
     SessionInfo, SessionSink, TransportKind, discard_oldest, new_session, next_log_id,
@@ -256,27 +256,21 @@ pub async fn serve_tcp_limited(
 ) {
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => match limiter.admit(peer.ip()) {
-                Ok(permit) => {
+            Ok((stream, peer)) => {
+                let answer = |refused| {
+                    format!(
+                        "ERROR\nmessage:Too many connections\ncontent-type:text/plain\n\n{refused}\0"
+                    )
+                    .into_bytes()
+                };
+                if let Some((permit, stream)) = limiter.admit_or_answer(stream, peer, answer) {
                     let app = app.clone();
                     tokio::spawn(async move {
                         let _permit = permit;
                         serve_connection(stream, peer, app, settings).await;
                     });
                 }
-                Err(refused) => {
-                    tracing::debug!(remote = %peer, %refused, "STOMP TCP connection refused");
-                    let error = format!(
-                        "ERROR\nmessage:Too many connections\ncontent-type:text/plain\n\n{refused}\0"
-                    );
-                    if let Some(slot) = limiter.answer_slot() {
-                        tokio::spawn(async move {
-                            refuse(stream, error.as_bytes()).await;
-                            drop(slot);
-                        });
-                    }
-                }
-            },
+            }
             Err(err) => {
                 tracing::warn!(%err, "TCP accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -390,17 +390,7 @@ impl ReceiverBody {
                     cause: CloseCause::Interrupted,
                 }
             }
-            Err(Failure::Stalled) => {
-                tracing::warn!(
-                    session = session.info().log_id,
-                    "client stopped reading; send time limit exceeded"
-                );
-                CloseInfo {
-                    code: 4500,
-                    reason: "Send limit exceeded".into(),
-                    cause: CloseCause::SendLimit,
-                }
-            }
+            Err(Failure::Stalled) => session.stalled_close(),
         };
         self.svc.registry().remove(&self.sid, &session);
         session.finish(ended);

@@ -324,17 +324,9 @@ impl Conn {
 /// Why a write to the socket failed: the client stopped reading (the write stayed blocked
 /// past `send_time_limit`: 4500), or it went away.
 fn write_failed(session: &Session, watch: Option<&WriteWatch>) -> CloseInfo {
-    if !watch.is_some_and(WriteWatch::stalled) {
-        return client_gone();
-    }
-    tracing::warn!(
-        session = session.info().log_id,
-        "client stopped reading; send time limit exceeded"
-    );
-    CloseInfo {
-        code: 4500,
-        reason: "Send limit exceeded".into(),
-        cause: CloseCause::SendLimit,
+    match watch.is_some_and(WriteWatch::stalled) {
+        true => session.stalled_close(),
+        false => client_gone(),
     }
 }
 
