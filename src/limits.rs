@@ -26,6 +26,8 @@ pub struct ConnectionLimiter {
     counts: Mutex<ConnectionCounts>,
     /// Connections refused so far, for stats and tests.
     refused: AtomicU64,
+    /// Of those, refused by `max_connections_per_ip` (the rest by `max_connections`).
+    refused_per_ip: AtomicU64,
     /// Refused connections still being answered ([`refuse`] lingers on each).
     answering: AtomicUsize,
 }
@@ -81,6 +83,7 @@ impl ConnectionLimiter {
             max_per_ip,
             counts: Mutex::new(ConnectionCounts::default()),
             refused: AtomicU64::new(0),
+            refused_per_ip: AtomicU64::new(0),
             answering: AtomicUsize::new(0),
         })
     }
@@ -111,6 +114,9 @@ impl ConnectionLimiter {
         if let Some(refused) = refused {
             drop(c);
             self.refused.fetch_add(1, Ordering::Relaxed);
+            if refused == ConnectionRefused::PerIp {
+                self.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+            }
             return Err(refused);
         }
         c.total += 1;
@@ -170,6 +176,15 @@ impl ConnectionLimiter {
     /// Connections refused since start.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused since start by `limit`.
+    pub fn refused_by(&self, limit: ConnectionRefused) -> u64 {
+        let per_ip = self.refused_per_ip.load(Ordering::Relaxed);
+        match limit {
+            ConnectionRefused::PerIp => per_ip,
+            ConnectionRefused::Total => self.refused().saturating_sub(per_ip),
+        }
     }
 }
 
@@ -271,6 +286,8 @@ mod tests {
         let _third = limiter.admit(b).unwrap();
         assert_eq!(limiter.admit(b).err(), Some(ConnectionRefused::Total));
         assert_eq!(limiter.refused(), 2);
+        assert_eq!(limiter.refused_by(ConnectionRefused::PerIp), 1);
+        assert_eq!(limiter.refused_by(ConnectionRefused::Total), 1);
         drop(first);
         assert_eq!(limiter.open(), 2);
         assert!(limiter.admit(a).is_ok());

@@ -9,6 +9,7 @@ pub mod http;
 pub mod limits;
 pub mod registry;
 pub mod session;
+pub mod stats;
 pub mod transport;
 
 mod iframe;
@@ -66,6 +67,8 @@ pub struct Service {
     auth: Arc<Authenticator>,
     /// Counts live sessions against the configured maxima.
     limiter: Arc<SessionLimiter>,
+    /// The service's counters, read by the admin listener.
+    stats: Arc<stats::ServiceStats>,
 }
 
 /// A route under the prefix.
@@ -103,6 +106,7 @@ impl Service {
                 per_principal: config.max_sessions_per_principal,
             }),
             registry: Registry::new(tick),
+            stats: Arc::default(),
             config,
             app,
             auth,
@@ -127,6 +131,11 @@ impl Service {
     /// The registry of HTTP-transport sessions.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The service's counters.
+    pub fn stats(&self) -> &Arc<stats::ServiceStats> {
+        &self.stats
     }
 
     /// Answer a request whose path starts with this service's prefix; `rest` is the path
@@ -335,6 +344,7 @@ impl Service {
             self.app.clone(),
             client.jsessionid.clone(),
             Some(admission),
+            self.stats.clone(),
         ))
     }
 
@@ -343,6 +353,7 @@ impl Service {
         self.limiter
             .admit(client.addr.ip(), principal)
             .map_err(|limit| {
+                self.stats.refused(limit);
                 tracing::debug!(remote = %client.addr, %limit, "session refused");
                 let mut resp = http::response(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use super::frame;
 use super::limits::Admission;
+use super::stats::{OpenSession, ServiceStats};
 use crate::config::OverflowStrategy;
 use crate::limits::TokenBucket;
 use crate::session::{
@@ -78,6 +79,8 @@ struct State {
     rate: Option<TokenBucket>,
     /// This session's place in the service's session counts, released when it ends.
     admission: Option<Admission>,
+    /// This session's place in the service's open-session gauge, released when it ends.
+    open: Option<OpenSession>,
     /// Wakes the attached receiver when messages are queued or closing starts. A slot rather
     /// than a `Notify`, so a receiver can be a plain polled body with no task of its own.
     receiver_waker: Option<Waker>,
@@ -117,6 +120,8 @@ pub struct Session {
     jsessionid: Option<String>,
     /// When the creator's credential expires, if the carrier enforces it.
     credential_expires: Option<SystemTime>,
+    /// The service's counters.
+    stats: Arc<ServiceStats>,
 }
 
 impl Session {
@@ -127,11 +132,13 @@ impl Session {
         app: Arc<dyn App>,
         jsessionid: Option<String>,
         admission: Option<Admission>,
+        stats: Arc<ServiceStats>,
     ) -> Arc<Self> {
         let credential_expires = match app.authenticates_in_band() {
             true => None,
             false => info.principal.as_ref().and_then(|p| p.expires_at),
         };
+        let open = stats.session_opened(info.transport);
         Arc::new_cyclic(|weak: &std::sync::Weak<Session>| {
             let sink: Arc<dyn SessionSink> = Arc::new(WeakSink(weak.clone()));
             let (inbound, handle) = new_session(info, sink);
@@ -151,6 +158,7 @@ impl Session {
                         .max_messages_per_second
                         .map(|r| TokenBucket::new(f64::from(r), 2.0 * f64::from(r))),
                     admission,
+                    open: Some(open),
                     receiver_waker: None,
                     last_inbound: Instant::now(),
                 }),
@@ -160,6 +168,7 @@ impl Session {
                 next_receiver: AtomicU64::new(1),
                 jsessionid,
                 credential_expires,
+                stats,
             }
         })
     }
@@ -191,6 +200,7 @@ impl Session {
     /// The close event of a session whose client stopped reading: a write stayed blocked
     /// past `send_time_limit` (4500). Logged, since it says a client misbehaves.
     pub fn stalled_close(&self) -> CloseInfo {
+        self.stats.slow_consumer_terminated();
         tracing::warn!(
             session = self.info.log_id,
             "client stopped reading; send time limit exceeded"
@@ -290,6 +300,7 @@ impl Session {
             return None;
         }
         let frame = frame::array_frame(st.queue.iter());
+        self.stats.messages_out(st.queue.len(), st.queued_bytes);
         st.queue.clear();
         st.queued_bytes = 0;
         Some(frame)
@@ -298,6 +309,7 @@ impl Session {
     /// Take queued messages one by one (raw WebSocket, which does not batch).
     pub fn take_messages(&self) -> Vec<OutMessage> {
         let mut st = self.lock();
+        self.stats.messages_out(st.queue.len(), st.queued_bytes);
         st.queued_bytes = 0;
         st.queue.drain(..).collect()
     }
@@ -342,6 +354,10 @@ impl Session {
                 return;
             }
         }
+        self.stats.message_in(match &msg {
+            Inbound::Text(text) => text.len(),
+            Inbound::Binary(bytes) => bytes.len(),
+        });
         self.inbound.deliver(msg).await;
     }
 
@@ -402,11 +418,14 @@ impl Session {
         st.expires_at = None;
         let never_opened = st.pending_handle.take();
         let admission = st.admission.take();
+        let open = st.open.take();
         let waker = st.receiver_waker.take();
         drop(st);
         drop(never_opened);
         drop(admission);
+        drop(open);
         if self.inbound.finish(info.clone()) {
+            self.stats.session_closed(info.cause);
             tracing::debug!(session = self.info.log_id, code = info.code, cause = ?info.cause, "session closed");
         }
         wake(waker);
@@ -433,6 +452,7 @@ impl Session {
             match self.limits.overflow {
                 OverflowStrategy::Terminate => {
                     drop(st);
+                    self.stats.slow_consumer_terminated();
                     tracing::warn!(
                         session = self.info.log_id,
                         "outbound queue limit exceeded; closing session"
@@ -446,10 +466,15 @@ impl Session {
                 }
                 OverflowStrategy::Drop => {
                     let needed = st.queued_bytes + len - self.limits.max_queued_bytes;
+                    let before = st.queue.len();
                     match discard_oldest(&mut st.queue, needed, self.app.discardable()) {
                         Some(freed) => st.queued_bytes -= freed,
-                        None => return Err(SendError::LimitExceeded),
+                        None => {
+                            self.stats.slow_consumer_dropped(1);
+                            return Err(SendError::LimitExceeded);
+                        }
                     }
+                    self.stats.slow_consumer_dropped(before - st.queue.len());
                 }
             }
         }
@@ -555,7 +580,8 @@ mod tests {
             max_messages_per_second: None,
             idle_timeout: None,
         };
-        (Session::new(info, limits, app.clone(), None, None), app)
+        let stats = Arc::new(ServiceStats::default());
+        (Session::new(info, limits, app.clone(), None, None, stats), app)
     }
 
     #[tokio::test]

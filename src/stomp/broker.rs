@@ -524,7 +524,8 @@ impl Broker {
     }
 
     /// Send to `/user/{user}{actual}` following spec §7.5: `origin` is the sending session (a
-    /// client SEND) or the session a backend names. Returns how many sessions were chosen.
+    /// client SEND) or the session a backend names. Returns how many deliveries were made (a
+    /// chosen session that does not subscribe to the destination gets none).
     pub fn send_to_user(
         &self,
         user: &str,
@@ -540,20 +541,28 @@ impl Broker {
             tracing::debug!(user, actual, "message to a user without sessions dropped");
             return 0;
         }
+        let mut delivered = 0;
         for session in &targets {
             let target = session_target(actual, session);
-            self.publish_locked(&mut state, &target, message.clone());
+            delivered += self
+                .publish_locked(&mut state, &target, message.clone())
+                .delivered;
         }
-        targets.len()
+        delivered
     }
 
     /// Send to one session's user destination (`@SendToUser(broadcast=false)`, and the only
     /// way to reach an anonymous session): `actual` is e.g. `/queue/x`.
-    pub fn send_to_session(&self, session: &str, actual: &str, message: Arc<Published>) {
+    pub fn send_to_session(
+        &self,
+        session: &str,
+        actual: &str,
+        message: Arc<Published>,
+    ) -> PublishOutcome {
         bump(&self.stats.published);
         let mut state = self.lock();
         let target = session_target(actual, session);
-        self.publish_locked(&mut state, &target, message);
+        self.publish_locked(&mut state, &target, message)
     }
 
     /// Deliver one message to one subscription of one session only (an `/app` subscribe

@@ -26,6 +26,7 @@ use super::config::{HeartBeat, Unroutable};
 use super::destination::{Route, split_user_destination, user_subscription_target, user_suffix};
 use super::frame::{Command, Frame, FrameError, FrameParser, Version};
 use super::outbound::{Carriage, Outbound, now_ms};
+use super::presence::{Kick, SessionControl, SessionRecord};
 use super::stats::{DisconnectCause, StompEvent, bump};
 use crate::limits::TokenBucket;
 use crate::session::{
@@ -233,6 +234,8 @@ pub struct Connection {
     last_received_ms: u64,
     /// Why we closed, when we did: cause, code, reason.
     closed_by_us: Option<(DisconnectCause, u16, String)>,
+    /// How presence asks this session to close, once it is connected.
+    control: Option<Arc<SessionControl>>,
 }
 
 impl Connection {
@@ -256,6 +259,7 @@ impl Connection {
             opened_ms: now,
             last_received_ms: now,
             closed_by_us: None,
+            control: None,
         }
     }
 
@@ -417,6 +421,14 @@ impl Connection {
         self.core
             .broker
             .register_session(&self.id, out.clone(), user.clone());
+        let record = SessionRecord {
+            user: user.clone(),
+            transport: self.info.transport,
+            remote_addr: self.info.remote_addr,
+            since: std::time::SystemTime::now(),
+            sender: self.sender.clone(),
+        };
+        self.control = Some(self.core.presence.register(&self.id, record));
         let _ = out.send_frame(&self.connected_frame(version, user.as_deref()));
         bump(&self.core.stats.connected_sent);
         if heartbeats.server_ms > 0 {
@@ -558,6 +570,7 @@ impl Connection {
     fn route_send(&self, frame: &Frame) -> Result<(), StompError> {
         let destination = frame.get("destination").unwrap_or_default();
         let core = &self.core;
+        core.traffic.record(destination);
         match core.router.route(destination) {
             Route::User { rest } => {
                 if !core.config.allow_client_send_to_user {
@@ -694,6 +707,7 @@ impl Connection {
                     BrokerError::AccessDenied(_) => StompError::access_denied(destination),
                     other => StompError::new("Not connected", other.to_string()),
                 })?;
+            self.core.presence.subscribed(&self.id, id, destination);
         }
         self.subscriptions.insert(id.to_owned(), route);
         self.core.events.emit(StompEvent::Subscribe {
@@ -748,6 +762,7 @@ impl Connection {
         };
         if route == SubRoute::Broker {
             self.core.broker.unsubscribe(&self.id, id);
+            self.core.presence.unsubscribed(&self.id, id);
         }
         self.core.events.emit(StompEvent::Unsubscribe {
             session: self.id.clone(),
@@ -913,6 +928,27 @@ impl Connection {
         }
     }
 
+    /// The handle presence uses to ask this session to close, once it is connected.
+    pub fn control(&self) -> Option<Arc<SessionControl>> {
+        self.control.clone()
+    }
+
+    /// Close on request (the admin API's disconnect): ERROR with the reason, then close with
+    /// the requested code. A session not connected (or already closed) is left alone.
+    pub fn kick(&mut self, kick: Kick) -> Flow {
+        if !matches!(self.phase, Phase::Connected(_)) {
+            return Flow::Closed;
+        }
+        tracing::info!(session = %self.id, code = kick.code, reason = %kick.reason, "closing the STOMP session on request");
+        let mut frame = Frame::new(Command::Error).header("message", kick.reason.as_str());
+        frame.add_header("content-type", "text/plain");
+        frame.body = Bytes::from(format!("the server closed this session: {}", kick.reason));
+        self.send_frame(&frame);
+        bump(&self.core.stats.errors_sent);
+        self.close_with(DisconnectCause::Kicked, kick.code, &kick.reason);
+        Flow::Closed
+    }
+
     /// When the next timer is due ([`now_ms`]), if any.
     pub fn next_deadline_ms(&self) -> Option<u64> {
         match &self.phase {
@@ -1012,6 +1048,7 @@ impl Connection {
         self.transaction_bytes = 0;
         if matches!(self.phase, Phase::Connected(_)) {
             self.core.broker.unregister_session(&self.id);
+            self.core.presence.unregister(&self.id);
         }
     }
 
@@ -1036,7 +1073,7 @@ impl Connection {
             }
             _ => {}
         }
-        stats.session_closed(self.info.transport);
+        stats.session_closed(self.info.transport, cause);
         tracing::debug!(session = %self.id, ?cause, code, "STOMP session ended");
         self.core.events.emit(StompEvent::Disconnect {
             session: self.id.clone(),
@@ -1137,6 +1174,13 @@ pub async fn run(core: Arc<Core>, mut handle: SessionHandle) {
                 None => std::future::pending().await,
             }
         };
+        let control = connection.control();
+        let kicked = async move {
+            match control {
+                Some(control) => control.requested().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             event = handle.recv() => match event {
                 Some(SessionEvent::Message(Inbound::Text(text))) => {
@@ -1150,6 +1194,9 @@ pub async fn run(core: Arc<Core>, mut handle: SessionHandle) {
             },
             () = timer => {
                 connection.on_tick(now_ms());
+            }
+            kick = kicked => {
+                connection.kick(kick);
             }
         }
     };

@@ -16,8 +16,10 @@ pub mod connection;
 pub mod destination;
 pub mod frame;
 pub mod outbound;
+pub mod presence;
 pub mod stats;
 pub mod tcp;
+pub mod traffic;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -53,6 +55,10 @@ pub struct Core {
     pub(crate) events: EventBus,
     /// Counters.
     pub(crate) stats: Arc<StompStats>,
+    /// Who is connected and what they subscribe to (the admin API's presence).
+    pub(crate) presence: Arc<presence::LocalPresence>,
+    /// Messages sent per destination (the dashboard's rates).
+    pub(crate) traffic: Arc<traffic::DestinationTraffic>,
 }
 
 impl Core {
@@ -75,6 +81,8 @@ impl Core {
             router: Router::new(&config),
             acl: acl::Acl::new(&config.acl, config.acl_default, config.path_separator),
             events: EventBus::new(config.event_capacity),
+            presence: Arc::new(presence::LocalPresence::new(config.path_separator)),
+            traffic: Arc::default(),
             authenticator,
             app_handler,
             stats,
@@ -111,6 +119,16 @@ impl StompApp {
     /// The broker, for backends that publish or send to users.
     pub fn broker(&self) -> Arc<Broker> {
         self.core.broker.clone()
+    }
+
+    /// This node's presence registry: live sessions, their subscriptions, disconnects.
+    pub fn presence(&self) -> Arc<presence::LocalPresence> {
+        self.core.presence.clone()
+    }
+
+    /// Messages sent per destination (counted once enabled).
+    pub fn traffic(&self) -> Arc<traffic::DestinationTraffic> {
+        self.core.traffic.clone()
     }
 
     /// The configuration in use.

@@ -37,6 +37,42 @@ pub enum DisconnectCause {
     TransportError,
     /// The server is shutting down.
     Shutdown,
+    /// An operator or backend closed it (the admin API's disconnect): ERROR, then close.
+    Kicked,
+}
+
+impl DisconnectCause {
+    /// Every cause, in the order of [`StompStats::closed`].
+    pub const ALL: [DisconnectCause; 11] = [
+        DisconnectCause::Client,
+        DisconnectCause::Disconnect,
+        DisconnectCause::HeartBeatTimeout,
+        DisconnectCause::SendLimit,
+        DisconnectCause::ConnectTimeout,
+        DisconnectCause::ProtocolError,
+        DisconnectCause::RateLimited,
+        DisconnectCause::IdleTimeout,
+        DisconnectCause::TransportError,
+        DisconnectCause::Shutdown,
+        DisconnectCause::Kicked,
+    ];
+
+    /// The name the cause is reported under (metrics, JSON stats).
+    pub fn name(self) -> &'static str {
+        match self {
+            DisconnectCause::Client => "client",
+            DisconnectCause::Disconnect => "disconnect",
+            DisconnectCause::HeartBeatTimeout => "heartbeat_timeout",
+            DisconnectCause::SendLimit => "send_limit",
+            DisconnectCause::ConnectTimeout => "connect_timeout",
+            DisconnectCause::ProtocolError => "protocol_error",
+            DisconnectCause::RateLimited => "rate_limited",
+            DisconnectCause::IdleTimeout => "idle_timeout",
+            DisconnectCause::TransportError => "transport_error",
+            DisconnectCause::Shutdown => "shutdown",
+            DisconnectCause::Kicked => "kicked",
+        }
+    }
 }
 
 /// A lifecycle event of one STOMP session.
@@ -213,6 +249,8 @@ pub struct StompStats {
     pub idle_timeouts: AtomicU64,
     /// Active subscriptions.
     pub subscriptions: AtomicI64,
+    /// Sessions ended per cause, in [`DisconnectCause::ALL`] order.
+    pub closed: [AtomicU64; 11],
 }
 
 /// Add one to a counter.
@@ -227,9 +265,11 @@ impl StompStats {
         bump(&self.total_sessions);
     }
 
-    /// Count a session closed on `kind`.
-    pub fn session_closed(&self, kind: TransportKind) {
+    /// Count a session on `kind` that ended for `cause`.
+    pub fn session_closed(&self, kind: TransportKind, cause: DisconnectCause) {
         self.current_sessions[KindGroup::of(kind) as usize].fetch_sub(1, Ordering::Relaxed);
+        let slot = DisconnectCause::ALL.iter().position(|c| *c == cause);
+        bump(&self.closed[slot.unwrap_or(0)]);
     }
 
     /// Count an inbound frame.
