@@ -62,6 +62,9 @@ pub struct Config {
     /// The STOMP core, served by services with `app = "stomp"` and on `tcp_listen`.
     #[serde(default)]
     pub stomp: crate::stomp::StompConfig,
+    /// The admin listener (publish API, presence, metrics, health, dashboard).
+    #[serde(default)]
+    pub admin: crate::admin::AdminConfig,
     /// The directory relative file names (key files) are resolved against: the config
     /// file's directory, or the working directory.
     #[serde(skip)]
@@ -360,12 +363,14 @@ impl Config {
             ],
             auth: crate::auth::AuthConfig::default(),
             stomp: crate::stomp::StompConfig::default(),
+            admin: crate::admin::AdminConfig::embedded(),
             base_dir: std::path::PathBuf::from("."),
         }
     }
 
     /// Check what serde cannot: prefixes, app names, sizes.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.admin.validate(&self.base_dir)?;
         for (field, v) in [
             ("server.max_connections", self.server.max_connections),
             (

@@ -8,6 +8,7 @@
 // text); it is sent as is, so boxing it would only add an allocation to every error path.
 #![allow(clippy::result_large_err)]
 
+pub mod admin;
 pub mod apps;
 pub mod auth;
 pub mod config;

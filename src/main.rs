@@ -23,6 +23,10 @@ struct Cli {
     /// Serve STOMP over plain TCP on ADDR, overriding `[stomp] tcp_listen`.
     #[arg(long, value_name = "ADDR")]
     stomp_listen: Option<std::net::SocketAddr>,
+    /// Serve the admin listener (publish API, /metrics, health, dashboard) on ADDR,
+    /// overriding `[admin] listen`; the embedded default uses 127.0.0.1:9090.
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -88,7 +92,17 @@ fn main() -> ExitCode {
     if let Some(addr) = cli.stomp_listen {
         config.stomp.tcp_listen = Some(addr);
     }
-    match runtime.block_on(run(config)) {
+    if let Some(addr) = cli.admin_listen {
+        config.admin.listen = Some(addr);
+        if let Err(e) = config.validate() {
+            eprintln!("sockjs-gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    // The embedded default's admin listener is a convenience: if its port is taken, the
+    // gateway still starts (and says so); one asked for by a file or flag must start.
+    let admin_required = cli.config.is_some() || cli.admin_listen.is_some();
+    match runtime.block_on(run(config, admin_required)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sockjs-gateway: {e}");
@@ -97,7 +111,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(config: Config, admin_required: bool) -> Result<(), Box<dyn std::error::Error>> {
     let gateway = Gateway::from_config(&config)?;
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -110,11 +124,25 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!("STOMP over TCP listening on {}", tcp.local_addr()?);
         gateway.spawn_stomp_tcp(tcp);
     }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(admin_addr) = config.admin.listen {
+        match TcpListener::bind(admin_addr).await {
+            Ok(admin) => {
+                // Worded so the main listener's line below stays the only "listening on".
+                tracing::info!("admin listener at http://{}", admin.local_addr()?);
+                gateway.spawn_admin(admin, stop_rx.clone())?;
+            }
+            Err(e) if !admin_required => tracing::warn!(
+                "admin listener not started: cannot listen on {admin_addr}: {e} \
+                 (use --admin-listen ADDR)"
+            ),
+            Err(e) => return Err(format!("cannot listen for admin on {admin_addr}: {e}").into()),
+        }
+    }
     // Logged last: test harnesses wait for this line before they connect.
     let prefixes: Vec<&str> = config.services.iter().map(|s| s.prefix.as_str()).collect();
     tracing::info!(services = ?prefixes, "listening on http://{addr}");
     gateway.stomp().spawn_stats_logger();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");

@@ -38,6 +38,8 @@ pub struct Gateway {
     stomp: StompApp,
     /// Open connections of every listener, against `max_connections(_per_ip)`.
     connections: Arc<ConnectionLimiter>,
+    /// The `[admin]` section and the directory its key file is relative to.
+    admin: (crate::admin::AdminConfig, std::path::PathBuf),
 }
 
 impl Gateway {
@@ -66,6 +68,7 @@ impl Gateway {
             server: config.server.clone(),
             services,
             stomp,
+            admin: (config.admin.clone(), config.base_dir.clone()),
         })
     }
 
@@ -95,6 +98,34 @@ impl Gateway {
             settings,
             self.connections.clone(),
         ))
+    }
+
+    /// Serve the admin listener (`src/admin/`) on `listener`, over this gateway's broker,
+    /// presence and counters. `shutdown` is the receiver [`Gateway::serve`] gets: while it
+    /// is true `/readyz` answers 503; the listener itself runs until its sender is dropped.
+    pub fn spawn_admin(
+        &self,
+        listener: TcpListener,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<tokio::task::JoinHandle<()>, ConfigError> {
+        let services = self
+            .services
+            .iter()
+            .map(|s| crate::admin::ServiceView {
+                prefix: s.prefix().to_owned(),
+                app: s.config().app.clone(),
+                stats: s.stats().clone(),
+            })
+            .collect();
+        let sources = crate::admin::Sources {
+            presence: self.stomp.presence(),
+            stomp: self.stomp.clone(),
+            services,
+            connections: self.connections.clone(),
+            shutdown,
+        };
+        let admin = crate::admin::Admin::new(&self.admin.0, &self.admin.1, sources)?;
+        Ok(tokio::spawn(admin.serve(listener)))
     }
 
     /// Open connections of every listener, and how many were refused.

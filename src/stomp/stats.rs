@@ -249,8 +249,8 @@ pub struct StompStats {
     pub idle_timeouts: AtomicU64,
     /// Active subscriptions.
     pub subscriptions: AtomicI64,
-    /// Sessions ended per cause, in [`DisconnectCause::ALL`] order.
-    pub closed: [AtomicU64; 11],
+    /// Sessions ended per [`KindGroup`] and cause, in [`DisconnectCause::ALL`] order.
+    pub closed: [[AtomicU64; 11]; 4],
 }
 
 /// Add one to a counter.
@@ -259,6 +259,12 @@ pub(crate) fn bump(counter: &AtomicU64) {
 }
 
 impl StompStats {
+    /// Sessions on carriers of `group` that ended for `cause`.
+    pub fn closed(&self, group: KindGroup, cause: DisconnectCause) -> u64 {
+        let slot = DisconnectCause::ALL.iter().position(|c| *c == cause);
+        self.closed[group as usize][slot.unwrap_or(0)].load(Ordering::Relaxed)
+    }
+
     /// Count a session opened on `kind`.
     pub fn session_opened(&self, kind: TransportKind) {
         self.current_sessions[KindGroup::of(kind) as usize].fetch_add(1, Ordering::Relaxed);
@@ -267,9 +273,10 @@ impl StompStats {
 
     /// Count a session on `kind` that ended for `cause`.
     pub fn session_closed(&self, kind: TransportKind, cause: DisconnectCause) {
-        self.current_sessions[KindGroup::of(kind) as usize].fetch_sub(1, Ordering::Relaxed);
+        let group = KindGroup::of(kind) as usize;
+        self.current_sessions[group].fetch_sub(1, Ordering::Relaxed);
         let slot = DisconnectCause::ALL.iter().position(|c| *c == cause);
-        bump(&self.closed[slot.unwrap_or(0)]);
+        bump(&self.closed[group][slot.unwrap_or(0)]);
     }
 
     /// Count an inbound frame.
