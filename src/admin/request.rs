@@ -180,8 +180,27 @@ pub const DEFAULT_CLOSE_CODE: u16 = 1000;
 /// The reason when a disconnect names none.
 pub const DEFAULT_CLOSE_REASON: &str = "Disconnected by the server";
 
-/// Parse JSON into `T`, naming the failing field's path.
+/// The error for a request (or batch item) that is JSON but not an object: serde would
+/// otherwise read an array as a struct's fields in order.
+fn not_an_object(field: Option<&str>) -> ApiError {
+    let what = field.unwrap_or("the request body");
+    ApiError {
+        status: 400,
+        code: "invalid_type",
+        message: format!("{what} must be a JSON object"),
+        field: field.map(str::to_owned),
+    }
+}
+
+/// Parse a JSON object into `T`, naming the failing field's path.
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
+        if is_json {
+            return Err(not_an_object(None));
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(&e))?;
     de.end().map_err(|e| {
@@ -207,7 +226,9 @@ fn json_error(err: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
         );
     }
     let text = inner.to_string();
+    // The path of an unknown field already ends with it; a missing field's is its parent's.
     let join = |name: &str| match &path {
+        Some(p) if p == name || p.ends_with(&format!(".{name}")) => p.clone(),
         Some(p) => format!("{p}.{name}"),
         None => name.to_owned(),
     };
@@ -327,6 +348,9 @@ pub fn decode_batch(bytes: &[u8], max_batch: usize) -> Result<Vec<Publish>, ApiE
         .enumerate()
         .map(|(i, value)| {
             let prefix = format!("messages[{i}]");
+            if !value.is_object() {
+                return Err(not_an_object(Some(&prefix)));
+            }
             let item: PublishWire = serde_path_to_error::deserialize(value)
                 .map_err(|e| json_error(&e).under(&prefix))?;
             check_publish(item).map_err(|e| e.under(&prefix))
@@ -541,7 +565,7 @@ mod tests {
             (400, "invalid_value", "session".into())
         );
         assert_eq!(decode_publish(b"{").unwrap_err().code, "invalid_json");
-        assert_eq!(decode_publish(b"{} {}").unwrap_err().code, "invalid_json");
+        assert_eq!(decode_publish(br#"{"destination": "/t"} {}"#).unwrap_err().code, "invalid_json");
         assert_eq!(decode_publish(b"[]").unwrap_err().code, "invalid_type");
     }
 
