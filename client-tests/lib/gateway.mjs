@@ -16,6 +16,8 @@ const START_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 3_000;
 const LOG_LINES_KEPT = 300;
 const LISTENING_RE = /listening on http:\/\/127\.0\.0\.1:(\d+)/;
+// Logged before the main listener's line when the config has an [admin] listener.
+const ADMIN_RE = /admin listener at http:\/\/127\.0\.0\.1:(\d+)/;
 // eslint-disable-next-line no-control-regex
 const ANSI_RE = /\x1b\[[0-9;]*[A-Za-z]/g;
 
@@ -150,6 +152,7 @@ export async function startGateway({ services, stomp, configFile: givenConfig, a
   }
 
   let port;
+  let adminPort = null;
   try {
     port = await new Promise((resolve, reject) => {
       const timer = setTimeout(
@@ -157,6 +160,8 @@ export async function startGateway({ services, stomp, configFile: givenConfig, a
         START_TIMEOUT_MS,
       );
       const check = (line) => {
+        const admin = ADMIN_RE.exec(line);
+        if (admin) adminPort = Number(admin[1]);
         const m = LISTENING_RE.exec(line);
         if (m) {
           clearTimeout(timer);
@@ -184,6 +189,8 @@ export async function startGateway({ services, stomp, configFile: givenConfig, a
   return {
     port,
     origin: `http://127.0.0.1:${port}`,
+    // The admin listener's origin, when the config has one.
+    adminOrigin: adminPort === null ? null : `http://127.0.0.1:${adminPort}`,
     logTail,
     alive: () => exited === null,
     stop,
