@@ -43,7 +43,11 @@ async fn start(extra: &str) -> Harness {
     let config = Config::from_toml(&format!("{STOMP_SERVICE}{extra}")).expect("test config");
     let gateway = Gateway::from_config(&config).expect("gateway");
     let bind = || TcpListener::bind("127.0.0.1:0");
-    let (http, tcp, admin) = (bind().await.unwrap(), bind().await.unwrap(), bind().await.unwrap());
+    let (http, tcp, admin) = (
+        bind().await.unwrap(),
+        bind().await.unwrap(),
+        bind().await.unwrap(),
+    );
     let addrs = (
         http.local_addr().unwrap(),
         tcp.local_addr().unwrap(),
@@ -86,7 +90,13 @@ impl Answer {
     }
 }
 
-async fn call(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
     let response = request(addr, method, path, headers, body).await;
     let status = response.status;
     let headers = response.headers.clone();
@@ -106,7 +116,14 @@ async fn get(h: &Harness, path: &str) -> Answer {
 
 async fn post(h: &Harness, path: &str, body: &Value) -> Answer {
     let json_header = [("Content-Type", "application/json")];
-    call(h.admin, "POST", path, &json_header, body.to_string().as_bytes()).await
+    call(
+        h.admin,
+        "POST",
+        path,
+        &json_header,
+        body.to_string().as_bytes(),
+    )
+    .await
 }
 
 /// A STOMP client over TCP, connected with `login` as its user.
@@ -193,7 +210,10 @@ impl SockJsClient {
                 let messages: Vec<String> = serde_json::from_str(array).unwrap();
                 for m in messages {
                     self.pending
-                        .push_back(SockJsItem::Frame(decode_single_frame(m.as_bytes(), Version::V1_2)));
+                        .push_back(SockJsItem::Frame(decode_single_frame(
+                            m.as_bytes(),
+                            Version::V1_2,
+                        )));
                 }
             } else if let Some(close) = raw.strip_prefix('c') {
                 let (code, reason): (u16, String) = serde_json::from_str(close).unwrap();
@@ -266,7 +286,10 @@ async fn publish_reaches_tcp_and_sockjs_subscribers_and_counts_deliveries() {
         assert_eq!(&frame.body[..], b"extra! extra!");
     }
     let nobody = post(&h, "/api/publish", &json!({"destination": "/topic/empty"})).await;
-    assert_eq!((nobody.status, nobody.json["delivered"].clone()), (200, json!(0)));
+    assert_eq!(
+        (nobody.status, nobody.json["delivered"].clone()),
+        (200, json!(0))
+    );
 }
 
 #[tokio::test]
@@ -324,7 +347,8 @@ async fn a_retried_publish_with_the_same_key_is_published_once() {
     let h = start("").await;
     let (mut sub, _) = tcp_client(&h, "a").await;
     sub.subscribe("1", "/topic/orders", "").await;
-    let body = json!({"destination": "/topic/orders", "body": "order 7", "idempotency_key": "order-7"});
+    let body =
+        json!({"destination": "/topic/orders", "body": "order 7", "idempotency_key": "order-7"});
     let first = post(&h, "/api/publish", &body).await;
     let retry = post(&h, "/api/publish", &body).await;
     assert_eq!(first.json, retry.json);
@@ -369,11 +393,17 @@ async fn a_batch_publishes_in_order_and_a_bad_item_publishes_nothing() {
         {"destination": "/app/nope", "body": "y"},
     ]});
     let answer = post(&h, "/api/batch", &bad).await;
-    assert_eq!((answer.status, answer.error_field()), (400, "messages[1].destination"));
+    assert_eq!(
+        (answer.status, answer.error_field()),
+        (400, "messages[1].destination")
+    );
     let too_many = json!({"messages": [{"destination": "/topic/b"}, {"destination": "/topic/b"},
                                        {"destination": "/topic/b"}, {"destination": "/topic/b"}]});
     let answer = post(&h, "/api/batch", &too_many).await;
-    assert_eq!((answer.status, answer.error_code()), (413, "too_many_messages"));
+    assert_eq!(
+        (answer.status, answer.error_code()),
+        (413, "too_many_messages")
+    );
     sub.expect_silence(200).await;
 }
 
@@ -385,16 +415,61 @@ async fn bad_requests_get_errors_that_name_the_field() {
     let answer = raw(b"{\"destination\": ").await;
     assert_eq!((answer.status, answer.error_code()), (400, "invalid_json"));
     let cases = [
-        (json!({"destination": "/topic/a", "bodyy": "x"}), 400, "unknown_field", "bodyy"),
-        (json!({"destination": 7}), 400, "invalid_type", "destination"),
+        (
+            json!({"destination": "/topic/a", "bodyy": "x"}),
+            400,
+            "unknown_field",
+            "bodyy",
+        ),
+        (
+            json!({"destination": 7}),
+            400,
+            "invalid_type",
+            "destination",
+        ),
         (json!({"body": "x"}), 400, "missing_field", "destination"),
-        (json!({"destination": "/topic/a", "headers": {"x": true}}), 400, "invalid_type", "headers.x"),
-        (json!({"destination": "/topic/a", "headers": {"destination": "/x"}}), 400, "invalid_value", "headers.destination"),
-        (json!({"destination": "/topic/**"}), 400, "invalid_value", "destination"),
-        (json!({"destination": "/app/chat"}), 400, "invalid_value", "destination"),
-        (json!({"destination": "/elsewhere"}), 400, "invalid_value", "destination"),
-        (json!({"destination": "/topic/a", "user": "u", "session": "s"}), 400, "invalid_value", "session"),
-        (json!({"destination": "/topic/a", "body": "x".repeat(1500)}), 413, "body_too_large", "body"),
+        (
+            json!({"destination": "/topic/a", "headers": {"x": true}}),
+            400,
+            "invalid_type",
+            "headers.x",
+        ),
+        (
+            json!({"destination": "/topic/a", "headers": {"destination": "/x"}}),
+            400,
+            "invalid_value",
+            "headers.destination",
+        ),
+        (
+            json!({"destination": "/topic/**"}),
+            400,
+            "invalid_value",
+            "destination",
+        ),
+        (
+            json!({"destination": "/app/chat"}),
+            400,
+            "invalid_value",
+            "destination",
+        ),
+        (
+            json!({"destination": "/elsewhere"}),
+            400,
+            "invalid_value",
+            "destination",
+        ),
+        (
+            json!({"destination": "/topic/a", "user": "u", "session": "s"}),
+            400,
+            "invalid_value",
+            "session",
+        ),
+        (
+            json!({"destination": "/topic/a", "body": "x".repeat(1500)}),
+            413,
+            "body_too_large",
+            "body",
+        ),
     ];
     for (body, status, code, field) in cases {
         let answer = post(&h, "/api/publish", &body).await;
@@ -408,10 +483,16 @@ async fn bad_requests_get_errors_that_name_the_field() {
     }
     let big = vec![b' '; 4096];
     let answer = call(h.admin, "POST", "/api/publish", &json_header, &big).await;
-    assert_eq!((answer.status, answer.error_code()), (413, "body_too_large"));
+    assert_eq!(
+        (answer.status, answer.error_code()),
+        (413, "body_too_large")
+    );
     let form = [("Content-Type", "application/x-www-form-urlencoded")];
     let answer = call(h.admin, "POST", "/api/publish", &form, b"{}").await;
-    assert_eq!((answer.status, answer.error_code()), (415, "unsupported_media_type"));
+    assert_eq!(
+        (answer.status, answer.error_code()),
+        (415, "unsupported_media_type")
+    );
     let answer = get(&h, "/api/publish").await;
     assert_eq!((answer.status, answer.header("allow")), (405, Some("POST")));
     let answer = get(&h, "/api/nothing").await;
@@ -425,26 +506,65 @@ async fn the_api_key_guards_everything_but_health() {
     let h = start("[admin]\napi_key = \"k3y\"\n").await;
     assert_eq!(get(&h, "/healthz").await.status, 200);
     assert_eq!(get(&h, "/readyz").await.status, 200);
-    for path in ["/api/stats", "/metrics", "/api/presence/users/x", "/api/openapi.json"] {
+    for path in [
+        "/api/stats",
+        "/metrics",
+        "/api/presence/users/x",
+        "/api/openapi.json",
+    ] {
         let answer = get(&h, path).await;
-        assert_eq!((answer.status, answer.error_code()), (401, "unauthorized"), "{path}");
-        assert!(answer.header("www-authenticate").unwrap().starts_with("Bearer"));
+        assert_eq!(
+            (answer.status, answer.error_code()),
+            (401, "unauthorized"),
+            "{path}"
+        );
+        assert!(
+            answer
+                .header("www-authenticate")
+                .unwrap()
+                .starts_with("Bearer")
+        );
     }
     let dashboard = get(&h, "/dashboard").await;
     assert_eq!(dashboard.status, 401);
-    assert!(dashboard.header("www-authenticate").unwrap().starts_with("Basic"));
-    let wrong = call(h.admin, "GET", "/api/stats", &[("Authorization", "Bearer k3")], b"").await;
+    assert!(
+        dashboard
+            .header("www-authenticate")
+            .unwrap()
+            .starts_with("Basic")
+    );
+    let wrong = call(
+        h.admin,
+        "GET",
+        "/api/stats",
+        &[("Authorization", "Bearer k3")],
+        b"",
+    )
+    .await;
     assert_eq!(wrong.status, 401);
-    let right = call(h.admin, "GET", "/metrics", &[("Authorization", "Bearer k3y")], b"").await;
+    let right = call(
+        h.admin,
+        "GET",
+        "/metrics",
+        &[("Authorization", "Bearer k3y")],
+        b"",
+    )
+    .await;
     assert_eq!(right.status, 200);
     // "admin:k3y", as a browser sends it after asking.
     let basic = [("Authorization", "Basic YWRtaW46azN5")];
-    assert_eq!(call(h.admin, "GET", "/dashboard", &basic, b"").await.status, 200);
+    assert_eq!(
+        call(h.admin, "GET", "/dashboard", &basic, b"").await.status,
+        200
+    );
     let publish = call(
         h.admin,
         "POST",
         "/api/publish",
-        &[("Authorization", "Bearer k3y"), ("Content-Type", "application/json")],
+        &[
+            ("Authorization", "Bearer k3y"),
+            ("Content-Type", "application/json"),
+        ],
         br#"{"destination": "/topic/x"}"#,
     )
     .await;
@@ -453,11 +573,22 @@ async fn the_api_key_guards_everything_but_health() {
 
 #[test]
 fn a_public_admin_address_needs_a_key() {
-    let err = Config::from_toml(&format!("{STOMP_SERVICE}[admin]\nlisten = \"0.0.0.0:9090\"\n"))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("admin.listen") && err.contains("api_key"), "{err}");
-    assert!(Config::from_toml(STOMP_SERVICE).unwrap().admin.listen.is_none());
+    let err = Config::from_toml(&format!(
+        "{STOMP_SERVICE}[admin]\nlisten = \"0.0.0.0:9090\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("admin.listen") && err.contains("api_key"),
+        "{err}"
+    );
+    assert!(
+        Config::from_toml(STOMP_SERVICE)
+            .unwrap()
+            .admin
+            .listen
+            .is_none()
+    );
     assert!(Config::embedded().admin.listen.is_some());
 }
 
@@ -479,24 +610,57 @@ async fn presence_reports_sessions_and_subscriber_counts() {
     let by_id = |id: &str| sessions.iter().find(|s| s["id"] == id).unwrap().clone();
     let tcp = by_id(&s1);
     assert_eq!(tcp["transport"], "tcp");
-    assert!(tcp["remote_address"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(
+        tcp["remote_address"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
     assert!(tcp["since"].as_str().unwrap().ends_with('Z'));
-    assert_eq!(tcp["subscriptions"], json!([{"id": "news", "destination": "/topic/news"}]));
+    assert_eq!(
+        tcp["subscriptions"],
+        json!([{"id": "news", "destination": "/topic/news"}])
+    );
     assert_eq!(by_id(&s2)["transport"], "websocket");
 
     let count = |d: &'static str| get(&h, d);
-    assert_eq!(count("/api/presence/destinations/%2Ftopic%2Fnews").await.json["subscribers"], 3);
-    assert_eq!(count("/api/presence/destinations/%2Ftopic%2Fother").await.json["subscribers"], 1);
+    assert_eq!(
+        count("/api/presence/destinations/%2Ftopic%2Fnews")
+            .await
+            .json["subscribers"],
+        3
+    );
+    assert_eq!(
+        count("/api/presence/destinations/%2Ftopic%2Fother")
+            .await
+            .json["subscribers"],
+        1
+    );
     let plain = count("/api/presence/destinations//topic/news").await;
-    assert_eq!(plain.json, json!({"destination": "/topic/news", "subscribers": 3}));
-    assert_eq!(get(&h, "/api/presence/users/nobody").await.json["sessions"], json!([]));
+    assert_eq!(
+        plain.json,
+        json!({"destination": "/topic/news", "subscribers": 3})
+    );
+    assert_eq!(
+        get(&h, "/api/presence/users/nobody").await.json["sessions"],
+        json!([])
+    );
 
     drop(a1);
     eventually("alice's TCP session to leave presence", || async {
-        get(&h, "/api/presence/users/alice").await.json["sessions"].as_array().unwrap().len() == 1
+        get(&h, "/api/presence/users/alice").await.json["sessions"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
     })
     .await;
-    assert_eq!(count("/api/presence/destinations/%2Ftopic%2Fnews").await.json["subscribers"], 2);
+    assert_eq!(
+        count("/api/presence/destinations/%2Ftopic%2Fnews")
+            .await
+            .json["subscribers"],
+        2
+    );
 }
 
 #[tokio::test]
@@ -520,7 +684,9 @@ async fn disconnect_sends_error_then_closes_each_carrier() {
         (Command::Error, Some("account suspended"))
     );
     match sockjs.next().await {
-        SockJsItem::Close(code, reason) => assert_eq!((code, reason.as_str()), (4001, "account suspended")),
+        SockJsItem::Close(code, reason) => {
+            assert_eq!((code, reason.as_str()), (4001, "account suspended"))
+        }
         other => panic!("expected c[...], got {other:?}"),
     }
     eventually("mallory to leave presence", || async {
@@ -533,7 +699,9 @@ async fn disconnect_sends_error_then_closes_each_carrier() {
     .await;
     let one = post(&h, "/api/disconnect", &json!({"session": s3})).await;
     assert_eq!(one.json["disconnected"], 1);
-    let error = bystander.expect_error_then_close("Disconnected by the server").await;
+    let error = bystander
+        .expect_error_then_close("Disconnected by the server")
+        .await;
     assert_eq!(error.command, Command::Error);
     let none = post(&h, "/api/disconnect", &json!({"session": "gone0"})).await;
     assert_eq!(none.json["disconnected"], 0);
@@ -545,7 +713,10 @@ async fn readiness_turns_503_while_draining_and_liveness_stays() {
     assert_eq!(get(&h, "/readyz").await.json["status"], "ready");
     h.shutdown.send(true).unwrap();
     let answer = get(&h, "/readyz").await;
-    assert_eq!((answer.status, answer.json["status"].clone()), (503, json!("draining")));
+    assert_eq!(
+        (answer.status, answer.json["status"].clone()),
+        (503, json!("draining"))
+    );
     assert_eq!(get(&h, "/healthz").await.status, 200);
 }
 
@@ -564,10 +735,16 @@ async fn metrics_move_with_real_traffic() {
     let h = start("[server]\nmax_connections_per_ip = 40\n").await;
     let before = get(&h, "/metrics").await;
     assert_eq!(before.status, 200);
-    assert!(before.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(
+        before
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
     let m0 = before.text;
     let ws_opened = "sockjs_gateway_sessions_opened_total{service=\"/stomp\",app=\"stomp\",transport=\"websocket\"}";
-    let ws_open = "sockjs_gateway_sessions_open{service=\"/stomp\",app=\"stomp\",transport=\"websocket\"}";
+    let ws_open =
+        "sockjs_gateway_sessions_open{service=\"/stomp\",app=\"stomp\",transport=\"websocket\"}";
     let sends = "sockjs_gateway_stomp_frames_received_total{command=\"SEND\"}";
     let msgs_in = "sockjs_gateway_messages_in_total{service=\"/stomp\",app=\"stomp\"}";
     let bytes_out = "sockjs_gateway_bytes_out_total{service=\"/stomp\",app=\"stomp\"}";
@@ -592,7 +769,10 @@ async fn metrics_move_with_real_traffic() {
     assert_eq!(sample(&m1, ws_opened) - sample(&m0, ws_opened), 1.0);
     assert_eq!(sample(&m1, ws_open), 1.0);
     assert_eq!(sample(&m1, sends) - sample(&m0, sends), 5.0);
-    assert!(sample(&m1, msgs_in) - sample(&m0, msgs_in) >= 7.0, "CONNECT, SUBSCRIBE, 5 SENDs");
+    assert!(
+        sample(&m1, msgs_in) - sample(&m0, msgs_in) >= 7.0,
+        "CONNECT, SUBSCRIBE, 5 SENDs"
+    );
     assert!(sample(&m1, bytes_out) > sample(&m0, bytes_out));
     assert_eq!(sample(&m1, delivered) - sample(&m0, delivered), 10.0);
     assert_eq!(sample(&m1, tcp_open), 1.0);
@@ -613,7 +793,8 @@ async fn metrics_move_with_real_traffic() {
     })
     .await;
     let m2 = get(&h, "/metrics").await.text;
-    let closed_client = "sockjs_gateway_stomp_sessions_closed_total{group=\"tcp\",cause=\"client\"}";
+    let closed_client =
+        "sockjs_gateway_stomp_sessions_closed_total{group=\"tcp\",cause=\"client\"}";
     assert!(sample(&m2, closed_client) >= 1.0);
 
     // Connection refusals by limit.
@@ -638,7 +819,12 @@ async fn stats_dashboard_and_openapi_answer_json() {
     assert_eq!(stats.json["stomp"]["sessions"]["current"]["tcp"], 1);
     assert_eq!(stats.json["sockjs"][0]["prefix"], "/stomp");
     for _ in 0..3 {
-        post(&h, "/api/publish", &json!({"destination": "/topic/dash", "body": "x"})).await;
+        post(
+            &h,
+            "/api/publish",
+            &json!({"destination": "/topic/dash", "body": "x"}),
+        )
+        .await;
     }
     eventually("the dashboard to show the rate", || async {
         let d = get(&h, "/api/dashboard").await.json;
@@ -649,11 +835,24 @@ async fn stats_dashboard_and_openapi_answer_json() {
     .await;
     let d = get(&h, "/api/dashboard").await.json;
     assert_eq!(d["sessions"]["by_transport"]["tcp"], 1);
-    assert_eq!(d["top_destinations"]["by_subscribers"][0]["destination"], "/topic/dash");
+    assert_eq!(
+        d["top_destinations"]["by_subscribers"][0]["destination"],
+        "/topic/dash"
+    );
     assert_eq!(d["nodes"][0]["self"], true);
     let page = get(&h, "/dashboard").await;
-    assert!(page.header("content-type").unwrap().starts_with("text/html"));
-    assert!(!page.text.contains("http://") && !page.text.contains("https://"), "no external resources");
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        !page.text.contains("http://") && !page.text.contains("https://"),
+        "no external resources"
+    );
     let openapi = get(&h, "/api/openapi.json").await;
-    assert_eq!(openapi.json["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+    assert_eq!(
+        openapi.json["openapi"].as_str().map(|v| &v[..2]),
+        Some("3.")
+    );
 }

@@ -81,9 +81,8 @@ impl Admin {
         let delivery = match (&publish.recipient, route) {
             (Recipient::Destination, Route::Broker) => Delivery::Broadcast(destination.clone()),
             (Recipient::Destination, Route::User { rest }) => {
-                let (user, actual) = split_user_destination(&rest).map_err(|e| {
-                    ApiError::field("invalid_value", "destination", e.to_string())
-                })?;
+                let (user, actual) = split_user_destination(&rest)
+                    .map_err(|e| ApiError::field("invalid_value", "destination", e.to_string()))?;
                 Delivery::User { user, actual }
             }
             (Recipient::User(user), Route::Broker) => Delivery::User {
@@ -239,9 +238,7 @@ fn session_json(session: &SessionPresence) -> Value {
 
 /// An RFC 3339 UTC timestamp with milliseconds (`2026-12-02T13:55:01.123Z`).
 pub(super) fn rfc3339(at: std::time::SystemTime) -> String {
-    let since_epoch = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let since_epoch = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = since_epoch.as_secs();
     let (days, rest) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = civil_from_days(days as i64);
@@ -276,9 +273,6 @@ mod tests {
     fn timestamps_are_rfc3339_utc() {
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_796_213_701_123);
         assert_eq!(rfc3339(at), "2026-12-02T12:15:01.123Z");
-        assert_eq!(
-            rfc3339(std::time::UNIX_EPOCH),
-            "1970-01-01T00:00:00.000Z"
-        );
+        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
     }
 }

@@ -191,7 +191,10 @@ mod tests {
             .validate(Path::new("."))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("admin.listen") && err.contains("api_key"), "{err}");
+        assert!(
+            err.contains("admin.listen") && err.contains("api_key"),
+            "{err}"
+        );
         parse("listen = \"0.0.0.0:9090\"\napi_key = \"k\"")
             .validate(Path::new("."))
             .unwrap();

@@ -110,7 +110,10 @@ mod tests {
         let start = Instant::now();
         let mut w = IdempotencyWindow::new(Duration::from_secs(10), 100);
         w.insert("k".into(), answer("m1"), start);
-        assert_eq!(w.get("k", start + Duration::from_secs(9)), Some(answer("m1")));
+        assert_eq!(
+            w.get("k", start + Duration::from_secs(9)),
+            Some(answer("m1"))
+        );
         assert_eq!(w.get("k", start + Duration::from_secs(10)), None);
         assert!(w.is_empty());
     }

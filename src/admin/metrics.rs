@@ -188,7 +188,12 @@ impl Collector for GatewayCollector {
         };
         let tcp_open = s.current_sessions[KindGroup::Tcp as usize].load(Ordering::Relaxed);
 
-        let mut f = family(&mut encoder, "sockjs_gateway_sessions_open", "Live sessions by service, app and transport (STOMP over TCP as service \"\", app \"stomp\", transport \"tcp\").", MetricType::Gauge)?;
+        let mut f = family(
+            &mut encoder,
+            "sockjs_gateway_sessions_open",
+            "Live sessions by service, app and transport (STOMP over TCP as service \"\", app \"stomp\", transport \"tcp\").",
+            MetricType::Gauge,
+        )?;
         for (v, snap) in &snaps {
             for (i, t) in TRANSPORTS.iter().enumerate() {
                 let mut l = svc(v);
@@ -196,9 +201,21 @@ impl Collector for GatewayCollector {
                 f.gauge(l, snap.open[i])?;
             }
         }
-        f.gauge(vec![("service", String::new()), ("app", "stomp".into()), ("transport", "tcp".into())], tcp_open)?;
+        f.gauge(
+            vec![
+                ("service", String::new()),
+                ("app", "stomp".into()),
+                ("transport", "tcp".into()),
+            ],
+            tcp_open,
+        )?;
 
-        let mut f = family(&mut encoder, "sockjs_gateway_sessions_opened", "Sessions opened by service, app and transport.", MetricType::Counter)?;
+        let mut f = family(
+            &mut encoder,
+            "sockjs_gateway_sessions_opened",
+            "Sessions opened by service, app and transport.",
+            MetricType::Counter,
+        )?;
         for (v, snap) in &snaps {
             for (i, t) in TRANSPORTS.iter().enumerate() {
                 let mut l = svc(v);
@@ -207,7 +224,12 @@ impl Collector for GatewayCollector {
             }
         }
 
-        let mut f = family(&mut encoder, "sockjs_gateway_sessions_closed", "SockJS sessions ended, by service, app and cause.", MetricType::Counter)?;
+        let mut f = family(
+            &mut encoder,
+            "sockjs_gateway_sessions_closed",
+            "SockJS sessions ended, by service, app and cause.",
+            MetricType::Counter,
+        )?;
         for (v, snap) in &snaps {
             for (i, c) in CLOSE_CAUSES.iter().enumerate() {
                 let mut l = svc(v);
@@ -216,47 +238,117 @@ impl Collector for GatewayCollector {
             }
         }
 
-        let mut f = family(&mut encoder, "sockjs_gateway_stomp_sessions_open", "Live STOMP sessions by carrier group.", MetricType::Gauge)?;
+        let mut f = family(
+            &mut encoder,
+            "sockjs_gateway_stomp_sessions_open",
+            "Live STOMP sessions by carrier group.",
+            MetricType::Gauge,
+        )?;
         for (name, group) in KIND_GROUPS {
-            f.gauge(vec![("group", name.into())], s.current_sessions[group as usize].load(Ordering::Relaxed))?;
+            f.gauge(
+                vec![("group", name.into())],
+                s.current_sessions[group as usize].load(Ordering::Relaxed),
+            )?;
         }
-        let mut f = family(&mut encoder, "sockjs_gateway_stomp_sessions_opened", "STOMP sessions opened on every carrier.", MetricType::Counter)?;
+        let mut f = family(
+            &mut encoder,
+            "sockjs_gateway_stomp_sessions_opened",
+            "STOMP sessions opened on every carrier.",
+            MetricType::Counter,
+        )?;
         f.counter(vec![], load(&s.total_sessions))?;
-        let mut f = family(&mut encoder, "sockjs_gateway_stomp_sessions_closed", "STOMP sessions ended, by carrier group and cause.", MetricType::Counter)?;
+        let mut f = family(
+            &mut encoder,
+            "sockjs_gateway_stomp_sessions_closed",
+            "STOMP sessions ended, by carrier group and cause.",
+            MetricType::Counter,
+        )?;
         for (name, group) in KIND_GROUPS {
             for cause in DisconnectCause::ALL {
-                f.counter(vec![("group", name.into()), ("cause", cause.name().into())], s.closed(group, cause))?;
+                f.counter(
+                    vec![("group", name.into()), ("cause", cause.name().into())],
+                    s.closed(group, cause),
+                )?;
             }
         }
 
         for (name, help, pick) in [
-            ("sockjs_gateway_messages_in", "Messages received from clients by SockJS services.", 0usize),
-            ("sockjs_gateway_bytes_in", "Payload bytes received from clients by SockJS services.", 1),
-            ("sockjs_gateway_messages_out", "Messages written to clients by SockJS services.", 2),
-            ("sockjs_gateway_bytes_out", "Payload bytes written to clients by SockJS services.", 3),
+            (
+                "sockjs_gateway_messages_in",
+                "Messages received from clients by SockJS services.",
+                0usize,
+            ),
+            (
+                "sockjs_gateway_bytes_in",
+                "Payload bytes received from clients by SockJS services.",
+                1,
+            ),
+            (
+                "sockjs_gateway_messages_out",
+                "Messages written to clients by SockJS services.",
+                2,
+            ),
+            (
+                "sockjs_gateway_bytes_out",
+                "Payload bytes written to clients by SockJS services.",
+                3,
+            ),
         ] {
             let mut f = family(&mut encoder, name, help, MetricType::Counter)?;
             for (v, snap) in &snaps {
-                let value = [snap.messages_in, snap.bytes_in, snap.messages_out, snap.bytes_out][pick];
+                let value = [
+                    snap.messages_in,
+                    snap.bytes_in,
+                    snap.messages_out,
+                    snap.bytes_out,
+                ][pick];
                 f.counter(svc(v), value)?;
             }
         }
 
-        let mut f = family(&mut encoder, "sockjs_gateway_stomp_messages_published", "Messages published into the broker (client SENDs and the admin API).", MetricType::Counter)?;
+        let mut f = family(
+            &mut encoder,
+            "sockjs_gateway_stomp_messages_published",
+            "Messages published into the broker (client SENDs and the admin API).",
+            MetricType::Counter,
+        )?;
         f.counter(vec![], load(&s.published))?;
-        let mut f = family(&mut encoder, "sockjs_gateway_stomp_messages_delivered", "MESSAGE frames handed to sessions.", MetricType::Counter)?;
+        let mut f = family(
+            &mut encoder,
+            "sockjs_gateway_stomp_messages_delivered",
+            "MESSAGE frames handed to sessions.",
+            MetricType::Counter,
+        )?;
         f.counter(vec![], load(&s.delivered))?;
-        let mut f = family(&mut encoder, "sockjs_gateway_stomp_messages_dropped", "Messages the broker did not deliver, by reason.", MetricType::Counter)?;
+        let mut f = family(
+            &mut encoder,
+            "sockjs_gateway_stomp_messages_dropped",
+            "Messages the broker did not deliver, by reason.",
+            MetricType::Counter,
+        )?;
         for (reason, value) in drops(s) {
             f.counter(vec![("reason", reason.into())], value)?;
         }
 
-        let mut f = family(&mut encoder, "sockjs_gateway_slow_consumer_terminations", "Sessions ended because the client did not keep up (queue overflow or a stalled write), by service and app.", MetricType::Counter)?;
+        let mut f = family(
+            &mut encoder,
+            "sockjs_gateway_slow_consumer_terminations",
+            "Sessions ended because the client did not keep up (queue overflow or a stalled write), by service and app.",
+            MetricType::Counter,
+        )?;
         for (v, snap) in &snaps {
             f.counter(svc(v), snap.slow_consumer_terminations)?;
         }
-        f.counter(vec![("service", String::new()), ("app", "stomp".into())], s.closed(KindGroup::Tcp, DisconnectCause::SendLimit))?;
-        let mut f = family(&mut encoder, "sockjs_gateway_slow_consumer_drops", "Messages discarded or refused for a slow client (overflow_strategy = \"drop\"), by service and app.", MetricType::Counter)?;
+        f.counter(
+            vec![("service", String::new()), ("app", "stomp".into())],
+            s.closed(KindGroup::Tcp, DisconnectCause::SendLimit),
+        )?;
+        let mut f = family(
+            &mut encoder,
+            "sockjs_gateway_slow_consumer_drops",
+            "Messages discarded or refused for a slow client (overflow_strategy = \"drop\"), by service and app.",
+            MetricType::Counter,
+        )?;
         for (v, snap) in &snaps {
             f.counter(svc(v), snap.slow_consumer_drops)?;
         }
@@ -270,27 +362,68 @@ impl Collector for GatewayCollector {
         )?;
         m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)?;
 
-        let mut f = family(&mut encoder, "sockjs_gateway_stomp_frames_received", "Inbound STOMP frames by command.", MetricType::Counter)?;
+        let mut f = family(
+            &mut encoder,
+            "sockjs_gateway_stomp_frames_received",
+            "Inbound STOMP frames by command.",
+            MetricType::Counter,
+        )?;
         for command in Command::ALL.iter().take(11) {
-            f.counter(vec![("command", command.as_str().into())], s.frames_received(*command))?;
+            f.counter(
+                vec![("command", command.as_str().into())],
+                s.frames_received(*command),
+            )?;
         }
-        let mut f = family(&mut encoder, "sockjs_gateway_stomp_subscriptions", "Active broker subscriptions.", MetricType::Gauge)?;
+        let mut f = family(
+            &mut encoder,
+            "sockjs_gateway_stomp_subscriptions",
+            "Active broker subscriptions.",
+            MetricType::Gauge,
+        )?;
         f.gauge(vec![], s.subscriptions.load(Ordering::Relaxed))?;
-        let mut f = family(&mut encoder, "sockjs_gateway_stomp_destinations", "Distinct destinations and patterns with at least one subscription.", MetricType::Gauge)?;
+        let mut f = family(
+            &mut encoder,
+            "sockjs_gateway_stomp_destinations",
+            "Distinct destinations and patterns with at least one subscription.",
+            MetricType::Gauge,
+        )?;
         f.gauge(vec![], r.presence.destination_count() as i64)?;
 
-        let mut f = family(&mut encoder, "sockjs_gateway_errors", "Errors by kind.", MetricType::Counter)?;
+        let mut f = family(
+            &mut encoder,
+            "sockjs_gateway_errors",
+            "Errors by kind.",
+            MetricType::Counter,
+        )?;
         for (kind, value) in errors(s) {
             f.counter(vec![("kind", kind.into())], value)?;
         }
 
-        let mut f = family(&mut encoder, "sockjs_gateway_connections_open", "Open connections of the HTTP and STOMP TCP listeners.", MetricType::Gauge)?;
+        let mut f = family(
+            &mut encoder,
+            "sockjs_gateway_connections_open",
+            "Open connections of the HTTP and STOMP TCP listeners.",
+            MetricType::Gauge,
+        )?;
         f.gauge(vec![], r.connections.open() as i64)?;
-        let mut f = family(&mut encoder, "sockjs_gateway_connections_refused", "Connections refused, by the limit that refused them.", MetricType::Counter)?;
+        let mut f = family(
+            &mut encoder,
+            "sockjs_gateway_connections_refused",
+            "Connections refused, by the limit that refused them.",
+            MetricType::Counter,
+        )?;
         for (name, limit) in REFUSALS {
-            f.counter(vec![("limit", name.into())], r.connections.refused_by(limit))?;
+            f.counter(
+                vec![("limit", name.into())],
+                r.connections.refused_by(limit),
+            )?;
         }
-        let mut f = family(&mut encoder, "sockjs_gateway_sessions_refused", "New sessions refused, by service, app and limit.", MetricType::Counter)?;
+        let mut f = family(
+            &mut encoder,
+            "sockjs_gateway_sessions_refused",
+            "New sessions refused, by service, app and limit.",
+            MetricType::Counter,
+        )?;
         for (v, snap) in &snaps {
             for (i, limit) in LIMITS.iter().enumerate() {
                 let mut l = svc(v);
@@ -298,7 +431,12 @@ impl Collector for GatewayCollector {
                 f.counter(l, snap.refused[i])?;
             }
         }
-        let mut f = family(&mut encoder, "sockjs_gateway_metrics_scrapes", "Scrapes of this endpoint.", MetricType::Counter)?;
+        let mut f = family(
+            &mut encoder,
+            "sockjs_gateway_metrics_scrapes",
+            "Scrapes of this endpoint.",
+            MetricType::Counter,
+        )?;
         f.counter(vec![], load(&r.scrapes))?;
         Ok(())
     }
@@ -329,14 +467,15 @@ impl Metrics {
     pub fn response(&self) -> Response<Full<Bytes>> {
         self.readings.scrapes.fetch_add(1, Ordering::Relaxed);
         let mut text = String::with_capacity(16 * 1024);
-        let status = match prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry) {
-            Ok(()) => http::StatusCode::OK,
-            Err(_) => {
-                text.clear();
-                let _ = writeln!(text, "# metrics could not be encoded");
-                http::StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
+        let status =
+            match prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry) {
+                Ok(()) => http::StatusCode::OK,
+                Err(_) => {
+                    text.clear();
+                    let _ = writeln!(text, "# metrics could not be encoded");
+                    http::StatusCode::INTERNAL_SERVER_ERROR
+                }
+            };
         let mut response = Response::new(Full::new(Bytes::from(text)));
         *response.status_mut() = status;
         response.headers_mut().insert(
@@ -353,11 +492,21 @@ impl Metrics {
         let r = &self.readings;
         let s = &r.stomp;
         let named = |pairs: &[(&str, u64)]| -> Value {
-            Value::Object(pairs.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect())
+            Value::Object(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                    .collect(),
+            )
         };
         let current: Map<String, Value> = KIND_GROUPS
             .iter()
-            .map(|(name, g)| ((*name).to_owned(), json!(s.current_sessions[*g as usize].load(Ordering::Relaxed))))
+            .map(|(name, g)| {
+                (
+                    (*name).to_owned(),
+                    json!(s.current_sessions[*g as usize].load(Ordering::Relaxed)),
+                )
+            })
             .collect();
         let closed: Map<String, Value> = DisconnectCause::ALL
             .iter()

@@ -524,8 +524,10 @@ mod tests {
         let p = decode_publish(br#"{"user": "alice", "destination": "/queue/n"}"#).unwrap();
         assert_eq!(p.recipient, Recipient::User("alice".into()));
         assert!(p.body.is_empty());
-        let p = decode_publish(br#"{"session": "abc1", "destination": "/queue/n", "body_base64": "AP8="}"#)
-            .unwrap();
+        let p = decode_publish(
+            br#"{"session": "abc1", "destination": "/queue/n", "body_base64": "AP8="}"#,
+        )
+        .unwrap();
         assert_eq!(p.recipient, Recipient::Session("abc1".into()));
         assert_eq!(&p.body[..], &[0, 255]);
     }
@@ -545,11 +547,15 @@ mod tests {
             (400, "missing_field", "destination".into())
         );
         assert_eq!(
-            field_of(decode_publish(br#"{"destination": "/t", "headers": {"a": 1}}"#)),
+            field_of(decode_publish(
+                br#"{"destination": "/t", "headers": {"a": 1}}"#
+            )),
             (400, "invalid_type", "headers.a".into())
         );
         assert_eq!(
-            field_of(decode_publish(br#"{"destination": "/t", "headers": {"message-id": "x"}}"#)),
+            field_of(decode_publish(
+                br#"{"destination": "/t", "headers": {"message-id": "x"}}"#
+            )),
             (400, "invalid_value", "headers.message-id".into())
         );
         assert_eq!(
@@ -557,15 +563,24 @@ mod tests {
             (400, "invalid_value", "destination".into())
         );
         assert_eq!(
-            field_of(decode_publish(br#"{"destination": "/t", "body_base64": "@@"}"#)),
+            field_of(decode_publish(
+                br#"{"destination": "/t", "body_base64": "@@"}"#
+            )),
             (400, "invalid_value", "body_base64".into())
         );
         assert_eq!(
-            field_of(decode_publish(br#"{"destination": "/t", "session": "A B"}"#)),
+            field_of(decode_publish(
+                br#"{"destination": "/t", "session": "A B"}"#
+            )),
             (400, "invalid_value", "session".into())
         );
         assert_eq!(decode_publish(b"{").unwrap_err().code, "invalid_json");
-        assert_eq!(decode_publish(br#"{"destination": "/t"} {}"#).unwrap_err().code, "invalid_json");
+        assert_eq!(
+            decode_publish(br#"{"destination": "/t"} {}"#)
+                .unwrap_err()
+                .code,
+            "invalid_json"
+        );
         assert_eq!(decode_publish(b"[]").unwrap_err().code, "invalid_type");
     }
 

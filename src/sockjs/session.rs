@@ -581,7 +581,10 @@ mod tests {
             idle_timeout: None,
         };
         let stats = Arc::new(ServiceStats::default());
-        (Session::new(info, limits, app.clone(), None, None, stats), app)
+        (
+            Session::new(info, limits, app.clone(), None, None, stats),
+            app,
+        )
     }
 
     #[tokio::test]

@@ -19,9 +19,9 @@ pub mod outbound;
 pub mod presence;
 pub mod stats;
 pub mod tcp;
-pub mod traffic;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod traffic;
 
 use std::sync::Arc;
 use std::time::Duration;

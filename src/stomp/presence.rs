@@ -352,9 +352,12 @@ impl PresenceDirectory for LocalPresence {
         let controls: Vec<Arc<SessionControl>> = {
             let state = self.lock();
             match target {
-                DisconnectTarget::Session(id) => {
-                    state.sessions.get(id).map(|e| e.control.clone()).into_iter().collect()
-                }
+                DisconnectTarget::Session(id) => state
+                    .sessions
+                    .get(id)
+                    .map(|e| e.control.clone())
+                    .into_iter()
+                    .collect(),
                 DisconnectTarget::User(user) => state
                     .users
                     .get(user)
@@ -441,8 +444,14 @@ mod tests {
             code: 4000,
             reason: "bye".into(),
         };
-        assert_eq!(p.disconnect(&DisconnectTarget::User("bob".into()), &kick), 2);
-        assert_eq!(p.disconnect(&DisconnectTarget::Session("zz".into()), &kick), 0);
+        assert_eq!(
+            p.disconnect(&DisconnectTarget::User("bob".into()), &kick),
+            2
+        );
+        assert_eq!(
+            p.disconnect(&DisconnectTarget::Session("zz".into()), &kick),
+            0
+        );
         assert_eq!(a.requested().await, kick);
         assert_eq!(b.requested().await, kick);
     }
