@@ -856,3 +856,54 @@ async fn stats_dashboard_and_openapi_answer_json() {
         Some("3.")
     );
 }
+
+/// Run the gateway binary with `args` until it logs "listening on"; returns its log so far.
+async fn run_binary(args: &[&str]) -> (tokio::process::Child, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sockjs-gateway"))
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("gateway binary");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log.contains("listening on http://") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timeout(left, lines.next_line()).await {
+            Ok(Ok(Some(line))) => {
+                log.push_str(&line);
+                log.push('\n');
+            }
+            _ => panic!("the gateway did not start; its log:\n{log}"),
+        }
+    }
+    (child, log)
+}
+
+/// The `http://127.0.0.1:PORT` address after `marker` in a log.
+fn logged_addr(log: &str, marker: &str) -> Option<SocketAddr> {
+    let rest = &log[log.find(marker)? + marker.len()..];
+    let addr: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect();
+    addr.parse().ok()
+}
+
+#[tokio::test]
+async fn the_binary_serves_the_admin_listener_on_admin_listen() {
+    // The embedded default's own 127.0.0.1:9090 is never used by tests (a fixed port);
+    // --admin-listen replaces it with a free one.
+    let (mut child, log) =
+        run_binary(&["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]).await;
+    let admin = logged_addr(&log, "admin listener at http://").expect("admin line");
+    assert!(!log.contains("9090"), "{log}");
+    let health = call(admin, "GET", "/healthz", &[], b"").await;
+    assert_eq!(health.json, json!({"status": "live"}));
+    let main = logged_addr(&log, "listening on http://").expect("main line");
+    assert_ne!(main, admin);
+    child.kill().await.unwrap();
+}

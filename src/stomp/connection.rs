@@ -1668,6 +1668,40 @@ mod tests {
     }
 
     #[test]
+    fn a_kick_sends_error_then_closes_with_its_code_and_leaves_presence() {
+        let core = core(StompConfig::default());
+        let mut c = client(&core);
+        let kick = Kick {
+            code: 4001,
+            reason: "account suspended".into(),
+        };
+        assert_eq!(c.connection.kick(kick.clone()), Flow::Closed);
+        assert!(c.frames().is_empty(), "nothing to kick before CONNECTED");
+        c.feed("CONNECT\naccept-version:1.2\nlogin:mallory\n\n\0SUBSCRIBE\nid:0\ndestination:/topic/a\n\n\0");
+        assert!(c.connection.control().is_some());
+        assert_eq!(core.presence.session_count(), 1);
+        c.sink.clear();
+        let mut events = core.events.subscribe();
+        assert_eq!(c.connection.kick(kick), Flow::Closed);
+        let error = c.last();
+        assert_eq!(error.command, Command::Error);
+        assert_eq!(error.get("message"), Some("account suspended"));
+        assert_eq!(
+            c.sink.closed_with(),
+            Some((4001, "account suspended".into()))
+        );
+        assert_eq!(core.presence.session_count(), 0);
+        assert_eq!(core.presence.destination_count(), 0);
+        c.connection.finish(None);
+        match events.try_recv().unwrap() {
+            StompEvent::Disconnect { cause, code, .. } => {
+                assert_eq!((cause, code), (DisconnectCause::Kicked, 4001))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn events_fire_once_each() {
         let core = core(StompConfig::default());
         let mut events = core.events.subscribe();
