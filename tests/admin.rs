@@ -776,6 +776,16 @@ async fn metrics_move_with_real_traffic() {
     assert!(sample(&m1, bytes_out) > sample(&m0, bytes_out));
     assert_eq!(sample(&m1, delivered) - sample(&m0, delivered), 10.0);
     assert_eq!(sample(&m1, tcp_open), 1.0);
+    let stomp_out = "sockjs_gateway_stomp_bytes_out_total";
+    let stomp_in = "sockjs_gateway_stomp_bytes_in_total";
+    assert!(
+        sample(&m1, stomp_out) - sample(&m0, stomp_out) >= 10.0 * 40.0,
+        "ten MESSAGEs"
+    );
+    assert!(
+        sample(&m1, stomp_in) - sample(&m0, stomp_in) >= 5.0 * 30.0,
+        "five SENDs"
+    );
     assert_eq!(sample(&m1, subs), 2.0);
     assert_eq!(sample(&m1, "sockjs_gateway_stomp_destinations"), 1.0);
     // The sampler observes each live STOMP session's queue once a second.

@@ -306,6 +306,21 @@ impl Collector for GatewayCollector {
             }
         }
 
+        for (name, help, counter) in [
+            (
+                "sockjs_gateway_stomp_bytes_in",
+                "Bytes received from STOMP clients on every carrier (TCP included).",
+                &s.bytes_in,
+            ),
+            (
+                "sockjs_gateway_stomp_bytes_out",
+                "Bytes queued for STOMP clients on every carrier (TCP included).",
+                &s.bytes_out,
+            ),
+        ] {
+            let mut f = family(&mut encoder, name, help, MetricType::Counter)?;
+            f.counter(vec![], load(counter))?;
+        }
         let mut f = family(
             &mut encoder,
             "sockjs_gateway_stomp_messages_published",
@@ -563,6 +578,8 @@ impl Metrics {
                 },
                 "frames_in": frames,
                 "connected_sent": load(&s.connected_sent),
+                "bytes_in": load(&s.bytes_in),
+                "bytes_out": load(&s.bytes_out),
                 "subscriptions": s.subscriptions.load(Ordering::Relaxed),
                 "destinations": r.presence.destination_count(),
                 "broker": {

@@ -273,6 +273,10 @@ impl Connection {
     /// none.
     pub fn receive(&mut self, data: &[u8]) -> Flow {
         self.last_received_ms = now_ms();
+        self.core
+            .stats
+            .bytes_in
+            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if matches!(self.phase, Phase::Closed) {
             return Flow::Closed;
         }

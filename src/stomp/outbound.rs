@@ -173,6 +173,7 @@ impl Outbound {
             Discard::Allowed => message.droppable(self.drops.clone()),
             Discard::Never => message,
         };
+        let len = message.len() as u64;
         if message.is_text() || self.carriage == Carriage::TextAndBinary {
             self.sender.send(message)?;
         } else {
@@ -180,6 +181,7 @@ impl Outbound {
             tracing::warn!("dropping a non-UTF-8 STOMP frame on a text-only SockJS session");
             return Ok(());
         }
+        self.stats.bytes_out.fetch_add(len, Ordering::Relaxed);
         self.last_write_ms.store(now_ms(), Ordering::Relaxed);
         Ok(())
     }
@@ -187,6 +189,7 @@ impl Outbound {
     /// Queue one heart-beat EOL.
     pub fn send_heartbeat(&self) -> Result<(), SendError> {
         self.sender.send(OutMessage::text("\n"))?;
+        super::stats::bump(&self.stats.bytes_out);
         self.last_write_ms.store(now_ms(), Ordering::Relaxed);
         Ok(())
     }

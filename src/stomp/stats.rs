@@ -249,6 +249,10 @@ pub struct StompStats {
     pub idle_timeouts: AtomicU64,
     /// Active subscriptions.
     pub subscriptions: AtomicI64,
+    /// Bytes received from clients on every STOMP carrier (frames and heart-beat EOLs).
+    pub bytes_in: AtomicU64,
+    /// Bytes queued for clients on every STOMP carrier (frames and heart-beat EOLs).
+    pub bytes_out: AtomicU64,
     /// Sessions ended per [`KindGroup`] and cause, in [`DisconnectCause::ALL`] order.
     pub closed: [[AtomicU64; 11]; 4],
 }
