@@ -10,7 +10,10 @@ use sockjs_gateway::admin::request::{
 
 fn refusal_is_sane(error: &ApiError) {
     assert!((400..500).contains(&error.status), "{error:?}");
-    assert!(!error.code.is_empty() && !error.message.is_empty(), "{error:?}");
+    assert!(
+        !error.code.is_empty() && !error.message.is_empty(),
+        "{error:?}"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
