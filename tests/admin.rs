@@ -917,3 +917,48 @@ async fn the_binary_serves_the_admin_listener_on_admin_listen() {
     assert_ne!(main, admin);
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_api_allow_list_is_separate_from_client_acls() {
+    // Clients may not SEND to /topic/public/**, yet the API may publish there, and only there.
+    let h = start(
+        "[admin]\nallow_destinations = [\"/topic/public/**\"]\n\
+         [[stomp.acl]]\naction = \"send\"\ndestination = \"/topic/public/**\"\npolicy = \"deny\"\n",
+    )
+    .await;
+    let (mut sub, _) = tcp_client(&h, "reader").await;
+    sub.subscribe("1", "/topic/public/news", "").await;
+    let ok = post(
+        &h,
+        "/api/publish",
+        &json!({"destination": "/topic/public/news", "body": "ok"}),
+    )
+    .await;
+    assert_eq!(
+        (ok.status, ok.json["delivered"].clone()),
+        (200, json!(1)),
+        "{}",
+        ok.text
+    );
+    assert_eq!(&sub.frame().await.body[..], b"ok");
+    let denied = post(
+        &h,
+        "/api/publish",
+        &json!({"destination": "/topic/private"}),
+    )
+    .await;
+    assert_eq!(
+        (denied.status, denied.error_code(), denied.error_field()),
+        (403, "forbidden", "destination")
+    );
+    let denied = post(
+        &h,
+        "/api/publish",
+        &json!({"user": "reader", "destination": "/queue/n"}),
+    )
+    .await;
+    assert_eq!(denied.status, 403);
+    sub.send("SEND\ndestination:/topic/public/news\n\nfrom a client\0")
+        .await;
+    sub.expect_error_then_close("Access denied").await;
+}
