@@ -131,13 +131,23 @@ impl Admin {
     }
 
     /// Publish a planned message: the answer, and whether it is a replayed earlier answer.
+    /// With an `idempotency_key`, the check, the publish and the record happen under the
+    /// window's lock, so concurrent retries publish once; without one, no lock is taken.
     fn execute(&self, planned: Planned, now: Instant) -> (PublishAnswer, bool) {
+        let Some(key) = planned.publish.idempotency_key.clone() else {
+            return (self.deliver(planned), false);
+        };
         let mut window = self.idempotency.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(key) = &planned.publish.idempotency_key
-            && let Some(answer) = window.get(key, now)
-        {
+        if let Some(answer) = window.get(&key, now) {
             return (answer, true);
         }
+        let answer = self.deliver(planned);
+        window.insert(key, answer.clone(), now);
+        (answer, false)
+    }
+
+    /// Hand a planned message to the broker.
+    fn deliver(&self, planned: Planned) -> PublishAnswer {
         let Planned { delivery, publish } = planned;
         let broker = self.stomp.broker();
         let message = broker.message(&publish.headers, publish.body);
@@ -150,11 +160,7 @@ impl Admin {
                 broker.send_to_session(&session, &actual, message).delivered
             }
         };
-        let answer = PublishAnswer { id, delivered };
-        if let Some(key) = publish.idempotency_key {
-            window.insert(key, answer.clone(), now);
-        }
-        (answer, false)
+        PublishAnswer { id, delivered }
     }
 
     /// `POST /api/publish`.
