@@ -23,7 +23,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::config::{QueueSemantics, StompConfig};
-use super::destination::{Pattern, is_pattern, session_target, user_suffix};
+use super::destination::{
+    Pattern, PatternError, PatternLimits, is_pattern, session_target, user_suffix,
+};
 use super::frame::{Escaping, Version, put_content_length, write_header};
 use super::outbound::{Discard, Outbound, Payload};
 use super::stats::{StompStats, bump};
@@ -323,6 +325,8 @@ struct BrokerSettings {
     max_pending_acks: usize,
     /// Pattern separator.
     separator: char,
+    /// Bounds on pattern subscriptions.
+    pattern_limits: PatternLimits,
 }
 
 /// Why a broker operation was refused.
@@ -334,6 +338,9 @@ pub enum BrokerError {
     /// Subscribing to another session's user destination.
     #[error("destination {0} belongs to another session")]
     AccessDenied(String),
+    /// The pattern exceeds the configured limits.
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
 }
 
 /// How many sessions a publish reached.
@@ -369,6 +376,7 @@ impl Broker {
                 max_queue_bytes: config.max_queue_bytes,
                 max_pending_acks: config.max_pending_acks,
                 separator: config.path_separator,
+                pattern_limits: config.pattern_limits(),
             },
             stats,
             node: format!("n{}", random_id(6)),
@@ -443,6 +451,16 @@ impl Broker {
 
     /// Activate a subscription. Once this returns, every later publish reaches it.
     pub fn subscribe(&self, session: &str, request: SubscribeRequest) -> Result<(), BrokerError> {
+        let pattern = if is_pattern(&request.target) {
+            let limits = &self.settings.pattern_limits;
+            Some(Pattern::compile(
+                &request.target,
+                self.settings.separator,
+                limits,
+            )?)
+        } else {
+            None
+        };
         let mut state = self.lock();
         if let Some(owner) = user_suffix(&request.target)
             && owner != session
@@ -461,8 +479,6 @@ impl Broker {
             session: session_key,
             id: request.id.as_str().into(),
         };
-        let pattern = is_pattern(&request.target)
-            .then(|| Pattern::new(&request.target, self.settings.separator));
         let target = request.target.clone();
         if pattern.is_some() {
             state.patterns.push(key);
