@@ -28,6 +28,7 @@ use super::destination::{
 };
 use super::frame::{Escaping, Version, put_content_length, write_header};
 use super::outbound::{Discard, Outbound, Payload};
+use super::selector::Selector;
 use super::stats::{StompStats, bump};
 
 /// How a subscription acknowledges messages (spec §5.5).
@@ -229,6 +230,8 @@ pub struct SubscribeRequest {
     pub ack: AckMode,
     /// At most this many unacked deliveries in client modes.
     pub prefetch: Option<usize>,
+    /// Only messages whose headers it selects are delivered (spec §7.3).
+    pub selector: Option<Arc<Selector>>,
 }
 
 /// One delivery awaiting ACK or NACK.
@@ -655,7 +658,8 @@ impl Broker {
         AckOutcome::Unknown
     }
 
-    fn is_competing(&self, destination: &str) -> bool {
+    /// Whether `destination` is a competing queue (spec §7.3).
+    pub(crate) fn is_competing(&self, destination: &str) -> bool {
         self.settings.queue_semantics == QueueSemantics::Competing
             && (destination.starts_with("/queue/") || destination == "/queue")
             && user_suffix(destination).is_none()
@@ -824,6 +828,11 @@ impl Broker {
         let Some(sub) = entry.subs.get_mut(&*key.id) else {
             return false;
         };
+        if let Some(selector) = &sub.request.selector
+            && !selector.matches(&message.headers)
+        {
+            return false;
+        }
         let token = if sub.request.ack.needs_ack() {
             if entry.pending_acks >= self.settings.max_pending_acks {
                 bump(&self.stats.dropped_overflow);
@@ -987,6 +996,7 @@ mod tests {
                 shown: None,
                 ack,
                 prefetch: None,
+                selector: None,
             };
             self.broker.subscribe(session, request).unwrap();
         }
@@ -1094,6 +1104,7 @@ mod tests {
             shown: None,
             ack: AckMode::Client,
             prefetch: Some(1),
+            selector: None,
         };
         for body in ["1", "2", "3"] {
             f.publish("/queue/q", body);
@@ -1128,6 +1139,7 @@ mod tests {
             shown: Some("/user/queue/x".into()),
             ack: AckMode::Auto,
             prefetch: None,
+            selector: None,
         };
         f.broker.subscribe("aaa", request).unwrap();
         f.subscribe("bbb", "p", "/queue/**", AckMode::Auto);
@@ -1149,6 +1161,7 @@ mod tests {
             shown: None,
             ack: AckMode::Auto,
             prefetch: None,
+            selector: None,
         };
         let err = f.broker.subscribe("bbb", request).unwrap_err();
         assert!(matches!(err, BrokerError::AccessDenied(_)));

@@ -76,6 +76,9 @@ pub struct StompConfig {
     pub max_pattern_any_segments: usize,
     /// The most `*` one segment of a SUBSCRIBE pattern may hold.
     pub max_pattern_stars: usize,
+    /// Whether the SUBSCRIBE `selector` header is honoured (spec §7.3); when false it is
+    /// ignored, as the spec asks of a server without selectors.
+    pub selectors: bool,
     /// Whether clients may SEND to `/user/{name}/...` (Spring allows it; we deny by default).
     pub allow_client_send_to_user: bool,
     /// CONNECT header whose value becomes the principal when the carrier supplied none.
@@ -130,6 +133,7 @@ impl Default for StompConfig {
             max_pattern_segments: 32,
             max_pattern_any_segments: 4,
             max_pattern_stars: 4,
+            selectors: false,
             allow_client_send_to_user: false,
             principal_header: Some("login".into()),
             allow_anonymous: true,

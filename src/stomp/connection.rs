@@ -29,6 +29,7 @@ use super::destination::{
 };
 use super::frame::{Command, Frame, FrameError, FrameParser, Version};
 use super::outbound::{Carriage, Outbound, now_ms};
+use super::selector::Selector;
 use super::stats::{DisconnectCause, StompEvent, bump};
 use crate::limits::TokenBucket;
 use crate::session::{
@@ -692,6 +693,7 @@ impl Connection {
             )
             .filter(|&n| n > 0),
         };
+        let selector = self.parse_selector(frame)?;
         let (target, shown, route) = match self.core.router.route(destination) {
             Route::User { rest } => (
                 user_subscription_target(&rest, &self.id),
@@ -712,12 +714,22 @@ impl Connection {
             if target != destination {
                 self.compile_pattern(&target)?;
             }
+            if selector.is_some() && self.core.broker.is_competing(&target) {
+                return Err(StompError::new(
+                    "Invalid header: selector",
+                    format!(
+                        "selectors are not supported on competing queues ({target} with \
+                         queue_semantics = \"competing\")"
+                    ),
+                ));
+            }
             let request = SubscribeRequest {
                 id: id.to_owned(),
                 target: target.clone(),
                 shown,
                 ack,
                 prefetch,
+                selector,
             };
             self.core
                 .broker
@@ -736,6 +748,22 @@ impl Connection {
             target,
         });
         Ok(())
+    }
+
+    /// The SUBSCRIBE `selector`, parsed, when selectors are enabled (otherwise the header is
+    /// ignored, spec §5.3).
+    fn parse_selector(&self, frame: &Frame) -> Result<Option<Arc<Selector>>, StompError> {
+        if !self.core.config.selectors {
+            return Ok(None);
+        }
+        let Some(text) = frame.get("selector") else {
+            return Ok(None);
+        };
+        let selector = Selector::parse(text).map_err(|err| {
+            let shown: String = text.chars().take(200).collect();
+            StompError::new("Invalid header: selector", format!("{err}: {shown}"))
+        })?;
+        Ok(Some(Arc::new(selector)))
     }
 
     /// A SUBSCRIBE destination with wildcards, compiled within the configured limits (None
