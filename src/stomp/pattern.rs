@@ -30,21 +30,27 @@
 //! what it *can* receive (see `acl.rs`). Both are exact:
 //!
 //! * Overlap is the intersection of two automata over segments: a product walk over
-//!   (segment of A, segment of B) whose one-segment steps ask whether two globs share a text
-//!   (the same product walk over bytes).
+//!   (segment of A, segment of B) whose one-segment steps ask whether two globs share a text.
+//!   Two globs with `*` share one iff their heads are prefixes of one another and their tails
+//!   suffixes of one another; a glob without `*` is a literal the other must match.
 //! * Containment of globs: `L(p) ⊆ L(r)` iff `r` matches `p` read as a word in which each `*`
 //!   of `p` is a symbol only a `*` of `r` can absorb (instantiate each `*` of `p` with a
-//!   character `r` never mentions to see why). Containment of patterns: a walk over
+//!   character `r` never mentions to see why); the word is matched with the same linear
+//!   matcher, the symbol being a byte UTF-8 never uses. Containment of patterns: a walk over
 //!   (position in `p`, set of positions in `r`) that feeds `r` the hardest segments `p` can
 //!   produce: for a one-segment matcher of `p`, a text that only the globs of `r` containing
 //!   it accept; for a `**` of `p`, a segment only all-`*` globs accept. Any other choice only
 //!   lets more of `r` survive. The walk is bounded ([`COVER_SEARCH_LIMIT`]); past the bound
 //!   the answer is a conservative "does not cover".
 //!
+//! Both run once per SUBSCRIBE and rule, in time linear in the two patterns' bytes times their
+//! segment counts.
+//!
 //! ACL rules are compiled with [`Pattern::compile_rule`], where `{user}` (anywhere in a
 //! segment) stands for the caller's own name and is filled in at match time without building
 //! a string; client patterns treat `{user}` like any other `{name}`.
 
+use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 
@@ -133,6 +139,21 @@ impl Block {
             Part::Lit(text) => Some(text.as_bytes()),
             Part::User => user.map(str::as_bytes),
         })
+    }
+
+    /// The block's bytes with `{user}` filled in (for the set relations, not the hot path).
+    fn bytes<'a>(&'a self, user: Option<&'a str>) -> Option<Cow<'a, [u8]>> {
+        match self.parts.as_slice() {
+            [] => Some(Cow::Borrowed(&[])),
+            [_] => self.pieces(user).next().flatten().map(Cow::Borrowed),
+            _ => {
+                let mut out = Vec::new();
+                for piece in self.pieces(user) {
+                    out.extend_from_slice(piece?);
+                }
+                Some(Cow::Owned(out))
+            }
+        }
     }
 
     /// Its length in bytes, or None when it cannot be resolved.
@@ -252,8 +273,7 @@ impl Glob {
     }
 
     /// Whether one segment's text matches (see the module comment).
-    fn matches(&self, text: &str, user: Option<&str>, meter: &mut impl Meter) -> bool {
-        let text = text.as_bytes();
+    fn matches(&self, text: &[u8], user: Option<&str>, meter: &mut impl Meter) -> bool {
         meter.add(text.len() + 1);
         let Some((first, rest)) = self.blocks.split_first() else {
             return false;
@@ -280,38 +300,28 @@ impl Glob {
         true
     }
 
-    /// The glob as tokens (bytes and `*`), or None when `{user}` cannot be resolved (then it
-    /// matches nothing).
-    fn tokens(&self, user: Option<&str>) -> Option<Vec<Token>> {
-        let mut out = Vec::new();
-        for (i, block) in self.blocks.iter().enumerate() {
-            if i > 0 {
-                out.push(Token::Star);
-            }
-            for piece in block.pieces(user) {
-                out.extend(piece?.iter().map(|&b| Token::Byte(b)));
-            }
-        }
-        Some(out)
+    /// Whether the glob can match anything for `user` (a `{user}` part needs a user).
+    fn resolvable(&self, user: Option<&str>) -> bool {
+        user.is_some()
+            || self
+                .blocks
+                .iter()
+                .all(|b| b.parts.iter().all(|p| matches!(p, Part::Lit(_))))
+    }
+
+    /// Whether the glob matches every segment (it is only `*`).
+    fn is_universal(&self) -> bool {
+        self.blocks.len() > 1 && self.blocks.iter().all(|b| b.parts.is_empty())
     }
 }
 
-/// One element of a glob for the set relations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Token {
-    /// A literal byte.
-    Byte(u8),
-    /// `*`.
-    Star,
-}
-
-/// A pattern segment for the set relations: `**`, or a glob's tokens (None: matches nothing).
+/// A pattern segment for the set relations.
 #[derive(Debug)]
-enum FlatSegment {
+enum FlatSegment<'a> {
     /// `**`.
     Any,
     /// A one-segment matcher.
-    One(Option<Vec<Token>>),
+    One(&'a Glob),
 }
 
 /// Counts matching work in tests; the production meter does nothing and compiles away.
@@ -440,7 +450,7 @@ impl Pattern {
                     return false;
                 };
                 let (segment, next) = segment_at(dest, start, sep, meter);
-                if !glob.matches(segment, user, meter) {
+                if !glob.matches(segment.as_bytes(), user, meter) {
                     return false;
                 }
                 cursor = next;
@@ -460,7 +470,7 @@ impl Pattern {
                 return false;
             };
             let (segment, next) = segment_at(dest, start, sep, meter);
-            if !glob.matches(segment, user, meter) {
+            if !glob.matches(segment.as_bytes(), user, meter) {
                 return false;
             }
             cursor = next;
@@ -471,7 +481,7 @@ impl Pattern {
         for glob in tail.iter().rev() {
             let start = dest[..end].rfind(sep).map_or(0, |i| i + sep.len_utf8());
             meter.add(end - start + 1);
-            if !glob.matches(&dest[start..end], user, meter) {
+            if !glob.matches(&dest.as_bytes()[start..end], user, meter) {
                 return false;
             }
             end = start.saturating_sub(sep.len_utf8());
@@ -505,8 +515,8 @@ impl Pattern {
 
     /// [`Pattern::overlaps`] with `{user}` of ACL rules standing for `user`.
     pub fn overlaps_as(&self, other: &Pattern, user: Option<&str>) -> bool {
-        let a = self.flat(user);
-        let b = other.flat(user);
+        let a = self.flat();
+        let b = other.flat();
         let width = b.len() + 1;
         let mut reach = vec![false; (a.len() + 1) * width];
         reach[0] = true;
@@ -528,15 +538,15 @@ impl Pattern {
                 }
                 // One more segment, matched by both.
                 match (x, y) {
-                    (Some(FlatSegment::One(Some(x))), Some(FlatSegment::One(Some(y))))
-                        if globs_intersect(x, y) =>
+                    (Some(FlatSegment::One(x)), Some(FlatSegment::One(y)))
+                        if globs_intersect(x, y, user) =>
                     {
                         reach[(i + 1) * width + j + 1] = true;
                     }
-                    (Some(FlatSegment::Any), Some(FlatSegment::One(Some(_)))) => {
+                    (Some(FlatSegment::Any), Some(FlatSegment::One(y))) if y.resolvable(user) => {
                         reach[i * width + j + 1] = true;
                     }
-                    (Some(FlatSegment::One(Some(_))), Some(FlatSegment::Any)) => {
+                    (Some(FlatSegment::One(x)), Some(FlatSegment::Any)) if x.resolvable(user) => {
                         reach[(i + 1) * width + j] = true;
                     }
                     _ => {}
@@ -555,8 +565,8 @@ impl Pattern {
 
     /// [`Pattern::covers`] with `{user}` of ACL rules standing for `user`.
     pub fn covers_as(&self, other: &Pattern, user: Option<&str>) -> bool {
-        let r = self.flat(user);
-        let p = other.flat(user);
+        let r = self.flat();
+        let p = other.flat();
         if r.len() >= 128 {
             return false;
         }
@@ -567,11 +577,7 @@ impl Pattern {
         for (j, segment) in r.iter().enumerate() {
             match segment {
                 FlatSegment::Any => any_mask |= bit(j),
-                FlatSegment::One(Some(tokens))
-                    if !tokens.is_empty() && tokens.iter().all(|t| *t == Token::Star) =>
-                {
-                    universal |= bit(j)
-                }
+                FlatSegment::One(glob) if glob.is_universal() => universal |= bit(j),
                 FlatSegment::One(_) => {}
             }
         }
@@ -579,11 +585,11 @@ impl Pattern {
         let accepted: Vec<u128> = p
             .iter()
             .map(|segment| match segment {
-                FlatSegment::One(Some(pt)) => r
+                FlatSegment::One(pg) => r
                     .iter()
                     .enumerate()
                     .filter(
-                        |(_, s)| matches!(s, FlatSegment::One(Some(rt)) if glob_contains(rt, pt)),
+                        |(_, s)| matches!(s, FlatSegment::One(rg) if glob_contains(rg, pg, user)),
                     )
                     .fold(0, |mask, (j, _)| mask | bit(j)),
                 _ => 0,
@@ -619,10 +625,11 @@ impl Pattern {
                     next.push((i + 1, set, consumed));
                     next.push((i, step(set, universal), true));
                 }
-                Some(FlatSegment::One(Some(_))) => {
-                    next.push((i + 1, step(set, accepted[i]), true));
+                Some(FlatSegment::One(glob)) => {
+                    if glob.resolvable(user) {
+                        next.push((i + 1, step(set, accepted[i]), true));
+                    }
                 }
-                Some(FlatSegment::One(None)) => {}
             }
             for state in next {
                 if seen.insert(state) {
@@ -633,14 +640,14 @@ impl Pattern {
         true
     }
 
-    /// The segments in order, `**` included, with globs as tokens.
-    fn flat(&self, user: Option<&str>) -> Vec<FlatSegment> {
+    /// The segments in order, `**` included.
+    fn flat(&self) -> Vec<FlatSegment<'_>> {
         let mut out = Vec::new();
         for (i, run) in self.runs.iter().enumerate() {
             if i > 0 {
                 out.push(FlatSegment::Any);
             }
-            out.extend(run.iter().map(|g| FlatSegment::One(g.tokens(user))));
+            out.extend(run.iter().map(FlatSegment::One));
         }
         out
     }
@@ -718,7 +725,7 @@ fn run_at(
     let mut cursor = Some(start);
     for glob in run {
         let (segment, next) = segment_at(dest, cursor?, sep, meter);
-        if !glob.matches(segment, user, meter) {
+        if !glob.matches(segment.as_bytes(), user, meter) {
             return None;
         }
         cursor = next;
@@ -726,69 +733,54 @@ fn run_at(
     Some(cursor)
 }
 
-/// Whether two globs share a text: a walk over (position in `a`, position in `b`), where each
-/// move consumes one byte both accept, or passes a `*` that matches no more.
-fn globs_intersect(a: &[Token], b: &[Token]) -> bool {
-    let width = b.len() + 1;
-    let mut reach = vec![false; (a.len() + 1) * width];
-    reach[0] = true;
-    for i in 0..=a.len() {
-        for j in 0..=b.len() {
-            if !reach[i * width + j] {
-                continue;
-            }
-            if i == a.len() && j == b.len() {
-                return true;
-            }
-            let (x, y) = (a.get(i), b.get(j));
-            if x == Some(&Token::Star) {
-                reach[(i + 1) * width + j] = true;
-            }
-            if y == Some(&Token::Star) {
-                reach[i * width + j + 1] = true;
-            }
-            match (x, y) {
-                (Some(Token::Byte(x)), Some(Token::Byte(y))) if x == y => {
-                    reach[(i + 1) * width + j + 1] = true;
-                }
-                (Some(Token::Star), Some(Token::Byte(_))) => reach[i * width + j + 1] = true,
-                (Some(Token::Byte(_)), Some(Token::Star)) => reach[(i + 1) * width + j] = true,
-                _ => {}
-            }
-        }
+/// Whether two globs share a text. A glob without `*` is a literal: the other must match it.
+/// Two globs with `*` share a text iff their heads (before the first `*`) are prefixes of one
+/// another and their tails (after the last `*`) suffixes of one another: the longer head, every
+/// middle literal of both, then the longer tail is such a text.
+fn globs_intersect(x: &Glob, y: &Glob, user: Option<&str>) -> bool {
+    if !x.resolvable(user) || !y.resolvable(user) {
+        return false;
     }
-    false
+    /// A glob's head and tail blocks.
+    type Ends<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
+    /// The head and the tail block of a glob.
+    fn ends<'a>(g: &'a Glob, user: Option<&'a str>) -> Option<Ends<'a>> {
+        Some((
+            g.blocks.first()?.bytes(user)?,
+            g.blocks.last()?.bytes(user)?,
+        ))
+    }
+    match (x.blocks.len() > 1, y.blocks.len() > 1) {
+        (false, _) => ends(x, user).is_some_and(|(text, _)| y.matches(&text, user, &mut ())),
+        (true, false) => ends(y, user).is_some_and(|(text, _)| x.matches(&text, user, &mut ())),
+        (true, true) => match (ends(x, user), ends(y, user)) {
+            (Some((hx, tx)), Some((hy, ty))) => {
+                (hx.starts_with(&hy) || hy.starts_with(&hx))
+                    && (tx.ends_with(&ty) || ty.ends_with(&tx))
+            }
+            _ => false,
+        },
+    }
 }
+
+/// A byte that never occurs in UTF-8 text: it stands for a `*` of the glob whose containment
+/// is tested, so that only a `*` of the containing glob can absorb it.
+const STAR_SYMBOL: u8 = 0xFF;
 
 /// Whether every text glob `p` matches is matched by glob `r`: `r` must match `p` read as a
 /// word in which each `*` of `p` is a symbol only a `*` of `r` absorbs.
-fn glob_contains(r: &[Token], p: &[Token]) -> bool {
-    let width = p.len() + 1;
-    let mut reach = vec![false; (r.len() + 1) * width];
-    reach[0] = true;
-    for i in 0..=r.len() {
-        for j in 0..=p.len() {
-            if !reach[i * width + j] {
-                continue;
-            }
-            if i == r.len() && j == p.len() {
-                return true;
-            }
-            match r.get(i) {
-                Some(Token::Star) => {
-                    reach[(i + 1) * width + j] = true;
-                    if j < p.len() {
-                        reach[i * width + j + 1] = true;
-                    }
-                }
-                Some(Token::Byte(x)) if p.get(j) == Some(&Token::Byte(*x)) => {
-                    reach[(i + 1) * width + j + 1] = true;
-                }
-                Some(Token::Byte(_)) | None => {}
-            }
+fn glob_contains(r: &Glob, p: &Glob, user: Option<&str>) -> bool {
+    let mut word = Vec::new();
+    for (i, block) in p.blocks.iter().enumerate() {
+        if i > 0 {
+            word.push(STAR_SYMBOL);
+        }
+        match block.bytes(user) {
+            Some(bytes) => word.extend_from_slice(&bytes),
+            None => return false,
         }
     }
-    false
+    r.resolvable(user) && r.matches(&word, user, &mut ())
 }
 
 #[cfg(test)]
@@ -1036,6 +1028,47 @@ mod tests {
     fn arb_small_pattern() -> impl Strategy<Value = String> {
         let segment = prop::sample::select(vec!["", "a", "b", "ab", "*", "a*", "*a", "{x}", "**"]);
         prop::collection::vec(segment, 1..=3).prop_map(|s| s.join("/"))
+    }
+
+    /// Every text of 0..=6 characters over {a, b, z}: enough to witness an overlap of two
+    /// globs of at most 3 characters over {a, b, *} (at most 6 literal characters), or a
+    /// non-containment (the contained glob with each `*` replaced by `z`).
+    static SMALL_TEXTS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        let mut out = vec![String::new()];
+        let mut last = out.clone();
+        for _ in 0..6 {
+            last = last
+                .iter()
+                .flat_map(|t| ["a", "b", "z"].map(|c| format!("{t}{c}")))
+                .collect();
+            out.extend(last.iter().cloned());
+        }
+        out
+    });
+
+    #[test]
+    fn every_pair_of_short_globs_agrees_with_brute_force() {
+        let mut globs = vec![String::new()];
+        for _ in 0..3 {
+            let longer: Vec<String> = globs
+                .iter()
+                .flat_map(|g| ["a", "b", "*"].map(|c| format!("{g}{c}")))
+                .collect();
+            globs.extend(longer);
+        }
+        globs.sort();
+        globs.dedup();
+        // Exactly `**` is not a glob but any number of segments.
+        globs.retain(|g| g != "**");
+        for x in &globs {
+            for y in &globs {
+                let (px, py) = (compile(x), compile(y));
+                let common = SMALL_TEXTS.iter().any(|t| px.matches(t) && py.matches(t));
+                assert_eq!(px.overlaps(&py), common, "overlap {x} {y}");
+                let covered = SMALL_TEXTS.iter().all(|t| !py.matches(t) || px.matches(t));
+                assert_eq!(px.covers(&py), covered, "{x} covers {y}");
+            }
+        }
     }
 
     proptest! {
