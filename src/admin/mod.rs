@@ -133,7 +133,7 @@ impl Admin {
         let allow = config
             .allow_destinations
             .iter()
-            .map(|p| Pattern::new(p, separator))
+            .map(|p| Pattern::compile_admitted(p, separator))
             .collect();
         let metrics = metrics::Metrics::new(&sources);
         let dashboard = Arc::new(dashboard::Dashboard::new(&sources, metrics.queue_depths()));

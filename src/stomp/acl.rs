@@ -1,10 +1,29 @@
 //! Authorization: ordered allow/deny rules for SUBSCRIBE and SEND by destination pattern,
-//! per role or user (issue: "Security"). The first rule that applies decides; when none
-//! does, `acl_default` decides (allow unless configured otherwise).
+//! per role or user (issue: "Security").
 //!
-//! Patterns use the broker's syntax: `*` matches within one segment, `**` any number of
-//! segments, and `{user}` matches exactly the caller's own user name (so
-//! `/user/{user}/**` lets a user reach only their own user destinations).
+//! Rule patterns use the broker's syntax: `*` matches within one segment, `**` any number of
+//! segments, `{name}` one segment, and `{user}` exactly the caller's own user name (so
+//! `/user/{user}/**` lets a user reach only their own user destinations). A rule with
+//! `{user}` never applies to an anonymous caller, nor to a name containing the separator.
+//! Rules are compiled once, when the configuration is loaded; `{user}` is filled in while
+//! matching, without building a string per frame.
+//!
+//! # How a request is judged
+//!
+//! Only rules whose `action`, `roles` and `users` apply to the caller are considered, in
+//! order.
+//!
+//! * **A literal destination** (every SEND; a SUBSCRIBE without `*` or `{`): the first rule
+//!   whose pattern matches it decides. When none does, `acl_default` decides.
+//! * **A pattern SUBSCRIBE** is judged by what it *can* receive, because the broker delivers
+//!   every destination it matches. Walking the rules in order: a `deny` rule that overlaps the
+//!   pattern (some destination matches both) denies; an `allow` rule that covers it (matches
+//!   every destination it matches) allows; any other rule is passed over. When the walk ends,
+//!   an `allow` default allows (no deny rule can apply to anything it receives) and a `deny`
+//!   default denies (no single allow rule covered it). So with `subscribe /topic/admin/**
+//!   deny`, `/topic/**`, `/topic/*/log` and `/topic/{x}/log` are denied and `/topic/news/*` is
+//!   allowed. For a literal destination these two rules reduce to the first: overlapping and
+//!   covering a literal both mean matching it.
 //!
 //! ```toml
 //! [[stomp.acl]]
@@ -16,7 +35,7 @@
 
 use serde::Deserialize;
 
-use super::destination::Pattern;
+use super::pattern::Pattern;
 
 /// What a rule governs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -64,11 +83,28 @@ pub struct Caller<'a> {
     pub roles: &'a [String],
 }
 
+/// One rule, compiled.
+#[derive(Debug, Clone)]
+struct CompiledRule {
+    /// SUBSCRIBE, SEND or both.
+    action: AclAction,
+    /// Allow or deny.
+    policy: Policy,
+    /// Roles the rule is limited to (empty: everyone).
+    roles: Vec<String>,
+    /// User names the rule is limited to (empty: everyone).
+    users: Vec<String>,
+    /// The destination pattern.
+    pattern: Pattern,
+    /// Whether the pattern mentions `{user}`.
+    uses_user: bool,
+}
+
 /// The compiled rule list.
 #[derive(Debug, Clone)]
 pub struct Acl {
     /// Rules in order.
-    rules: Vec<AclRule>,
+    rules: Vec<CompiledRule>,
     /// What applies when no rule does.
     default: Policy,
     /// The broker's segment separator.
@@ -78,42 +114,68 @@ pub struct Acl {
 impl Acl {
     /// Compile the configured rules.
     pub fn new(rules: &[AclRule], default: Policy, separator: char) -> Acl {
+        let rules = rules
+            .iter()
+            .map(|rule| CompiledRule {
+                action: rule.action,
+                policy: rule.policy,
+                roles: rule.roles.clone(),
+                users: rule.users.clone(),
+                pattern: Pattern::compile_rule(&rule.destination, separator),
+                uses_user: rule.destination.contains("{user}"),
+            })
+            .collect();
         Acl {
-            rules: rules.to_vec(),
+            rules,
             default,
             separator,
         }
     }
 
-    /// Whether `caller` may perform `action` on `destination`.
-    pub fn check(&self, action: AclAction, destination: &str, caller: Caller<'_>) -> Policy {
-        for rule in &self.rules {
+    /// The rules that apply to `caller` for `action`, each with the user name its `{user}`
+    /// stands for.
+    fn applicable<'a>(
+        &'a self,
+        action: AclAction,
+        caller: Caller<'a>,
+    ) -> impl Iterator<Item = (&'a CompiledRule, Option<&'a str>)> {
+        self.rules.iter().filter_map(move |rule| {
             if rule.action != AclAction::Any && rule.action != action {
-                continue;
+                return None;
             }
             if !rule.roles.is_empty() && !caller.roles.iter().any(|r| rule.roles.contains(r)) {
-                continue;
+                return None;
             }
-            if !rule.users.is_empty()
-                && !rule
-                    .users
-                    .iter()
-                    .any(|u| u == caller.user.unwrap_or("anonymous"))
-            {
-                continue;
+            let name = caller.user.unwrap_or("anonymous");
+            if !rule.users.is_empty() && !rule.users.iter().any(|u| u == name) {
+                return None;
             }
-            let pattern = if rule.destination.contains("{user}") {
-                match caller.user {
-                    Some(user) if !user.contains(self.separator) => {
-                        rule.destination.replace("{user}", user)
-                    }
-                    _ => continue,
-                }
-            } else {
-                rule.destination.clone()
-            };
-            if Pattern::new(&pattern, self.separator).matches(destination) {
-                return rule.policy;
+            if !rule.uses_user {
+                return Some((rule, None));
+            }
+            match caller.user {
+                Some(user) if !user.contains(self.separator) => Some((rule, Some(user))),
+                _ => None,
+            }
+        })
+    }
+
+    /// Whether `caller` may perform `action` on the literal `destination`: the first rule
+    /// that matches decides.
+    pub fn check(&self, action: AclAction, destination: &str, caller: Caller<'_>) -> Policy {
+        self.applicable(action, caller)
+            .find(|(rule, user)| rule.pattern.matches_as(destination, *user))
+            .map_or(self.default, |(rule, _)| rule.policy)
+    }
+
+    /// Whether `caller` may SUBSCRIBE to `pattern`, judged by every destination it can
+    /// receive (see the module comment).
+    pub fn check_pattern(&self, pattern: &Pattern, caller: Caller<'_>) -> Policy {
+        for (rule, user) in self.applicable(AclAction::Subscribe, caller) {
+            match rule.policy {
+                Policy::Deny if rule.pattern.overlaps_as(pattern, user) => return Policy::Deny,
+                Policy::Allow if rule.pattern.covers_as(pattern, user) => return Policy::Allow,
+                _ => {}
             }
         }
         self.default
@@ -183,6 +245,125 @@ mod tests {
         assert_eq!(
             acl.check(AclAction::Subscribe, "/topic/news", bob),
             Policy::Allow
+        );
+    }
+    fn subscribe_pattern(acl: &Acl, pattern: &str, caller: Caller<'_>) -> Policy {
+        let pattern = Pattern::compile(pattern, '/', &Default::default()).unwrap();
+        acl.check_pattern(&pattern, caller)
+    }
+
+    #[test]
+    fn a_pattern_subscribe_is_judged_by_what_it_can_receive() {
+        let acl = Acl::new(
+            &[rule(
+                AclAction::Subscribe,
+                "/topic/admin/**",
+                Policy::Deny,
+                &[],
+            )],
+            Policy::Allow,
+            '/',
+        );
+        let anyone = Caller {
+            user: Some("ann"),
+            roles: &[],
+        };
+        for denied in [
+            "/topic/**",
+            "/topic/*/log",
+            "/topic/{x}/log",
+            "/**",
+            "/topic/adm*/x",
+        ] {
+            assert_eq!(
+                subscribe_pattern(&acl, denied, anyone),
+                Policy::Deny,
+                "{denied}"
+            );
+        }
+        for allowed in ["/topic/news/*", "/topic/b*/**", "/queue/**"] {
+            assert_eq!(
+                subscribe_pattern(&acl, allowed, anyone),
+                Policy::Allow,
+                "{allowed}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_earlier_allow_must_cover_the_whole_pattern() {
+        let acl = Acl::new(
+            &[
+                rule(
+                    AclAction::Subscribe,
+                    "/topic/admin/public/**",
+                    Policy::Allow,
+                    &[],
+                ),
+                rule(AclAction::Subscribe, "/topic/admin/**", Policy::Deny, &[]),
+                rule(AclAction::Any, "/user/{user}/**", Policy::Allow, &[]),
+                rule(AclAction::Subscribe, "/topic/**", Policy::Allow, &[]),
+            ],
+            Policy::Deny,
+            '/',
+        );
+        let alice = Caller {
+            user: Some("alice"),
+            roles: &[],
+        };
+        let cases = [
+            ("/topic/admin/public/*", Policy::Allow),
+            ("/topic/admin/p*/x", Policy::Deny),
+            ("/topic/**", Policy::Deny),
+            ("/topic/news/**", Policy::Allow),
+            ("/user/alice/*", Policy::Allow),
+            // Default deny: partly covered by allow rules is not enough.
+            ("/user/*/queue", Policy::Deny),
+            ("/queue/*", Policy::Deny),
+        ];
+        for (pattern, expected) in cases {
+            assert_eq!(
+                subscribe_pattern(&acl, pattern, alice),
+                expected,
+                "{pattern}"
+            );
+        }
+        let anonymous = Caller {
+            user: None,
+            roles: &[],
+        };
+        assert_eq!(
+            subscribe_pattern(&acl, "/user/alice/*", anonymous),
+            Policy::Deny
+        );
+    }
+
+    #[test]
+    fn user_names_are_literal_in_rules() {
+        let acl = Acl::new(
+            &[rule(AclAction::Any, "/user/{user}/**", Policy::Allow, &[])],
+            Policy::Deny,
+            '/',
+        );
+        let star = Caller {
+            user: Some("*"),
+            roles: &[],
+        };
+        assert_eq!(
+            acl.check(AclAction::Send, "/user/bob/queue/x", star),
+            Policy::Deny
+        );
+        assert_eq!(
+            acl.check(AclAction::Send, "/user/*/queue/x", star),
+            Policy::Allow
+        );
+        let slash = Caller {
+            user: Some("a/b"),
+            roles: &[],
+        };
+        assert_eq!(
+            acl.check(AclAction::Send, "/user/a/b/queue/x", slash),
+            Policy::Deny
         );
     }
 }

@@ -23,9 +23,12 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::config::{QueueSemantics, StompConfig};
-use super::destination::{Pattern, is_pattern, session_target, user_suffix};
+use super::destination::{
+    Pattern, PatternError, PatternLimits, is_pattern, session_target, user_suffix,
+};
 use super::frame::{Escaping, Version, put_content_length, write_header};
 use super::outbound::{Discard, Outbound, Payload};
+use super::selector::Selector;
 use super::stats::{StompStats, bump};
 
 /// How a subscription acknowledges messages (spec §5.5).
@@ -227,6 +230,8 @@ pub struct SubscribeRequest {
     pub ack: AckMode,
     /// At most this many unacked deliveries in client modes.
     pub prefetch: Option<usize>,
+    /// Only messages whose headers it selects are delivered (spec §7.3).
+    pub selector: Option<Arc<Selector>>,
 }
 
 /// One delivery awaiting ACK or NACK.
@@ -323,6 +328,8 @@ struct BrokerSettings {
     max_pending_acks: usize,
     /// Pattern separator.
     separator: char,
+    /// Bounds on pattern subscriptions.
+    pattern_limits: PatternLimits,
 }
 
 /// Why a broker operation was refused.
@@ -334,6 +341,9 @@ pub enum BrokerError {
     /// Subscribing to another session's user destination.
     #[error("destination {0} belongs to another session")]
     AccessDenied(String),
+    /// The pattern exceeds the configured limits.
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
 }
 
 /// How many sessions a publish reached.
@@ -369,6 +379,7 @@ impl Broker {
                 max_queue_bytes: config.max_queue_bytes,
                 max_pending_acks: config.max_pending_acks,
                 separator: config.path_separator,
+                pattern_limits: config.pattern_limits(),
             },
             stats,
             node: format!("n{}", random_id(6)),
@@ -443,6 +454,16 @@ impl Broker {
 
     /// Activate a subscription. Once this returns, every later publish reaches it.
     pub fn subscribe(&self, session: &str, request: SubscribeRequest) -> Result<(), BrokerError> {
+        let pattern = if is_pattern(&request.target) {
+            let limits = &self.settings.pattern_limits;
+            Some(Pattern::compile(
+                &request.target,
+                self.settings.separator,
+                limits,
+            )?)
+        } else {
+            None
+        };
         let mut state = self.lock();
         if let Some(owner) = user_suffix(&request.target)
             && owner != session
@@ -461,8 +482,6 @@ impl Broker {
             session: session_key,
             id: request.id.as_str().into(),
         };
-        let pattern = is_pattern(&request.target)
-            .then(|| Pattern::new(&request.target, self.settings.separator));
         let target = request.target.clone();
         if pattern.is_some() {
             state.patterns.push(key);
@@ -648,7 +667,8 @@ impl Broker {
         AckOutcome::Unknown
     }
 
-    fn is_competing(&self, destination: &str) -> bool {
+    /// Whether `destination` is a competing queue (spec §7.3).
+    pub(crate) fn is_competing(&self, destination: &str) -> bool {
         self.settings.queue_semantics == QueueSemantics::Competing
             && (destination.starts_with("/queue/") || destination == "/queue")
             && user_suffix(destination).is_none()
@@ -817,6 +837,11 @@ impl Broker {
         let Some(sub) = entry.subs.get_mut(&*key.id) else {
             return false;
         };
+        if let Some(selector) = &sub.request.selector
+            && !selector.matches(&message.headers)
+        {
+            return false;
+        }
         let token = if sub.request.ack.needs_ack() {
             if entry.pending_acks >= self.settings.max_pending_acks {
                 bump(&self.stats.dropped_overflow);
@@ -980,6 +1005,7 @@ mod tests {
                 shown: None,
                 ack,
                 prefetch: None,
+                selector: None,
             };
             self.broker.subscribe(session, request).unwrap();
         }
@@ -1087,6 +1113,7 @@ mod tests {
             shown: None,
             ack: AckMode::Client,
             prefetch: Some(1),
+            selector: None,
         };
         for body in ["1", "2", "3"] {
             f.publish("/queue/q", body);
@@ -1121,6 +1148,7 @@ mod tests {
             shown: Some("/user/queue/x".into()),
             ack: AckMode::Auto,
             prefetch: None,
+            selector: None,
         };
         f.broker.subscribe("aaa", request).unwrap();
         f.subscribe("bbb", "p", "/queue/**", AckMode::Auto);
@@ -1142,6 +1170,7 @@ mod tests {
             shown: None,
             ack: AckMode::Auto,
             prefetch: None,
+            selector: None,
         };
         let err = f.broker.subscribe("bbb", request).unwrap_err();
         assert!(matches!(err, BrokerError::AccessDenied(_)));

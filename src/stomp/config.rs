@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::frame::FrameLimits;
+use super::pattern::PatternLimits;
 use crate::config::OverflowStrategy;
 use crate::limits::TokenBucket;
 
@@ -68,6 +69,16 @@ pub struct StompConfig {
     pub unroutable: Unroutable,
     /// The segment separator of pattern subscriptions (`/` or `.`).
     pub path_separator: char,
+    /// The most segments a SUBSCRIBE pattern may have (the empty one before a leading `/`
+    /// counts); a longer pattern gets ERROR `Invalid header: destination`.
+    pub max_pattern_segments: usize,
+    /// The most `**` segments a SUBSCRIBE pattern may have.
+    pub max_pattern_any_segments: usize,
+    /// The most `*` one segment of a SUBSCRIBE pattern may hold.
+    pub max_pattern_stars: usize,
+    /// Whether the SUBSCRIBE `selector` header is honoured (spec §7.3); when false it is
+    /// ignored, as the spec asks of a server without selectors.
+    pub selectors: bool,
     /// Whether clients may SEND to `/user/{name}/...` (Spring allows it; we deny by default).
     pub allow_client_send_to_user: bool,
     /// CONNECT header whose value becomes the principal when the carrier supplied none.
@@ -119,6 +130,10 @@ impl Default for StompConfig {
             queue_semantics: QueueSemantics::Broadcast,
             unroutable: Unroutable::Drop,
             path_separator: '/',
+            max_pattern_segments: 32,
+            max_pattern_any_segments: 4,
+            max_pattern_stars: 4,
+            selectors: false,
             allow_client_send_to_user: false,
             principal_header: Some("login".into()),
             allow_anonymous: true,
@@ -140,6 +155,15 @@ impl StompConfig {
             max_frame_bytes: self.message_size_limit,
             max_headers: self.max_headers,
             max_header_line: self.max_header_line,
+        }
+    }
+
+    /// The bounds on SUBSCRIBE patterns these settings imply.
+    pub fn pattern_limits(&self) -> PatternLimits {
+        PatternLimits {
+            max_segments: self.max_pattern_segments,
+            max_any_segments: self.max_pattern_any_segments,
+            max_stars_per_segment: self.max_pattern_stars,
         }
     }
 

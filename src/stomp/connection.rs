@@ -23,10 +23,14 @@ use super::application::{AppSend, AppSubscribe};
 use super::auth::ConnectRequest;
 use super::broker::{AckKind, AckMode, AckOutcome, AckTarget, BrokerError, SubscribeRequest};
 use super::config::{HeartBeat, Unroutable};
-use super::destination::{Route, split_user_destination, user_subscription_target, user_suffix};
+use super::destination::{
+    Pattern, PatternError, Route, is_pattern, split_user_destination, user_subscription_target,
+    user_suffix,
+};
 use super::frame::{Command, Frame, FrameError, FrameParser, Version};
 use super::outbound::{Carriage, Outbound, now_ms};
 use super::presence::{Kick, SessionControl, SessionRecord};
+use super::selector::Selector;
 use super::stats::{DisconnectCause, StompEvent, bump};
 use crate::limits::TokenBucket;
 use crate::session::{
@@ -134,6 +138,21 @@ impl StompError {
             format!("access to {destination} is denied"),
         )
     }
+}
+
+/// ERROR `Invalid header: destination` for a pattern beyond the limits, naming the problem
+/// and the setting that bounds it.
+fn invalid_pattern(destination: &str, err: &PatternError) -> StompError {
+    let key = match err {
+        PatternError::TooManySegments { .. } => "max_pattern_segments",
+        PatternError::TooManyAnySegments { .. } => "max_pattern_any_segments",
+        PatternError::TooManyStars { .. } => "max_pattern_stars",
+    };
+    let shown: String = destination.chars().take(200).collect();
+    StompError::new(
+        "Invalid header: destination",
+        format!("{err} (the limit is [stomp] {key}): {shown}"),
+    )
 }
 
 impl From<FrameError> for StompError {
@@ -541,14 +560,24 @@ impl Connection {
         }
     }
 
-    /// Apply the ACL; a denied frame is answered with ERROR naming the destination.
-    fn authorize(&self, action: AclAction, destination: &str) -> Result<(), StompError> {
+    /// Apply the ACL (to a SUBSCRIBE `pattern`, by what it can receive); a denied frame is
+    /// answered with ERROR naming the destination.
+    fn authorize(
+        &self,
+        action: AclAction,
+        destination: &str,
+        pattern: Option<&Pattern>,
+    ) -> Result<(), StompError> {
         let established = self.established()?;
         let caller = Caller {
             user: established.user.as_deref(),
             roles: &established.roles,
         };
-        match self.core.acl.check(action, destination, caller) {
+        let policy = match pattern {
+            Some(pattern) => self.core.acl.check_pattern(pattern, caller),
+            None => self.core.acl.check(action, destination, caller),
+        };
+        match policy {
             Policy::Allow => Ok(()),
             Policy::Deny => {
                 tracing::warn!(session = %self.id, user = ?caller.user, ?action, %destination, "access denied by ACL");
@@ -562,7 +591,7 @@ impl Connection {
         let Some(destination) = frame.get("destination") else {
             return Err(StompError::missing_header("destination"));
         };
-        self.authorize(AclAction::Send, destination)?;
+        self.authorize(AclAction::Send, destination, None)?;
         if let Some(tx) = frame.get("transaction") {
             let tx = tx.to_owned();
             return self.buffer_in_transaction(&tx, frame);
@@ -645,7 +674,8 @@ impl Connection {
         let destination = frame
             .get("destination")
             .ok_or_else(|| StompError::missing_header("destination"))?;
-        self.authorize(AclAction::Subscribe, destination)?;
+        let pattern = self.compile_pattern(destination)?;
+        self.authorize(AclAction::Subscribe, destination, pattern.as_ref())?;
         let id = match (frame.get("id"), version) {
             (Some(id), _) => id,
             (None, Version::V1_0) => destination,
@@ -680,6 +710,7 @@ impl Connection {
             )
             .filter(|&n| n > 0),
         };
+        let selector = self.parse_selector(frame)?;
         let (target, shown, route) = match self.core.router.route(destination) {
             Route::User { rest } => (
                 user_subscription_target(&rest, &self.id),
@@ -697,18 +728,32 @@ impl Connection {
             }
         };
         if route == SubRoute::Broker {
+            if target != destination {
+                self.compile_pattern(&target)?;
+            }
+            if selector.is_some() && self.core.broker.is_competing(&target) {
+                return Err(StompError::new(
+                    "Invalid header: selector",
+                    format!(
+                        "selectors are not supported on competing queues ({target} with \
+                         queue_semantics = \"competing\")"
+                    ),
+                ));
+            }
             let request = SubscribeRequest {
                 id: id.to_owned(),
                 target: target.clone(),
                 shown,
                 ack,
                 prefetch,
+                selector,
             };
             self.core
                 .broker
                 .subscribe(&self.id, request)
                 .map_err(|err| match err {
                     BrokerError::AccessDenied(_) => StompError::access_denied(destination),
+                    BrokerError::Pattern(err) => invalid_pattern(destination, &err),
                     other => StompError::new("Not connected", other.to_string()),
                 })?;
             self.core.presence.subscribed(&self.id, id, destination);
@@ -721,6 +766,34 @@ impl Connection {
             target,
         });
         Ok(())
+    }
+
+    /// The SUBSCRIBE `selector`, parsed, when selectors are enabled (otherwise the header is
+    /// ignored, spec §5.3).
+    fn parse_selector(&self, frame: &Frame) -> Result<Option<Arc<Selector>>, StompError> {
+        if !self.core.config.selectors {
+            return Ok(None);
+        }
+        let Some(text) = frame.get("selector") else {
+            return Ok(None);
+        };
+        let selector = Selector::parse(text).map_err(|err| {
+            let shown: String = text.chars().take(200).collect();
+            StompError::new("Invalid header: selector", format!("{err}: {shown}"))
+        })?;
+        Ok(Some(Arc::new(selector)))
+    }
+
+    /// A SUBSCRIBE destination with wildcards, compiled within the configured limits (None
+    /// for a literal one).
+    fn compile_pattern(&self, destination: &str) -> Result<Option<Pattern>, StompError> {
+        if !is_pattern(destination) {
+            return Ok(None);
+        }
+        let config = &self.core.config;
+        Pattern::compile(destination, config.path_separator, &config.pattern_limits())
+            .map(Some)
+            .map_err(|err| invalid_pattern(destination, &err))
     }
 
     fn subscribe_application(

@@ -1,4 +1,5 @@
 //! Destination routing: prefixes, user destinations and pattern subscriptions (spec §7).
+//! Patterns themselves are compiled and matched by `pattern.rs`, re-exported here.
 //!
 //! Routing is a pure function of the configuration and the destination string, so it lives
 //! apart from the broker's state. The user-destination translation reproduces Spring's
@@ -6,6 +7,7 @@
 //! `/queue/x-userS`), because Spring clients depend on it.
 
 use super::config::StompConfig;
+pub use super::pattern::{Pattern, PatternError, PatternLimits};
 
 /// Where a destination goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,79 +136,6 @@ pub fn is_pattern(destination: &str) -> bool {
     destination.contains(['*', '{'])
 }
 
-/// One segment of a pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
-    /// Matches any number of segments (`**`).
-    AnySegments,
-    /// Matches exactly one segment; `*` inside matches any run of characters, and `{name}`
-    /// matches a whole segment.
-    One(String),
-}
-
-/// An Ant-style destination pattern (`*`, `**`, `{name}`) over a separator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pattern {
-    /// The segments, in order.
-    segments: Vec<Segment>,
-    /// The separator (`/` or `.`).
-    separator: char,
-}
-
-impl Pattern {
-    /// Compile `pattern` for `separator`.
-    pub fn new(pattern: &str, separator: char) -> Pattern {
-        let segments = pattern
-            .split(separator)
-            .map(|s| match s {
-                "**" => Segment::AnySegments,
-                s if s.starts_with('{') && s.ends_with('}') => Segment::One("*".into()),
-                s => Segment::One(s.into()),
-            })
-            .collect();
-        Pattern {
-            segments,
-            separator,
-        }
-    }
-
-    /// Whether a literal destination matches.
-    pub fn matches(&self, destination: &str) -> bool {
-        let parts: Vec<&str> = destination.split(self.separator).collect();
-        match_segments(&self.segments, &parts)
-    }
-}
-
-fn match_segments(pattern: &[Segment], parts: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => parts.is_empty(),
-        Some((Segment::AnySegments, rest)) => {
-            (0..=parts.len()).any(|skip| match_segments(rest, &parts[skip..]))
-        }
-        Some((Segment::One(glob), rest)) => match parts.split_first() {
-            Some((part, parts_rest)) => {
-                glob_matches(glob, part) && match_segments(rest, parts_rest)
-            }
-            None => false,
-        },
-    }
-}
-
-/// `*` matches any run of characters within one segment.
-fn glob_matches(glob: &str, text: &str) -> bool {
-    match glob.split_once('*') {
-        None => glob == text,
-        Some((head, tail)) => {
-            let Some(rest) = text.strip_prefix(head) else {
-                return false;
-            };
-            (0..=rest.len())
-                .filter(|&i| rest.is_char_boundary(i))
-                .any(|i| glob_matches(tail, &rest[i..]))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,20 +187,5 @@ mod tests {
         assert!(split_user_destination("alice").is_err());
         assert_eq!(user_suffix("/queue/x-userabc123"), Some("abc123"));
         assert_eq!(user_suffix("/queue/x-users/y"), None);
-    }
-
-    #[test]
-    fn matches_ant_patterns() {
-        let one = Pattern::new("/topic/*", '/');
-        let any = Pattern::new("/topic/**", '/');
-        let var = Pattern::new("/topic/{id}/x", '/');
-        assert!(one.matches("/topic/a"));
-        assert!(!one.matches("/topic/a/b"));
-        assert!(any.matches("/topic/a"));
-        assert!(any.matches("/topic/a/b"));
-        assert!(var.matches("/topic/7/x"));
-        assert!(!var.matches("/topic/7/y"));
-        assert!(Pattern::new("/topic/a*c", '/').matches("/topic/abbc"));
-        assert!(Pattern::new("a.*", '.').matches("a.b"));
     }
 }

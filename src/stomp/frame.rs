@@ -555,12 +555,13 @@ impl FrameParser {
         }
     }
 
-    /// Skip EOLs; true when a command byte is next, false when more bytes are needed.
+    /// Skip heart-beat EOLs, and stray NULs (some clients end a frame with two); true when a
+    /// command byte is next, false when more bytes are needed.
     fn skip_heartbeat_eols(&mut self) -> Result<bool, FrameError> {
         loop {
             match self.buf.first() {
                 None => return Ok(false),
-                Some(b'\n') => self.buf.advance(1),
+                Some(b'\n' | 0) => self.buf.advance(1),
                 Some(b'\r') => match self.buf.get(1) {
                     None => return Ok(false),
                     Some(b'\n') => self.buf.advance(2),
@@ -693,16 +694,22 @@ impl FrameParser {
         let Some(command) = self.partial.as_ref().map(|p| p.command) else {
             return Err(FrameError::Malformed("body without a command"));
         };
-        if !body.is_empty() && !command.may_have_body() {
+        let body = if body.is_empty() || command.may_have_body() {
+            body.freeze()
+        } else if matches!(command, Command::Connect | Command::Stomp) && only_eols(&body) {
+            // RabbitMQ's test suite and some old clients end CONNECT with an extra EOL before
+            // the NUL; it carries nothing, so it is dropped rather than refused.
+            Bytes::new()
+        } else {
             return Err(FrameError::BodyNotAllowed(command));
-        }
+        };
         let Some(partial) = self.partial.take() else {
             return Err(FrameError::Malformed("body without a command"));
         };
         Ok(Some(Frame {
             command: partial.command,
             headers: partial.headers,
-            body: body.freeze(),
+            body,
         }))
     }
 }
@@ -727,6 +734,18 @@ fn decode_header_line(
     let name = unescape(name, version)?.into_owned();
     let value = unescape(value, version)?.into_owned();
     Ok((name, value))
+}
+
+/// Whether `bytes` is nothing but EOLs (LF or CRLF).
+fn only_eols(bytes: &[u8]) -> bool {
+    let mut rest = bytes;
+    loop {
+        rest = match rest {
+            [] => return true,
+            [b'\n', tail @ ..] | [b'\r', b'\n', tail @ ..] => tail,
+            _ => return false,
+        };
+    }
 }
 
 /// A plain decimal number without sign or spaces, that fits in usize.
@@ -832,6 +851,51 @@ mod tests {
     fn rejects_bodies_on_frames_without_body() {
         let err = parse_all(Version::V1_2, b"BEGIN\ntransaction:t\n\nhello\0").unwrap_err();
         assert_eq!(err.message(), "Body not allowed");
+    }
+
+    #[test]
+    fn a_connect_body_of_eols_is_dropped_at_every_version() {
+        for version in Version::ALL {
+            for input in [
+                &b"CONNECT\nlogin:guest\n\n\n\0"[..],
+                b"STOMP\naccept-version:1.2\n\n\r\n\n\r\n\0",
+                b"CONNECT\ncontent-length:2\n\n\n\n\0",
+            ] {
+                let frame = parse_one(version, input).unwrap();
+                assert!(frame.body.is_empty(), "{input:?}");
+            }
+            for (input, message) in [
+                (&b"CONNECT\n\n\nx\0"[..], "Body not allowed"),
+                (b"CONNECT\n\n \n\0", "Body not allowed"),
+                (b"CONNECT\n\n\r\0", "Body not allowed"),
+                (
+                    b"SUBSCRIBE\nid:0\ndestination:/t\n\n\n\0",
+                    "Body not allowed",
+                ),
+                (b"DISCONNECT\n\n\n\0", "Body not allowed"),
+            ] {
+                let err = parse_all(version, input).unwrap_err();
+                assert_eq!(err.message(), message, "{input:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn stray_nuls_and_eols_between_frames_are_skipped_at_every_version() {
+        for version in Version::ALL {
+            let frames = parse_all(
+                version,
+                b"\0\0\nCONNECT\n\n\0\0\r\n\0SEND\ndestination:/t\n\nx\0\0\0\n",
+            )
+            .unwrap();
+            let commands: Vec<Command> = frames.iter().map(|f| f.command).collect();
+            assert_eq!(commands, [Command::Connect, Command::Send]);
+            assert_eq!(&frames[1].body[..], b"x");
+            let err = parse_all(version, b"\0\rCONNECT\n\n\0").unwrap_err();
+            assert_eq!(err.message(), "Malformed frame");
+            let err = parse_all(version, b"\0 CONNECT\n\n\0").unwrap_err();
+            assert_eq!(err.message(), "Unknown command");
+        }
     }
 
     #[test]

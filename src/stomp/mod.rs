@@ -2,7 +2,9 @@
 //! [`session::App`](crate::session::App) on any carrier (SockJS, raw WebSocket, TCP).
 //!
 //! Layout: `frame` (wire format), `connection` (one client's protocol state machine and its
-//! task), `broker` + `destination` (routing, fan-out, acks, user destinations), `outbound`
+//! task), `broker` + `destination` (routing, fan-out, acks, user destinations), `pattern`
+//! (Ant-style patterns, linear-time matching and the set relations the ACL needs), `selector`
+//! (the SUBSCRIBE `selector` expressions), `outbound`
 //! (one connection's writer side shared with the broker), `auth` and `application` (the seams
 //! to authentication and `/app` backends), `stats` (events and counters), `tcp` (STOMP over
 //! plain TCP). [`StompApp`] ties them together: one per gateway, one task per session.
@@ -16,7 +18,9 @@ pub mod connection;
 pub mod destination;
 pub mod frame;
 pub mod outbound;
+pub mod pattern;
 pub mod presence;
+pub mod selector;
 pub mod stats;
 pub mod tcp;
 #[cfg(test)]

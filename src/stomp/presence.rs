@@ -210,7 +210,7 @@ impl LocalPresence {
             state
                 .patterns
                 .entry(destination.to_owned())
-                .or_insert_with(|| (Pattern::new(destination, separator), 0))
+                .or_insert_with(|| (Pattern::compile_admitted(destination, separator), 0))
                 .1 += 1;
         } else {
             *state.literal.entry(destination.to_owned()).or_default() += 1;
