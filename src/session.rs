@@ -413,19 +413,11 @@ impl SessionSender {
         self.sink.suppress_heartbeats(suppress)
     }
 
-    /// Wait until a message of `len` bytes fits in the outbound queue (`Ok`), or the session
-    /// has begun closing (`Err` with its close event); see [`SessionSink::poll_room`].
-    pub async fn room(&self, len: usize) -> Result<(), CloseInfo> {
-        std::future::poll_fn(|cx| self.sink.poll_room(cx, Some(len))).await
-    }
-
-    /// Wait until the session has begun closing, and return its close event.
-    pub async fn closing(&self) -> CloseInfo {
-        match std::future::poll_fn(|cx| self.sink.poll_room(cx, None)).await {
-            Err(info) => info,
-            // `None` never reports room; a carrier that did is treated as not closing.
-            Ok(()) => std::future::pending().await,
-        }
+    /// Wait until a message of `len` bytes fits in the outbound queue (`Ok`; `None`: never),
+    /// or the session has begun closing (`Err` with its close event); see
+    /// [`SessionSink::poll_room`].
+    pub async fn room(&self, len: Option<usize>) -> Result<(), CloseInfo> {
+        std::future::poll_fn(|cx| self.sink.poll_room(cx, len)).await
     }
 }
 
