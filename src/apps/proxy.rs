@@ -29,13 +29,15 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::header::{HeaderName, HeaderValue, SEC_WEBSOCKET_PROTOCOL};
 use serde::{Deserialize, Deserializer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::session::{
     App, CloseCause, CloseInfo, Inbound, OutMessage, SessionEvent, SessionHandle, SessionInfo,
@@ -159,8 +161,12 @@ fn config_error(key: &'static str, message: impl Into<String>) -> ProxyConfigErr
 struct Target {
     /// The upstream URL.
     uri: http::Uri,
-    /// Plain TCP, or rustls with the configured roots.
-    connector: Connector,
+    /// The host to connect to (an IPv6 address without its brackets).
+    host: String,
+    /// The port (the URL's, else 80 or 443).
+    port: u16,
+    /// rustls with the configured roots for `wss://`; None for `ws://`.
+    tls: Option<TlsConnector>,
     /// The subprotocols to offer; None: pass the client's through.
     subprotocols: Option<Vec<String>>,
     /// Lower-case names of the headers to forward.
@@ -219,9 +225,15 @@ impl ProxyConfig {
         uri.clone()
             .into_client_request()
             .map_err(|e| config_error("upstream", format!("{url:?}: {e}")))?;
+        let host = uri.host().unwrap_or_default();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let connector = match (tls, &self.upstream_ca_file) {
-            (true, ca) => Connector::Rustls(tls_config(ca.as_deref(), base_dir)?),
-            (false, None) => Connector::Plain,
+            (true, ca) => Some(TlsConnector::from(tls_config(ca.as_deref(), base_dir)?)),
+            (false, None) => None,
             (false, Some(_)) => {
                 return Err(config_error(
                     "upstream_ca_file",
@@ -270,7 +282,9 @@ impl ProxyConfig {
         }
         Ok(Target {
             uri,
-            connector,
+            host,
+            port,
+            tls: connector,
             subprotocols: self.upstream_subprotocols.clone(),
             forward,
             connect_timeout: Duration::from_millis(ms),
@@ -428,16 +442,23 @@ impl Shared {
         Ok(req)
     }
 
-    /// Open the upstream connection for a session.
+    /// Open the upstream connection for a session: TCP (with TLS for `wss://`), then the
+    /// WebSocket handshake. The stream is boxed behind one pointer, so an idle session does
+    /// not carry a TLS connection's state inline when its upstream is plain `ws://`.
     async fn connect(&self, info: &SessionInfo) -> Result<Upstream, WsError> {
         let request = self.request(info)?;
-        let (ws, _response) = tokio_tungstenite::connect_async_tls_with_config(
-            request,
-            Some(self.ws_config),
-            true,
-            Some(self.target.connector.clone()),
-        )
-        .await?;
+        let tcp = TcpStream::connect((self.target.host.as_str(), self.target.port)).await?;
+        tcp.set_nodelay(true)?;
+        let io: Box<dyn UpstreamIo> = match &self.target.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::try_from(self.target.host.clone())
+                    .map_err(|e| WsError::Io(std::io::Error::other(e)))?;
+                Box::new(tls.connect(name, tcp).await?)
+            }
+        };
+        let (ws, _response) =
+            tokio_tungstenite::client_async_with_config(request, io, Some(self.ws_config)).await?;
         Ok(ws)
     }
 }
@@ -533,8 +554,12 @@ pub fn upstream_close(info: &CloseInfo) -> CloseFrame {
     }
 }
 
+/// The byte stream under an upstream connection: TCP, or TLS over TCP.
+trait UpstreamIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> UpstreamIo for T {}
+
 /// The upstream connection.
-type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Upstream = WebSocketStream<Box<dyn UpstreamIo>>;
 
 /// How a relay ended.
 enum End {
@@ -711,7 +736,8 @@ async fn relay(mut session: SessionHandle, shared: Arc<Shared>) {
         relay.push(msg);
     }
     let end = pump(&mut session, &sender, &mut relay, &shared, &info).await;
-    finish(relay.ws, &sender, end, id).await;
+    // Boxed: the closing handshake's state lives only while it runs, not in every idle task.
+    Box::pin(finish(relay.ws, &sender, end, id)).await;
 }
 
 /// Relay messages until one side ends.
