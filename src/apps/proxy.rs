@@ -61,8 +61,9 @@ pub const BINARY: (u16, &str) = (1003, "Binary message from upstream");
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// The longest `connect_timeout_ms` accepted (ten minutes).
 const MAX_CONNECT_TIMEOUT_MS: u64 = 600_000;
-/// The upstream socket's read buffer: small, since most proxied sessions are idle.
-const READ_BUFFER: usize = 1024;
+/// The upstream socket's read buffer: small, since most proxied sessions are idle (it grows
+/// for a larger frame while that frame is read).
+const READ_BUFFER: usize = 512;
 /// Client messages queued together are coalesced into one write up to this many bytes.
 const WRITE_COALESCE: usize = 16 * 1024;
 /// How long the upstream closing handshake may take before the socket is dropped.
