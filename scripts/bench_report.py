@@ -14,7 +14,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-GATEWAYS = ("gateway", "gateway-stomp")
+GATEWAYS = ("gateway", "gateway-stomp", "gateway-proxy", "gateway-proxy-node")
 METRICS = [
     # key, header, format
     ("msgs_per_s", "msgs/s", "{:,.0f}"),
@@ -151,6 +151,18 @@ def targets(med):
     r = ratio(b, a)
     add("idle STOMP-over-WS memory vs RabbitMQ", r and f"1/{r:.1f}", "≤ 1/10", r is not None and r >= 10,
         f"RabbitMQ {b/1024:.1f} KiB/conn" if b else "")
+    for i, label, goal in (("proxy-echo-ws-100", "websocket, Rust upstream", 0.6),
+                           ("proxy-echo-raw-100", "raw websocket, Rust upstream", None),
+                           ("proxy-echo-xs-100", "xhr-streaming, Rust upstream", None),
+                           ("proxy-node-echo-ws-100", "websocket, Node ws upstream", 0.6),
+                           ("proxy-node-echo-xs-100", "xhr-streaming, Node ws upstream", None)):
+        gw, up = ("gateway-proxy-node", "upstream-node") if "-node-" in i else ("gateway-proxy", "upstream-echo")
+        r = ratio(g(i, gw, "msgs_per_s"), g(i, up, "msgs_per_s"))
+        add(f"proxy echo 100 {label}: msgs/s vs the upstream directly", r and f"{r:.2f}×",
+            f"≥ {goal}×" if goal else "– (report)", (r is not None and r >= goal) if goal else None)
+    v = g("idle-proxy-ws-5k", "gateway-proxy", "rss_per_session")
+    add("idle proxied websocket session RSS/session (gateway only)", v and f"{v/1024:.2f} KiB", "≤ 10 KiB",
+        v is not None and v <= 10 * 1024)
     for i in ("fanout-ws-1k", "fanout-raw-1k", "fanout-ws-10k"):
         r = ratio(g(i, "gateway", "msgs_per_s"), g(i, "ceiling", "msgs_per_s"))
         c = ratio(g(i, "ceiling", "server_cpu_us_per_msg"), g(i, "gateway", "server_cpu_us_per_msg"))

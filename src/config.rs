@@ -145,7 +145,8 @@ impl Transport {
 pub struct ServiceConfig {
     /// The mount path, absolute and without a trailing slash.
     pub prefix: String,
-    /// The application behind the service: stomp, echo, close, amplify, broadcast, ticker.
+    /// The application behind the service: stomp, proxy, echo, close, amplify, broadcast,
+    /// ticker.
     pub app: String,
     /// Enables both websocket routes; reported in `/info`.
     #[serde(default = "yes")]
@@ -209,6 +210,9 @@ pub struct ServiceConfig {
     /// Later requests for a session must come from the address that created it.
     #[serde(default = "yes")]
     pub session_affinity_check: bool,
+    /// The `app = "proxy"` keys (`upstream`, ...), written next to the others.
+    #[serde(flatten)]
+    pub proxy: crate::apps::proxy::ProxyConfig,
 }
 
 fn yes() -> bool {
@@ -308,6 +312,7 @@ impl ServiceConfig {
             send_time_limit: default_send_time_limit(),
             idle_timeout: None,
             session_affinity_check: true,
+            proxy: Default::default(),
         }
     }
 
@@ -319,7 +324,15 @@ impl ServiceConfig {
 }
 
 /// The names of the applications `app` may name.
-pub const APP_NAMES: &[&str] = &["stomp", "echo", "close", "amplify", "broadcast", "ticker"];
+pub const APP_NAMES: &[&str] = &[
+    "stomp",
+    "proxy",
+    "echo",
+    "close",
+    "amplify",
+    "broadcast",
+    "ticker",
+];
 
 impl Config {
     /// Parse and validate a config from TOML text; relative file names resolve against the
@@ -475,6 +488,9 @@ impl Config {
                     "must be greater than 0 seconds",
                 ));
             }
+            s.proxy
+                .validate(&s.app, &self.base_dir)
+                .map_err(|e| invalid(&key(e.key), &e.message))?;
         }
         Ok(())
     }
@@ -567,6 +583,36 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("service[0].idle_timeout"), "{err}");
+    }
+
+    #[test]
+    fn proxy_keys_are_checked_with_the_service() {
+        let c = Config::from_toml(
+            "[[service]]\nprefix = \"/ws\"\napp = \"proxy\"\nupstream = \"ws://127.0.0.1:15674/ws\"\n\
+             upstream_subprotocols = [\"v12.stomp\"]\nforward_headers = [\"cookie\"]\nconnect_timeout_ms = 250\n",
+        )
+        .unwrap();
+        assert_eq!(c.services[0].proxy.connect_timeout_ms, Some(250));
+        for (text, key) in [
+            ("app = \"proxy\"\n", "service[0].upstream"),
+            (
+                "app = \"echo\"\nupstream = \"ws://a/\"\n",
+                "service[0].upstream",
+            ),
+            (
+                "app = \"proxy\"\nupstream = \"ws://a/\"\nconnect_timeout_ms = \"x\"\n",
+                "connect_timeout_ms",
+            ),
+            (
+                "app = \"proxy\"\nupstream = \"ws://a/\"\nforward_header = []\n",
+                "forward_header",
+            ),
+        ] {
+            let err = Config::from_toml(&format!("[[service]]\nprefix = \"/ws\"\n{text}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

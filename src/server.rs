@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::apps;
 use crate::auth::Authenticator;
-use crate::config::{Config, ConfigError, ServerConfig};
+use crate::config::{Config, ConfigError, ServerConfig, ServiceConfig};
 use crate::front::{self, Ended, FrontLimits, GuardedIo};
 use crate::limits::{ConnectionLimiter, ConnectionRefused};
 use crate::session::{App, CloseCause, CloseInfo};
@@ -52,6 +52,14 @@ impl Gateway {
         for (i, s) in config.services.iter().enumerate() {
             let app: Arc<dyn App> = match s.app.as_str() {
                 "stomp" => Arc::new(stomp.clone()),
+                "proxy" => {
+                    Arc::new(
+                        proxy(s, &config.base_dir).map_err(|e| ConfigError::Invalid {
+                            key: format!("service[{i}].{}", e.key),
+                            message: e.message,
+                        })?,
+                    )
+                }
                 name => apps::by_name(name).ok_or_else(|| ConfigError::Invalid {
                     key: format!("service[{i}].app"),
                     message: format!("unknown app {name:?}"),
@@ -219,6 +227,19 @@ fn stomp_app(config: &Config, auth: &Arc<Authenticator>) -> StompApp {
         None
     };
     StompApp::with_hooks(config.stomp.clone(), authenticator, None)
+}
+
+/// The proxy of a service, with the service's own send limits applied to its upstream.
+fn proxy(
+    service: &ServiceConfig,
+    base_dir: &std::path::Path,
+) -> Result<apps::Proxy, apps::proxy::ProxyConfigError> {
+    let limits = apps::proxy::ProxyLimits {
+        max_queued_bytes: service.max_queued_bytes,
+        max_inbound_bytes: service.max_inbound_bytes,
+        send_time_limit: service.send_time_limit,
+    };
+    apps::Proxy::new(&service.proxy, limits, base_dir)
 }
 
 /// Serve one connection: the front answers the plain bodiless requests (and every streaming

@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
@@ -360,6 +361,19 @@ pub trait SessionSink: Send + Sync + 'static {
     /// Ask the carrier to stop its own idle heartbeats because the application sends its own
     /// (STOMP heart-beats). Carriers without heartbeats ignore it.
     fn suppress_heartbeats(&self, _suppress: bool) {}
+    /// Flow control for an application that relays from a source it can pause (the proxy
+    /// stops reading its upstream): `Ready(Ok)` once a message of `len` bytes fits in the
+    /// outbound queue (`None`: never; wait only for closing), `Ready(Err)` with the close event
+    /// once the session has begun closing. Otherwise the task is woken when a receiver drains
+    /// the queue or closing begins. A carrier that cannot tell answers `Ready(Ok)` for a
+    /// length (sends then meet its overflow strategy) and stays pending for `None` (the
+    /// application learns of the close from its close event).
+    fn poll_room(&self, _cx: &mut Context<'_>, len: Option<usize>) -> Poll<Result<(), CloseInfo>> {
+        match len {
+            Some(_) => Poll::Ready(Ok(())),
+            None => Poll::Pending,
+        }
+    }
 }
 
 /// A cloneable handle to send to, or close, a session from anywhere (a broker's fan-out).
@@ -397,6 +411,13 @@ impl SessionSender {
     /// See [`SessionSink::suppress_heartbeats`].
     pub fn suppress_heartbeats(&self, suppress: bool) {
         self.sink.suppress_heartbeats(suppress)
+    }
+
+    /// Wait until a message of `len` bytes fits in the outbound queue (`Ok`; `None`: never),
+    /// or the session has begun closing (`Err` with its close event); see
+    /// [`SessionSink::poll_room`].
+    pub async fn room(&self, len: Option<usize>) -> Result<(), CloseInfo> {
+        std::future::poll_fn(|cx| self.sink.poll_room(cx, len)).await
     }
 }
 
@@ -607,6 +628,23 @@ pub trait App: Send + Sync + 'static {
     /// WebSocket subprotocols the application speaks, most preferred first; a raw WebSocket
     /// handshake selects the first one the client offers.
     fn subprotocols(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The subprotocol a WebSocket handshake agrees to, from those the client offers (as
+    /// sent, in its order); None leaves the header out. By default the first of
+    /// [`App::subprotocols`] the client offers (compared without case), in the application's
+    /// spelling. Applications whose list is configured (the proxy) decide here instead.
+    fn select_subprotocol(&self, offered: &[String]) -> Option<String> {
+        self.subprotocols()
+            .iter()
+            .find(|p| offered.iter().any(|o| o.eq_ignore_ascii_case(p)))
+            .map(|p| p.to_string())
+    }
+
+    /// Request headers the application reads from [`SessionInfo::headers`] beyond
+    /// [`CAPTURED_HEADERS`] (lower-case names), e.g. the headers a proxy forwards.
+    fn captured_headers(&self) -> &[String] {
         &[]
     }
 }

@@ -1,5 +1,6 @@
 // What the browser test files share: the Chromium to drive and its flags, sockjs-client's nine
 // browser transports, and a watcher for a page's problems and SockJS receiving requests.
+import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
@@ -79,4 +80,23 @@ export function watchPage(page) {
   });
   page.on('requestfailed', (r) => problems.push(`requestfailed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
   return { problems, receiving };
+}
+
+// Every receiving request went to the forced transport's route. On streaming transports the
+// 70 KiB echo passes /echo's response_limit (4096), so the response must have ended and the
+// client reconnected at least once (spec §5.11).
+export function assertReceivingRequests(transport, receiving, diagnostics) {
+  const route = RECEIVING_ROUTE[transport];
+  assert.ok(receiving.length >= 1, `no ${route} request seen\n${diagnostics()}`);
+  assert.ok(
+    receiving.every((r) => r === route),
+    `receiving requests other than ${route}: ${receiving.join(' ')}\n${diagnostics()}`,
+  );
+  if (STREAMING.has(route)) {
+    assert.ok(
+      receiving.length >= 2,
+      `expected the ${route} response to end at response_limit and the client to reconnect; ` +
+        `saw ${receiving.length} request(s)\n${diagnostics()}`,
+    );
+  }
 }

@@ -1,6 +1,6 @@
 // A tiny static server for the browser tests: the test pages, the shared scenario modules,
 // the sockjs-client bundle (which the gateway's iframe page also loads, via sockjs_url) and
-// the @stomp/stompjs UMD bundle.
+// the @stomp/stompjs UMD bundle, and the proxy tests' RabbitMQ scenario.
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -19,6 +19,7 @@ const FILES = {
   'sockjs.min.js': [SOCKJS_BUNDLE, 'text/javascript; charset=utf-8'],
   'stomp.html': [path.join(PACKAGE_DIR, 'page', 'stomp.html'), 'text/html; charset=utf-8'],
   'stomp-scenario.mjs': [path.join(PACKAGE_DIR, 'page', 'stomp-scenario.mjs'), 'text/javascript; charset=utf-8'],
+  'proxy-scenario.mjs': [path.join(PACKAGE_DIR, 'page', 'proxy-scenario.mjs'), 'text/javascript; charset=utf-8'],
   'stomp.umd.min.js': [STOMPJS_BUNDLE, 'text/javascript; charset=utf-8'],
 };
 

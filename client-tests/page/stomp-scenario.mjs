@@ -41,7 +41,7 @@ export function utf8Length(s) {
   return n;
 }
 
-function withTimeout(promise, ms, what) {
+export function withTimeout(promise, ms, what) {
   let t;
   return Promise.race([
     promise,
@@ -51,7 +51,7 @@ function withTimeout(promise, ms, what) {
   ]).finally(() => clearTimeout(t));
 }
 
-function makeLog(t0, prefix) {
+export function makeLog(t0, prefix) {
   const log = [];
   const note = (s) => {
     const line = String(s).replace(/\0/g, '^@').replace(/\n/g, '\\n');

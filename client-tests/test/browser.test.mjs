@@ -4,12 +4,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { assertEchoed, assertNotPermitted, assertServerClosed } from '../lib/checks.mjs';
 import {
+  assertReceivingRequests,
   launchChromium,
   NOT_PERMITTED,
   PAGE_HOST,
   PAGE_LOAD_TIMEOUT_MS,
-  RECEIVING_ROUTE,
-  STREAMING,
   TRANSPORTS,
   watchPage,
 } from '../lib/browser.mjs';
@@ -19,24 +18,6 @@ import { MESSAGES } from '../page/scenario.mjs';
 
 const TEST_TIMEOUT_MS = 40_000;
 
-// Every receiving request went to the forced transport's route. On streaming transports the
-// 70 KiB echo passes /echo's response_limit (4096), so the response must have ended and the
-// client reconnected at least once (spec §5.11).
-function assertReceivingRequests(transport, receiving, diagnostics) {
-  const route = RECEIVING_ROUTE[transport];
-  assert.ok(receiving.length >= 1, `no ${route} request seen\n${diagnostics()}`);
-  assert.ok(
-    receiving.every((r) => r === route),
-    `receiving requests other than ${route}: ${receiving.join(' ')}\n${diagnostics()}`,
-  );
-  if (STREAMING.has(route)) {
-    assert.ok(
-      receiving.length >= 2,
-      `expected the ${route} response to end at response_limit and the client to reconnect; ` +
-        `saw ${receiving.length} request(s)\n${diagnostics()}`,
-    );
-  }
-}
 
 let staticServer;
 let gw;

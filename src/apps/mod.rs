@@ -1,9 +1,11 @@
-//! The conformance services of sockjs.md §12: small applications on the session seam.
+//! The applications on the session seam: the conformance services of sockjs.md §12, and
+//! `proxy`, which relays each session to an upstream WebSocket server.
 
 mod amplify;
 mod broadcast;
 mod close;
 mod echo;
+pub mod proxy;
 mod ticker;
 
 use std::sync::Arc;
@@ -14,9 +16,11 @@ pub use amplify::Amplify;
 pub use broadcast::Broadcast;
 pub use close::Close;
 pub use echo::Echo;
+pub use proxy::Proxy;
 pub use ticker::Ticker;
 
-/// The application a config `app` name stands for.
+/// The application a config `app` name stands for, for the apps without settings of their
+/// own (`stomp` and `proxy` are built by the server from their config sections).
 pub fn by_name(name: &str) -> Option<Arc<dyn App>> {
     Some(match name {
         "echo" => Arc::new(Echo),

@@ -9,6 +9,8 @@
 mod ceiling;
 #[path = "sockjs_bench/client.rs"]
 mod client;
+#[path = "sockjs_bench/echo.rs"]
+mod echo;
 #[path = "sockjs_bench/scenarios.rs"]
 mod scenarios;
 #[path = "sockjs_bench/stats.rs"]
@@ -74,6 +76,11 @@ enum Command {
     },
     /// A trivial tokio-tungstenite broadcaster: the ceiling for WebSocket fan-out.
     CeilingServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
+    /// A trivial tokio-tungstenite echo server: the upstream of the proxy scenarios.
+    EchoServer {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
     },
@@ -203,6 +210,15 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::EchoServer { listen } => {
+            return match runtime.block_on(echo::run(*listen)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("echo-server: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Idle { common, .. }
         | Command::Echo { common, .. }
         | Command::Fanout { common, .. } => (common.build(false), common.max_seconds),
@@ -252,7 +268,9 @@ fn main() -> ExitCode {
                     };
                     scenarios::fanout(common, o).await
                 }
-                Command::CeilingServer { .. } => serde_json::Value::Null,
+                Command::CeilingServer { .. } | Command::EchoServer { .. } => {
+                    serde_json::Value::Null
+                }
             }
         };
         tokio::time::timeout(Duration::from_secs(max), run).await

@@ -123,9 +123,9 @@ impl Service {
         &self.config
     }
 
-    /// WebSocket subprotocols the application speaks, most preferred first.
-    pub fn subprotocols(&self) -> &'static [&'static str] {
-        self.app.subprotocols()
+    /// The subprotocol a WebSocket handshake agrees to, from those the client offers.
+    pub fn select_subprotocol(&self, offered: &[String]) -> Option<String> {
+        self.app.select_subprotocol(offered)
     }
 
     /// The registry of HTTP-transport sessions.
@@ -308,11 +308,15 @@ impl Service {
         url: String,
         client: &Client,
     ) -> SessionInfo {
+        let extra = self.app.captured_headers().iter().map(String::as_str);
+        let extra = extra.filter(|name| !CAPTURED_HEADERS.contains(name));
         let headers = CAPTURED_HEADERS
             .iter()
+            .copied()
+            .chain(extra)
             .flat_map(|name| {
                 req_headers
-                    .get_all(*name)
+                    .get_all(name)
                     .iter()
                     .filter_map(|v| v.to_str().ok())
                     .map(|v| (name.to_string(), v.to_string()))

@@ -86,6 +86,9 @@ struct State {
     receiver_waker: Option<Waker>,
     /// When the client last sent a message (or the session was created), for `idle_timeout`.
     last_inbound: Instant,
+    /// An application waiting for room in the queue (with the length it needs; None: only
+    /// for closing), woken when a receiver drains the queue or closing begins.
+    room_waiter: Option<(Waker, Option<usize>)>,
 }
 
 /// What a receiver found when it tried to attach.
@@ -161,6 +164,7 @@ impl Session {
                     open: Some(open),
                     receiver_waker: None,
                     last_inbound: Instant::now(),
+                    room_waiter: None,
                 }),
                 limits,
                 inbound,
@@ -303,6 +307,9 @@ impl Session {
         self.stats.messages_out(st.queue.len(), st.queued_bytes);
         st.queue.clear();
         st.queued_bytes = 0;
+        let waiter = Self::drained(&mut st);
+        drop(st);
+        wake(waiter);
         Some(frame)
     }
 
@@ -311,7 +318,36 @@ impl Session {
         let mut st = self.lock();
         self.stats.messages_out(st.queue.len(), st.queued_bytes);
         st.queued_bytes = 0;
-        st.queue.drain(..).collect()
+        let messages = st.queue.drain(..).collect();
+        let waiter = Self::drained(&mut st);
+        drop(st);
+        wake(waiter);
+        messages
+    }
+
+    /// The room waiter to wake now that the queue is empty: any that waits for room (an
+    /// empty queue lets every message through), none that waits only for closing.
+    fn drained(st: &mut State) -> Option<Waker> {
+        match &st.room_waiter {
+            Some((_, Some(_))) => st.room_waiter.take().map(|(w, _)| w),
+            _ => None,
+        }
+    }
+
+    /// See [`SessionSink::poll_room`].
+    fn poll_room(&self, cx: &mut Context<'_>, len: Option<usize>) -> Poll<Result<(), CloseInfo>> {
+        let mut st = self.lock();
+        if let (Phase::Closing | Phase::Closed, Some(info)) = (&st.phase, &st.close) {
+            return Poll::Ready(Err(info.clone()));
+        }
+        // A message larger than the whole queue is let through once the queue is empty, so
+        // that the overflow strategy, not a wait forever, deals with it.
+        let fits = |l: usize| st.queued_bytes + l <= self.limits.max_queued_bytes;
+        if len.is_some_and(|l| fits(l) || st.queued_bytes == 0) {
+            return Poll::Ready(Ok(()));
+        }
+        st.room_waiter = Some((cx.waker().clone(), len));
+        Poll::Pending
     }
 
     /// The close event once closing has started.
@@ -401,8 +437,10 @@ impl Session {
         st.phase = Phase::Closing;
         st.close = Some(info);
         let waker = st.receiver_waker.take();
+        let waiter = st.room_waiter.take().map(|(w, _)| w);
         drop(st);
         wake(waker);
+        wake(waiter);
     }
 
     /// End the session now: it is CLOSED and the application gets its close event (once).
@@ -420,7 +458,9 @@ impl Session {
         let admission = st.admission.take();
         let open = st.open.take();
         let waker = st.receiver_waker.take();
+        let waiter = st.room_waiter.take().map(|(w, _)| w);
         drop(st);
+        wake(waiter);
         drop(never_opened);
         drop(admission);
         drop(open);
@@ -533,6 +573,17 @@ impl SessionSink for WeakSink {
     fn suppress_heartbeats(&self, suppress: bool) {
         if let Some(s) = self.0.upgrade() {
             s.lock().heartbeats_suppressed = suppress;
+        }
+    }
+
+    fn poll_room(&self, cx: &mut Context<'_>, len: Option<usize>) -> Poll<Result<(), CloseInfo>> {
+        match self.0.upgrade() {
+            Some(s) => s.poll_room(cx, len),
+            None => Poll::Ready(Err(CloseInfo {
+                code: 1000,
+                reason: "Normal closure".into(),
+                cause: CloseCause::Client,
+            })),
         }
     }
 }
@@ -690,6 +741,51 @@ mod tests {
         assert!(s.closing().is_none());
         assert_eq!(&s.take_batch().unwrap()[..], b"a[\"ab\",\"gh\"]");
         assert_eq!(discards.0.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn room_waits_for_a_drain_and_ends_with_the_close() {
+        use std::sync::atomic::AtomicBool;
+        use std::task::Wake;
+        struct Flag(AtomicBool);
+        impl Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let (s, app) = session(8, OverflowStrategy::Terminate);
+        let Attach::Opened(_) = s.attach_receiver() else {
+            panic!()
+        };
+        s.start_app();
+        let handle = app.0.lock().unwrap().pop().unwrap();
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        handle.send_text("abcdef").unwrap();
+        assert_eq!(s.poll_room(&mut cx, Some(2)), Poll::Ready(Ok(())));
+        assert_eq!(s.poll_room(&mut cx, Some(3)), Poll::Pending);
+        // Waiting only for closing is not woken by a drain.
+        assert_eq!(s.poll_room(&mut cx, None), Poll::Pending);
+        assert!(s.take_batch().is_some());
+        assert!(!flag.0.load(Ordering::SeqCst));
+        handle.send_text("abcdef").unwrap();
+        assert_eq!(s.poll_room(&mut cx, Some(3)), Poll::Pending);
+        assert!(s.take_batch().is_some());
+        assert!(
+            flag.0.swap(false, Ordering::SeqCst),
+            "a drain wakes the waiter"
+        );
+        // A message larger than the whole queue goes through once the queue is empty.
+        assert_eq!(s.poll_room(&mut cx, Some(100)), Poll::Ready(Ok(())));
+        handle.send_text("abcdef").unwrap();
+        assert_eq!(s.poll_room(&mut cx, None), Poll::Pending);
+        handle.close(3000, "Go away!");
+        assert!(flag.0.load(Ordering::SeqCst), "closing wakes the waiter");
+        match s.poll_room(&mut cx, Some(1)) {
+            Poll::Ready(Err(info)) => assert_eq!(info.code, 3000),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

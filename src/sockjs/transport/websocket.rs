@@ -135,9 +135,9 @@ fn upgrade(
         Framing::SockJs => TransportKind::Websocket,
         Framing::Raw => TransportKind::RawWebsocket,
     };
-    let subprotocol = select_subprotocol(req.headers(), svc.subprotocols());
+    let subprotocol = svc.select_subprotocol(&offered_subprotocols(req.headers()));
     let mut info = svc.session_info(kind, req.headers(), req.uri().to_string(), client);
-    info.subprotocol = subprotocol.map(str::to_string);
+    info.subprotocol = subprotocol.clone();
     let session = match svc.new_session(info, client) {
         Ok(session) => session,
         Err(refused) => return refused,
@@ -171,32 +171,23 @@ fn upgrade(
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
-    if let Some(protocol) = subprotocol {
-        h.insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(protocol),
-        );
+    if let Some(protocol) = subprotocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
     }
     resp
 }
 
-/// The first of the application's subprotocols (its order of preference) that the client
-/// offers; None leaves the header out and the handshake goes on (§5.9).
-fn select_subprotocol(
-    headers: &HeaderMap,
-    supported: &'static [&'static str],
-) -> Option<&'static str> {
-    let offered: Vec<String> = headers
+/// The subprotocols a handshake offers, as sent and in the client's order; the application
+/// picks one (or none, which leaves the header out and lets the handshake go on, §5.9).
+fn offered_subprotocols(headers: &HeaderMap) -> Vec<String> {
+    headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_ascii_lowercase())
-        .collect();
-    supported
-        .iter()
-        .copied()
-        .find(|p| offered.iter().any(|o| o == p))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 /// WebSocket limits: small read buffer, inbound messages bounded by `max_inbound_bytes`.
@@ -531,18 +522,33 @@ async fn handle_inbound(
 mod tests {
     #[test]
     fn the_highest_offered_stomp_version_is_selected() {
+        struct Stomp;
+        impl crate::session::App for Stomp {
+            fn on_session(&self, _session: crate::session::SessionHandle) {}
+            fn subprotocols(&self) -> &'static [&'static str] {
+                &["v12.stomp", "v11.stomp", "v10.stomp"]
+            }
+        }
+        use crate::session::App;
         let mut h = http::HeaderMap::new();
         h.insert(
             http::header::SEC_WEBSOCKET_PROTOCOL,
-            "v10.stomp, v12.stomp".parse().unwrap(),
+            "v10.stomp, V12.stomp".parse().unwrap(),
         );
-        let supported: &'static [&'static str] = &["v12.stomp", "v11.stomp", "v10.stomp"];
-        assert_eq!(super::select_subprotocol(&h, supported), Some("v12.stomp"));
+        let offered = super::offered_subprotocols(&h);
+        assert_eq!(offered, ["v10.stomp", "V12.stomp"]);
+        assert_eq!(
+            Stomp.select_subprotocol(&offered).as_deref(),
+            Some("v12.stomp")
+        );
         h.insert(
             http::header::SEC_WEBSOCKET_PROTOCOL,
             "mqtt".parse().unwrap(),
         );
-        assert_eq!(super::select_subprotocol(&h, supported), None);
+        assert_eq!(
+            Stomp.select_subprotocol(&super::offered_subprotocols(&h)),
+            None
+        );
     }
 
     #[test]
