@@ -1,11 +1,14 @@
-//! The `sockjs-gateway` command: run the gateway, or check a config file.
+//! The `sockjs-gateway` command: run the gateway, check a config file, or print the
+//! effective configuration.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use sockjs_gateway::Gateway;
 use sockjs_gateway::config::Config;
+use sockjs_gateway::config::types::parse_listen_addr;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -15,37 +18,60 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     /// TOML config file; without it an embedded default serves STOMP at /stomp (in-memory
     /// broker) and /echo on 127.0.0.1:8080.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// HTTP listen address, overriding `[server] listen` (port 0 picks a free port).
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<std::net::SocketAddr>,
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr, global = true)]
+    listen: Option<SocketAddr>,
     /// Serve STOMP over plain TCP on ADDR, overriding `[stomp] tcp_listen`.
-    #[arg(long, value_name = "ADDR")]
-    stomp_listen: Option<std::net::SocketAddr>,
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr, global = true)]
+    stomp_listen: Option<SocketAddr>,
+    /// How log lines are written to stderr: text for people, json (one object a line) for
+    /// log shippers. The level comes from SOCKJS_GATEWAY_LOG (default: info).
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
+/// The format of log lines.
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a config file and report the first problem, naming the key.
+    /// Validate a config file and report every problem it has, each with its key and line.
     CheckConfig {
         /// The config file to check.
         file: PathBuf,
     },
+    /// Print the effective configuration as TOML: the file given with --config (or the
+    /// embedded default) with every default written out and --listen / --stomp-listen
+    /// applied. Secrets are redacted.
+    PrintConfig,
+}
+
+/// Log to stderr in `format`, at the level SOCKJS_GATEWAY_LOG sets.
+fn init_logging(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_env("SOCKJS_GATEWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("SOCKJS_GATEWAY_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     if let Some(Command::CheckConfig { file }) = &cli.command {
         return match Config::from_file(file) {
             Ok(config) => {
@@ -72,6 +98,33 @@ fn main() -> ExitCode {
         },
         None => Config::embedded(),
     };
+    if let Some(addr) = cli.listen {
+        config.server.listen = addr;
+    }
+    if let Some(addr) = cli.stomp_listen {
+        config.stomp.tcp_listen = Some(addr);
+    }
+    if let Some(Command::PrintConfig) = &cli.command {
+        return match config.to_toml() {
+            Ok(text) => {
+                let source = cli
+                    .config
+                    .as_ref()
+                    .map_or("the embedded default".to_string(), |p| {
+                        p.display().to_string()
+                    });
+                print!(
+                    "# The effective configuration of {source}, every default written out.\n\
+                     # Keys left out are unset: no limit, no value.\n\n{text}"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sockjs-gateway: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,12 +135,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(addr) = cli.listen {
-        config.server.listen = addr;
-    }
-    if let Some(addr) = cli.stomp_listen {
-        config.stomp.tcp_listen = Some(addr);
-    }
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -4,6 +4,7 @@
 //! Routing works on the raw path (no percent-decoding), and every route accepts one
 //! optional trailing `/`.
 
+pub mod config;
 pub mod frame;
 pub mod http;
 pub mod limits;
@@ -21,12 +22,12 @@ use std::time::Duration;
 
 use ::http::{HeaderMap, Method, Request, StatusCode, header};
 
+use self::config::{ServiceConfig, Transport};
 use self::http::{HttpRequest, HttpResponse, method_not_allowed, not_found};
 use self::limits::{Admission, Maxima, SessionLimiter};
 use self::registry::Registry;
 use self::session::{Session, SessionLimits};
 use crate::auth::{AuthError, Authenticator};
-use crate::config::{ServiceConfig, Transport};
 use crate::session::{App, CAPTURED_HEADERS, Principal, SessionInfo, TransportKind, next_log_id};
 
 /// The longest server or session id accepted (a defensive limit, §1.2).

@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::frame;
 use super::limits::Admission;
-use crate::config::OverflowStrategy;
+use crate::config::types::OverflowStrategy;
 use crate::limits::TokenBucket;
 use crate::session::{
     App, CloseCause, CloseInfo, Inbound, InboundSide, OutMessage, SendError, SessionHandle,

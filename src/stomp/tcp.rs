@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 use super::config::StompConfig;
-use crate::config::OverflowStrategy;
+use crate::config::types::OverflowStrategy;
 use crate::limits::ConnectionLimiter;
 use crate::session::{
     App, CloseCause, CloseInfo, Discardable, Inbound, InboundSide, OutMessage, SendError,
