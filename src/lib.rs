@@ -11,6 +11,7 @@
 pub mod apps;
 pub mod auth;
 pub mod config;
+pub mod drain;
 pub mod front;
 pub mod limits;
 pub mod server;

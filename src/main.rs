@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sockjs_gateway::Gateway;
-use sockjs_gateway::config::Config;
 use sockjs_gateway::config::types::parse_listen_addr;
+use sockjs_gateway::config::{Config, Transport};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -154,19 +154,79 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         let tcp = TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen for STOMP over TCP on {addr}: {e}"))?;
-        tracing::info!("STOMP over TCP listening on {}", tcp.local_addr()?);
+        tracing::info!(
+            app = "stomp",
+            "STOMP over TCP listening on {}",
+            tcp.local_addr()?
+        );
         gateway.spawn_stomp_tcp(tcp);
     }
+    for service in &config.services {
+        let transports: Vec<&str> = service
+            .enabled_transports()
+            .iter()
+            .map(|t| t.name())
+            .collect();
+        let raw = match service.enabled(Transport::WebsocketRaw) {
+            true => format!("ws://{addr}{}/websocket", service.prefix),
+            false => "off".to_string(),
+        };
+        tracing::info!(
+            app = %service.app,
+            transports = %transports.join(","),
+            raw_websocket = %raw,
+            "service http://{addr}{}",
+            service.prefix
+        );
+    }
+    tracing::info!(
+        drain_timeout_s = config.server.drain_timeout.as_secs_f64(),
+        "SIGTERM or SIGINT drains the sessions; a second one exits at once"
+    );
     // Logged last: test harnesses wait for this line before they connect.
     let prefixes: Vec<&str> = config.services.iter().map(|s| s.prefix.as_str()).collect();
     tracing::info!(services = ?prefixes, "listening on http://{addr}");
     gateway.stomp().spawn_stats_logger();
+    // True from the first SIGTERM or SIGINT on: the gateway drains (and readiness fails).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut signals = Signals::new()?;
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
+        let first = signals.next().await;
+        tracing::info!(signal = first, "shutting down: draining sessions");
         let _ = stop_tx.send(true);
+        let second = signals.next().await;
+        tracing::warn!(
+            signal = second,
+            "second signal: exiting without waiting for the drain"
+        );
+        std::process::exit(1);
     });
     gateway.serve(listener, stop_rx).await?;
     Ok(())
+}
+
+/// SIGTERM (systemd, Docker, Kubernetes) and SIGINT (Ctrl-C), which both start the drain.
+struct Signals {
+    /// SIGTERM deliveries.
+    term: tokio::signal::unix::Signal,
+    /// SIGINT deliveries.
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The name of the next signal that arrives.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }

@@ -146,6 +146,22 @@ pub enum CloseCause {
     Shutdown,
 }
 
+/// The close code every session gets when the server shuts down (RFC 6455 "going away").
+pub const GOING_AWAY_CODE: u16 = 1001;
+/// The close reason that goes with [`GOING_AWAY_CODE`].
+pub const GOING_AWAY: &str = "Going away";
+
+impl CloseInfo {
+    /// The close of a session the server is shutting down: 1001 "Going away".
+    pub fn going_away() -> CloseInfo {
+        CloseInfo {
+            code: GOING_AWAY_CODE,
+            reason: GOING_AWAY.into(),
+            cause: CloseCause::Shutdown,
+        }
+    }
+}
+
 /// The close event an application receives once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseInfo {
@@ -360,6 +376,17 @@ pub trait SessionSink: Send + Sync + 'static {
     /// Ask the carrier to stop its own idle heartbeats because the application sends its own
     /// (STOMP heart-beats). Carriers without heartbeats ignore it.
     fn suppress_heartbeats(&self, _suppress: bool) {}
+    /// The server is shutting down: queue `farewell` (the application's last word, such as
+    /// a STOMP ERROR) and close with 1001 "Going away" (cause `Shutdown`), flushing what is
+    /// queued first. Carriers do both under one lock, so nothing the application sends
+    /// meanwhile can come after the farewell; the farewell is not refused by a full queue.
+    /// No effect on a session that is already closing.
+    fn shut_down(&self, farewell: Option<OutMessage>) {
+        if let Some(farewell) = farewell {
+            let _ = self.send(farewell);
+        }
+        self.close(GOING_AWAY_CODE, GOING_AWAY);
+    }
 }
 
 /// A cloneable handle to send to, or close, a session from anywhere (a broker's fan-out).
@@ -397,6 +424,11 @@ impl SessionSender {
     /// See [`SessionSink::suppress_heartbeats`].
     pub fn suppress_heartbeats(&self, suppress: bool) {
         self.sink.suppress_heartbeats(suppress)
+    }
+
+    /// See [`SessionSink::shut_down`].
+    pub fn shut_down(&self, farewell: Option<OutMessage>) {
+        self.sink.shut_down(farewell)
     }
 }
 
@@ -608,6 +640,12 @@ pub trait App: Send + Sync + 'static {
     /// handshake selects the first one the client offers.
     fn subprotocols(&self) -> &'static [&'static str] {
         &[]
+    }
+
+    /// The last message a session gets when the server shuts down, before its 1001 close
+    /// (STOMP: ERROR `Server shutting down`); None (the default) sends only the close.
+    fn farewell(&self, _info: &SessionInfo) -> Option<OutMessage> {
+        None
     }
 }
 

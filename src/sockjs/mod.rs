@@ -67,6 +67,8 @@ pub struct Service {
     auth: Arc<Authenticator>,
     /// Counts live sessions against the configured maxima.
     limiter: Arc<SessionLimiter>,
+    /// Cleared when the server starts draining: new sessions are refused from then on.
+    accepting: std::sync::atomic::AtomicBool,
 }
 
 /// A route under the prefix.
@@ -104,6 +106,7 @@ impl Service {
                 per_principal: config.max_sessions_per_principal,
             }),
             registry: Registry::new(tick),
+            accepting: std::sync::atomic::AtomicBool::new(true),
             config,
             app,
             auth,
@@ -128,6 +131,13 @@ impl Service {
     /// The registry of HTTP-transport sessions.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// Refuse new sessions from now on (503, `connection: close`): the server is draining.
+    /// Requests for existing sessions are still served, so each can fetch its goodbye.
+    pub fn stop_new_sessions(&self) {
+        self.accepting
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Answer a request whose path starts with this service's prefix; `rest` is the path
@@ -340,6 +350,19 @@ impl Service {
     }
 
     fn admit(&self, client: &Client) -> Result<Admission, HttpResponse> {
+        if !self.accepting.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut resp = http::response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                http::TEXT_PLAIN,
+                "Server shutting down\n",
+            );
+            http::set_no_cache(resp.headers_mut());
+            resp.headers_mut().insert(
+                header::CONNECTION,
+                ::http::HeaderValue::from_static("close"),
+            );
+            return Err(resp);
+        }
         let principal = client.principal.as_ref().map(|p| p.name.as_str());
         self.limiter
             .admit(client.addr.ip(), principal)

@@ -83,6 +83,9 @@ struct State {
     receiver_waker: Option<Waker>,
     /// When the client last sent a message (or the session was created), for `idle_timeout`.
     last_inbound: Instant,
+    /// A receiver has written the close frame, so the client has its close (what a
+    /// shutdown waits for before it closes connections).
+    close_delivered: bool,
 }
 
 /// What a receiver found when it tried to attach.
@@ -153,6 +156,7 @@ impl Session {
                     admission,
                     receiver_waker: None,
                     last_inbound: Instant::now(),
+                    close_delivered: false,
                 }),
                 limits,
                 inbound,
@@ -245,7 +249,7 @@ impl Session {
     pub fn start_app(&self) {
         let handle = self.lock().pending_handle.take();
         if let Some(handle) = handle {
-            tracing::debug!(session = self.info.log_id, transport = %self.info.transport, "session opened");
+            tracing::debug!(session = self.info.log_id, transport = %self.info.transport, remote = %self.info.remote_addr, "session opened");
             self.app.on_session(handle);
         }
     }
@@ -377,16 +381,44 @@ impl Session {
 
     /// Start closing with a close frame (no effect once closing).
     pub fn begin_close(&self, info: CloseInfo) {
+        self.close_after(None, info);
+    }
+
+    /// The server is shutting down: queue `farewell` (past the queue bound: it is the last
+    /// message) and start closing with 1001 "Going away", under one lock so that nothing
+    /// the application sends meanwhile comes after the farewell.
+    pub fn shut_down(&self, farewell: Option<OutMessage>) {
+        self.close_after(farewell, CloseInfo::going_away());
+    }
+
+    /// Start closing with `info`, `last` being the final queued message.
+    fn close_after(&self, last: Option<OutMessage>, info: CloseInfo) {
         let mut st = self.lock();
         if matches!(st.phase, Phase::Closing | Phase::Closed) {
             return;
         }
         tracing::debug!(session = self.info.log_id, code = info.code, reason = %info.reason, cause = ?info.cause, "session closing");
+        if let Some(last) = last {
+            st.queued_bytes += last.len();
+            st.queue.push_back(last);
+        }
         st.phase = Phase::Closing;
         st.close = Some(info);
         let waker = st.receiver_waker.take();
         drop(st);
         wake(waker);
+    }
+
+    /// Record that a receiver wrote the close frame.
+    pub fn mark_close_delivered(&self) {
+        self.lock().close_delivered = true;
+    }
+
+    /// Whether the client has its close: the session ended, or a receiver wrote the close
+    /// frame.
+    pub fn close_delivered(&self) -> bool {
+        let st = self.lock();
+        st.phase == Phase::Closed || (st.phase == Phase::Closing && st.close_delivered)
     }
 
     /// End the session now: it is CLOSED and the application gets its close event (once).
@@ -407,7 +439,7 @@ impl Session {
         drop(never_opened);
         drop(admission);
         if self.inbound.finish(info.clone()) {
-            tracing::debug!(session = self.info.log_id, code = info.code, cause = ?info.cause, "session closed");
+            tracing::debug!(session = self.info.log_id, transport = %self.info.transport, remote = %self.info.remote_addr, code = info.code, reason = %info.reason, cause = ?info.cause, "session closed");
         }
         wake(waker);
     }
@@ -508,6 +540,12 @@ impl SessionSink for WeakSink {
     fn suppress_heartbeats(&self, suppress: bool) {
         if let Some(s) = self.0.upgrade() {
             s.lock().heartbeats_suppressed = suppress;
+        }
+    }
+
+    fn shut_down(&self, farewell: Option<OutMessage>) {
+        if let Some(s) = self.0.upgrade() {
+            s.shut_down(farewell);
         }
     }
 }
