@@ -170,6 +170,10 @@ impl TcpSink {
         if queue.ending == Ending::Open || matches!(queue.ending, Ending::Flush { .. }) {
             queue.ending = Ending::Abort(cause);
         }
+        // Never written now: freed at once rather than when the last sender is dropped
+        // (the drain's session list holds senders until it prunes closed ones).
+        let dropped: usize = queue.messages.drain(..).map(|m| m.len()).sum();
+        self.queued.fetch_sub(dropped, Ordering::Relaxed);
         drop(queue);
         self.wake.notify_one();
     }
