@@ -1,5 +1,8 @@
-//! The gateway's TOML configuration: listeners and SockJS services, with the defaults of the
-//! spec (sockjs.md §11) and validation errors that name the offending key.
+//! The gateway's TOML configuration, composed of each module's own section: `[server]`
+//! (here: the listener), `[[service]]` ([`crate::sockjs::config`]), `[auth]`
+//! ([`crate::auth`]), `[stomp]` ([`crate::stomp::config`]) and `[admin]`
+//! ([`crate::admin::config`]). Shared value types live in
+//! the leaf [`types`], so no section imports back up.
 //!
 //! A config file looks like:
 //!
@@ -13,41 +16,27 @@
 //! response_limit = 4096
 //! ```
 //!
-//! Durations are given in seconds (integer or fractional).
+//! Durations are given in seconds (integer or fractional). Loading a file reports every
+//! problem it has at once, each with its key and line ([`locate`]).
+
+mod locate;
+pub mod types;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Serialize};
 
-/// The default `sockjs_url`: the sockjs-client 1.x bundle on the jsDelivr CDN, as in
-/// sockjs-node and Spring. Pages must load the same build for iframe transports to work.
-pub const DEFAULT_SOCKJS_URL: &str =
-    "https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js";
+pub use crate::sockjs::config::{DEFAULT_SOCKJS_URL, ServiceConfig, Transport};
+pub use types::{ConfigError, OverflowStrategy, Problem, Problems};
+use types::{listen_addr, seconds, write_seconds};
 
 /// Where the gateway listens when neither the file nor `--listen` says.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
-/// Why a configuration could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    /// The TOML did not parse or did not match the schema; the message names the key.
-    #[error("invalid config: {0}")]
-    Parse(String),
-    /// A value parsed but is not acceptable.
-    #[error("invalid config: `{key}`: {message}")]
-    Invalid { key: String, message: String },
-}
-
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Listener settings.
@@ -72,13 +61,14 @@ pub struct Config {
 }
 
 /// Listener-wide settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// The HTTP listen address.
+    #[serde(deserialize_with = "listen_addr")]
     pub listen: SocketAddr,
     /// How long a client may take to send request headers (slowloris guard).
-    #[serde(deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds", serialize_with = "write_seconds")]
     pub header_read_timeout: Duration,
     /// The largest request head (request line plus headers) accepted, in bytes.
     pub max_header_bytes: usize,
@@ -86,6 +76,11 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// The most open connections from one client address; None: unlimited.
     pub max_connections_per_ip: Option<usize>,
+    /// On SIGTERM or SIGINT, the window over which open sessions are told goodbye, spread
+    /// evenly so clients do not all reconnect at once; the process exits when the last one
+    /// is gone, or at the end of the window.
+    #[serde(deserialize_with = "seconds", serialize_with = "write_seconds")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -98,228 +93,8 @@ impl Default for ServerConfig {
             max_header_bytes: 16 * 1024,
             max_connections: None,
             max_connections_per_ip: None,
+            drain_timeout: Duration::from_secs(10),
         }
-    }
-}
-
-/// What a service does when its outbound queue overflows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OverflowStrategy {
-    /// Close the session with 4500 "Send limit exceeded".
-    Terminate,
-    /// Discard the oldest queued messages the application marked droppable (STOMP MESSAGE
-    /// frames), or refuse the new one when that cannot make room.
-    Drop,
-}
-
-/// A SockJS transport that can be switched off per service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Transport {
-    Websocket,
-    WebsocketRaw,
-    XhrPolling,
-    XhrStreaming,
-    Eventsource,
-    Htmlfile,
-    JsonpPolling,
-}
-
-impl Transport {
-    /// Every transport, the default enable list.
-    pub const ALL: [Transport; 7] = [
-        Transport::Websocket,
-        Transport::WebsocketRaw,
-        Transport::XhrPolling,
-        Transport::XhrStreaming,
-        Transport::Eventsource,
-        Transport::Htmlfile,
-        Transport::JsonpPolling,
-    ];
-}
-
-/// One SockJS service (sockjs.md §11).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceConfig {
-    /// The mount path, absolute and without a trailing slash.
-    pub prefix: String,
-    /// The application behind the service: stomp, proxy, echo, close, amplify, broadcast,
-    /// ticker.
-    pub app: String,
-    /// Enables both websocket routes; reported in `/info`.
-    #[serde(default = "yes")]
-    pub websocket: bool,
-    /// The enabled transports.
-    #[serde(default = "all_transports")]
-    pub transports: Vec<Transport>,
-    /// Bytes a streaming response may carry before it is ended.
-    #[serde(default = "default_response_limit")]
-    pub response_limit: usize,
-    /// Idle time after which a receiver gets an `h` frame.
-    #[serde(default = "default_heartbeat", deserialize_with = "seconds")]
-    pub heartbeat_delay: Duration,
-    /// How long a session without a receiver lives.
-    #[serde(default = "default_disconnect", deserialize_with = "seconds")]
-    pub disconnect_delay: Duration,
-    /// Sets the JSESSIONID cookie for sticky load balancers.
-    #[serde(default)]
-    pub cookie_needed: bool,
-    /// The sockjs-client URL the iframe page loads.
-    #[serde(default = "default_sockjs_url")]
-    pub sockjs_url: String,
-    /// Allowed `Origin` values (exact, or `*` / `*.example.com` / `http://*:8080` patterns);
-    /// empty means any origin.
-    #[serde(default)]
-    pub allowed_origins: Vec<String>,
-    /// Added to `/info` when set.
-    #[serde(default)]
-    pub base_url: Option<String>,
-    /// Outbound bytes a session may queue before the overflow strategy applies.
-    #[serde(default = "default_max_queued")]
-    pub max_queued_bytes: usize,
-    /// What to do when the outbound queue overflows.
-    #[serde(default = "default_overflow")]
-    pub overflow_strategy: OverflowStrategy,
-    /// The largest xhr_send / jsonp_send body and WebSocket message, in bytes.
-    #[serde(default = "default_max_inbound")]
-    pub max_inbound_bytes: usize,
-    /// How long a WebSocket ping may go unanswered.
-    #[serde(default = "default_ping_timeout", deserialize_with = "seconds")]
-    pub ws_ping_timeout: Duration,
-    /// The most live sessions this service holds; new ones get 503 beyond it.
-    #[serde(default)]
-    pub max_sessions: Option<usize>,
-    /// The most live sessions from one client address.
-    #[serde(default = "default_per_ip")]
-    pub max_sessions_per_ip: Option<usize>,
-    /// The most live sessions of one authenticated principal.
-    #[serde(default = "default_per_principal")]
-    pub max_sessions_per_principal: Option<usize>,
-    /// Inbound messages a session may send per second (token bucket refill rate).
-    #[serde(default = "default_rate")]
-    pub max_messages_per_second: Option<u32>,
-    /// How long one write to a client may stay blocked before the session is terminated.
-    #[serde(default = "default_send_time_limit", deserialize_with = "seconds")]
-    pub send_time_limit: Duration,
-    /// How long a session may go without a message from its client before it is closed
-    /// (4408); None (the default) never closes a quiet session.
-    #[serde(default, deserialize_with = "optional_seconds")]
-    pub idle_timeout: Option<Duration>,
-    /// Later requests for a session must come from the address that created it.
-    #[serde(default = "yes")]
-    pub session_affinity_check: bool,
-    /// The `app = "proxy"` keys (`upstream`, ...), written next to the others.
-    #[serde(flatten)]
-    pub proxy: crate::apps::proxy::ProxyConfig,
-}
-
-fn yes() -> bool {
-    true
-}
-fn all_transports() -> Vec<Transport> {
-    Transport::ALL.to_vec()
-}
-fn default_response_limit() -> usize {
-    128 * 1024
-}
-fn default_heartbeat() -> Duration {
-    Duration::from_secs(25)
-}
-fn default_disconnect() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_sockjs_url() -> String {
-    DEFAULT_SOCKJS_URL.to_string()
-}
-fn default_max_queued() -> usize {
-    512 * 1024
-}
-fn default_overflow() -> OverflowStrategy {
-    OverflowStrategy::Terminate
-}
-fn default_max_inbound() -> usize {
-    1024 * 1024
-}
-fn default_per_ip() -> Option<usize> {
-    Some(10_000)
-}
-fn default_per_principal() -> Option<usize> {
-    Some(100)
-}
-fn default_rate() -> Option<u32> {
-    Some(5_000)
-}
-fn default_send_time_limit() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_ping_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-/// Accepts a number of seconds, integer or fractional.
-fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Num {
-        Int(u64),
-        Float(f64),
-    }
-    // Ten years: far beyond any sensible timeout, and far from overflowing a deadline.
-    const MAX: f64 = 315_360_000.0;
-    let secs = match Num::deserialize(d)? {
-        Num::Int(s) => s as f64,
-        Num::Float(s) => s,
-    };
-    if secs.is_finite() && (0.0..=MAX).contains(&secs) {
-        Ok(Duration::from_secs_f64(secs))
-    } else {
-        Err(serde::de::Error::custom(
-            "expected a number of seconds from 0 to 315360000 (ten years)",
-        ))
-    }
-}
-
-/// [`seconds`] for an optional key.
-fn optional_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    seconds(d).map(Some)
-}
-
-impl ServiceConfig {
-    /// A service with every default, for the embedded configuration and tests.
-    pub fn new(prefix: &str, app: &str) -> Self {
-        Self {
-            prefix: prefix.to_string(),
-            app: app.to_string(),
-            websocket: true,
-            transports: all_transports(),
-            response_limit: default_response_limit(),
-            heartbeat_delay: default_heartbeat(),
-            disconnect_delay: default_disconnect(),
-            cookie_needed: false,
-            sockjs_url: default_sockjs_url(),
-            allowed_origins: Vec::new(),
-            base_url: None,
-            max_queued_bytes: default_max_queued(),
-            overflow_strategy: default_overflow(),
-            max_inbound_bytes: default_max_inbound(),
-            ws_ping_timeout: default_ping_timeout(),
-            max_sessions: None,
-            max_sessions_per_ip: default_per_ip(),
-            max_sessions_per_principal: default_per_principal(),
-            max_messages_per_second: default_rate(),
-            send_time_limit: default_send_time_limit(),
-            idle_timeout: None,
-            session_affinity_check: true,
-            proxy: Default::default(),
-        }
-    }
-
-    /// Whether a transport is enabled (websocket transports also need `websocket = true`).
-    pub fn enabled(&self, transport: Transport) -> bool {
-        let ws = matches!(transport, Transport::Websocket | Transport::WebsocketRaw);
-        (!ws || self.websocket) && self.transports.contains(&transport)
     }
 }
 
@@ -342,14 +117,33 @@ impl Config {
     }
 
     /// Parse and validate a config from TOML text; relative file names resolve against
-    /// `base_dir`.
+    /// `base_dir`. Every problem of the text is reported, each with its key and line.
     pub fn from_toml_in(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
-        let mut config: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string().trim().into()))?;
-        config.base_dir = base_dir.to_path_buf();
-        config.validate()?;
-        crate::auth::Authenticator::from_config(&config.auth, &config.base_dir)?;
-        Ok(config)
+        let parsed = locate::parse::<Config>(text);
+        let mut problems = parsed.problems.clone();
+        if let Some(mut config) = parsed.value.as_ref().cloned() {
+            config.base_dir = base_dir.to_path_buf();
+            let mut checks = config.problems();
+            if let Err(e) = crate::auth::Authenticator::from_config(&config.auth, &config.base_dir)
+            {
+                checks.add(e);
+            }
+            for mut problem in checks.into_vec() {
+                if let Some(key) = &problem.key {
+                    if parsed.reported(key) {
+                        continue;
+                    }
+                    problem.line = parsed.line_of(key);
+                }
+                problems.push(problem);
+            }
+            if problems.is_empty() {
+                return Ok(config);
+            }
+        }
+        // File order; problems without a place last.
+        problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+        Err(ConfigError::Problems(problems))
     }
 
     /// Read, parse and validate a config file.
@@ -381,9 +175,23 @@ impl Config {
         }
     }
 
-    /// Check what serde cannot: prefixes, app names, sizes.
+    /// The configuration as TOML, every default written out (secrets redacted); keys left
+    /// out are unset (no limit, no value).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Parse(format!("cannot print: {e}")))
+    }
+
+    /// Check what serde cannot: prefixes, app names, sizes; every problem at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.admin.validate(&self.base_dir)?;
+        self.problems().into_result()
+    }
+
+    /// Every problem [`Config::validate`] reports.
+    fn problems(&self) -> Problems {
+        let mut problems = Problems::default();
+        if let Err(e) = self.admin.validate(&self.base_dir) {
+            problems.add(e);
+        }
         for (field, v) in [
             ("server.max_connections", self.server.max_connections),
             (
@@ -392,114 +200,62 @@ impl Config {
             ),
         ] {
             if v == Some(0) {
-                return Err(invalid(
-                    field,
-                    "must be greater than 0 (omit it for no limit)",
-                ));
+                problems.invalid(field, "must be greater than 0 (omit it for no limit)");
             }
         }
+        if self.server.drain_timeout.is_zero() {
+            problems.invalid(
+                "server.drain_timeout",
+                "must be greater than 0 seconds (0.5 stops quickly)",
+            );
+        }
         if self.services.is_empty() {
-            return Err(invalid("service", "at least one [[service]] is required"));
+            problems.invalid("service", "at least one [[service]] is required");
         }
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.services.iter().enumerate() {
-            let key = |field: &str| format!("service[{i}].{field}");
-            let p = &s.prefix;
-            if !p.starts_with('/') || (p.len() > 1 && p.ends_with('/')) || p.contains("//") {
-                return Err(invalid(
-                    &key("prefix"),
-                    &format!("{p:?} must start with '/' and not end with '/'"),
-                ));
+            let at = format!("service[{i}]");
+            s.check(&at, &mut problems);
+            if let Err(e) = proxy_config(s).validate(&s.app, &self.base_dir) {
+                problems.invalid(&format!("{at}.{}", e.key), e.message);
             }
-            if p.contains(['?', '#', ' ']) {
-                return Err(invalid(
-                    &key("prefix"),
-                    &format!("{p:?} contains '?', '#' or a space"),
-                ));
+            if !s.prefix.is_empty() && !seen.insert(s.prefix.clone()) {
+                problems.invalid(
+                    &format!("{at}.prefix"),
+                    format!("{:?} is used by two services", s.prefix),
+                );
             }
-            if !seen.insert(p.clone()) {
-                return Err(invalid(
-                    &key("prefix"),
-                    &format!("{p:?} is used by two services"),
-                ));
-            }
-            if !APP_NAMES.contains(&s.app.as_str()) {
-                return Err(invalid(
-                    &key("app"),
-                    &format!(
+            if s.app.is_empty() {
+                problems.invalid(
+                    &format!("{at}.app"),
+                    format!(
+                        "missing: every [[service]] names its application, one of {}",
+                        APP_NAMES.join(", ")
+                    ),
+                );
+            } else if !APP_NAMES.contains(&s.app.as_str()) {
+                problems.invalid(
+                    &format!("{at}.app"),
+                    format!(
                         "unknown app {:?}; expected one of {}",
                         s.app,
                         APP_NAMES.join(", ")
                     ),
-                ));
+                );
             }
-            if !(s.sockjs_url.starts_with('/') || s.sockjs_url.starts_with("http")) {
-                return Err(invalid(&key("sockjs_url"), "must start with '/' or 'http'"));
-            }
-            if s.sockjs_url.contains(['"', '<', '>']) {
-                return Err(invalid(
-                    &key("sockjs_url"),
-                    "must not contain '\"', '<' or '>'",
-                ));
-            }
-            for (field, v) in [
-                ("response_limit", s.response_limit),
-                ("max_queued_bytes", s.max_queued_bytes),
-                ("max_inbound_bytes", s.max_inbound_bytes),
-            ] {
-                if v == 0 {
-                    return Err(invalid(&key(field), "must be greater than 0"));
-                }
-            }
-            for (field, v) in [
-                ("heartbeat_delay", s.heartbeat_delay),
-                ("disconnect_delay", s.disconnect_delay),
-                ("ws_ping_timeout", s.ws_ping_timeout),
-            ] {
-                if v.is_zero() {
-                    return Err(invalid(&key(field), "must be greater than 0 seconds"));
-                }
-            }
-            for (field, v) in [
-                ("max_sessions", s.max_sessions),
-                ("max_sessions_per_ip", s.max_sessions_per_ip),
-                ("max_sessions_per_principal", s.max_sessions_per_principal),
-                (
-                    "max_messages_per_second",
-                    s.max_messages_per_second.map(|r| r as usize),
-                ),
-            ] {
-                if v == Some(0) {
-                    return Err(invalid(
-                        &key(field),
-                        "must be greater than 0 (omit it for no limit)",
-                    ));
-                }
-            }
-            if s.idle_timeout.is_some_and(|t| t.is_zero()) {
-                return Err(invalid(
-                    &key("idle_timeout"),
-                    "must be greater than 0 seconds (omit it for none)",
-                ));
-            }
-            if s.send_time_limit.is_zero() {
-                return Err(invalid(
-                    &key("send_time_limit"),
-                    "must be greater than 0 seconds",
-                ));
-            }
-            s.proxy
-                .validate(&s.app, &self.base_dir)
-                .map_err(|e| invalid(&key(e.key), &e.message))?;
         }
-        Ok(())
+        problems
     }
 }
 
-fn invalid(key: &str, message: &str) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_string(),
-        message: message.to_string(),
+/// The `app = "proxy"` keys of a service, for the proxy application that owns their meaning.
+pub fn proxy_config(service: &ServiceConfig) -> crate::apps::proxy::ProxyConfig {
+    crate::apps::proxy::ProxyConfig {
+        upstream: service.upstream.clone(),
+        upstream_subprotocols: service.upstream_subprotocols.clone(),
+        forward_headers: service.forward_headers.clone(),
+        connect_timeout_ms: service.connect_timeout_ms,
+        upstream_ca_file: service.upstream_ca_file.clone(),
     }
 }
 
@@ -586,13 +342,96 @@ mod tests {
     }
 
     #[test]
+    fn every_problem_of_a_file_is_reported_with_its_line() {
+        let text = "[server]\nlisten = \"localhost:8080\"\n\n[[service]]\nprefix = \"/e\"\n\
+                    app = \"echo\"\nheartbeat_delay = \"ten\"\n\
+                    allowed_origins = [\"app.example.com\"]\n";
+        let problems = match Config::from_toml(text) {
+            Err(ConfigError::Problems(problems)) => problems,
+            other => panic!("expected problems, got {other:?}"),
+        };
+        let found: Vec<(Option<usize>, Option<&str>)> = problems
+            .iter()
+            .map(|p| (p.line, p.key.as_deref()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (Some(2), Some("server.listen")),
+                (Some(7), Some("service[0].heartbeat_delay")),
+                (Some(8), Some("service[0].allowed_origins")),
+            ]
+        );
+        assert!(
+            problems[0].message.contains("127.0.0.1:8080"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].message.contains("number of seconds"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[2].message.contains("https://app.example.com"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_prefix_or_app_is_named() {
+        let err = Config::from_toml("[[service]]\nresponse_limit = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("service[0].prefix") && err.contains("service[0].app"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn drain_timeout_defaults_to_ten_seconds_and_zero_is_refused() {
+        let c = Config::from_toml("[[service]]\nprefix = \"/e\"\napp = \"echo\"\n").unwrap();
+        assert_eq!(c.server.drain_timeout, Duration::from_secs(10));
+        let err = Config::from_toml(
+            "[server]\ndrain_timeout = 0\n[[service]]\nprefix = \"/e\"\napp = \"echo\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.drain_timeout"), "{err}");
+    }
+
+    #[test]
+    fn the_printed_configuration_reads_back_the_same() {
+        let mut config = Config::embedded();
+        config.services[0].idle_timeout = Some(Duration::from_millis(1500));
+        config.server.max_connections = Some(10);
+        config.stomp.tcp_listen = Some("127.0.0.1:61613".parse().unwrap());
+        let printed = config.to_toml().unwrap();
+        let again = Config::from_toml(&printed).unwrap();
+        assert_eq!(again.to_toml().unwrap(), printed);
+        assert_eq!(
+            again.services[0].idle_timeout,
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(again.server.max_connections, Some(10));
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err =
+            Config::from_toml("[[service]]\nprefix = \"/e\"\napp = \"echo\"\nwebsocket = 3\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("websocket"), "{err}");
+    }
+
+    #[test]
     fn proxy_keys_are_checked_with_the_service() {
         let c = Config::from_toml(
             "[[service]]\nprefix = \"/ws\"\napp = \"proxy\"\nupstream = \"ws://127.0.0.1:15674/ws\"\n\
              upstream_subprotocols = [\"v12.stomp\"]\nforward_headers = [\"cookie\"]\nconnect_timeout_ms = 250\n",
         )
         .unwrap();
-        assert_eq!(c.services[0].proxy.connect_timeout_ms, Some(250));
+        assert_eq!(c.services[0].connect_timeout_ms, Some(250));
         for (text, key) in [
             ("app = \"proxy\"\n", "service[0].upstream"),
             (
@@ -613,14 +452,5 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
-    }
-
-    #[test]
-    fn wrong_type_names_the_key() {
-        let err =
-            Config::from_toml("[[service]]\nprefix = \"/e\"\napp = \"echo\"\nwebsocket = 3\n")
-                .unwrap_err()
-                .to_string();
-        assert!(err.contains("websocket"), "{err}");
     }
 }

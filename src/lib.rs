@@ -12,6 +12,7 @@ pub mod admin;
 pub mod apps;
 pub mod auth;
 pub mod config;
+pub mod drain;
 pub mod front;
 pub mod limits;
 pub mod server;

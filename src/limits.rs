@@ -15,7 +15,9 @@ use std::time::Instant;
 /// Open connections of every listener, counted against `[server] max_connections` (all of
 /// them) and `max_connections_per_ip` (from one client address). A connection is counted from
 /// accept until it closes, before any session exists, so idle or slow connections from one
-/// address cannot take every file descriptor.
+/// address cannot take every file descriptor. A WebSocket takes its connection's permit
+/// into the socket's task, so it stays counted until the socket closes. The same count is
+/// what a shutdown waits on: when it reaches zero, every connection is gone.
 #[derive(Debug)]
 pub struct ConnectionLimiter {
     /// The most open connections; None is unlimited.
@@ -30,6 +32,8 @@ pub struct ConnectionLimiter {
     refused_per_ip: AtomicU64,
     /// Refused connections still being answered ([`refuse`] lingers on each).
     answering: AtomicUsize,
+    /// Woken when the last open connection closes.
+    emptied: tokio::sync::Notify,
 }
 
 /// Live connection counts.
@@ -85,6 +89,7 @@ impl ConnectionLimiter {
             refused: AtomicU64::new(0),
             refused_per_ip: AtomicU64::new(0),
             answering: AtomicUsize::new(0),
+            emptied: tokio::sync::Notify::new(),
         })
     }
 
@@ -173,6 +178,20 @@ impl ConnectionLimiter {
         self.lock().total
     }
 
+    /// Wait until no connection is open.
+    pub async fn all_closed(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            // Registered before the check, so a close in between cannot be missed.
+            emptied.as_mut().enable();
+            if self.open() == 0 {
+                return;
+            }
+            emptied.await;
+        }
+    }
+
     /// Connections refused since start.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
@@ -214,6 +233,11 @@ impl Drop for ConnectionPermit {
         let mut c = self.limiter.lock();
         c.total = c.total.saturating_sub(1);
         count_down(&mut c.per_ip, &self.ip);
+        let emptied = c.total == 0;
+        drop(c);
+        if emptied {
+            self.limiter.emptied.notify_waiters();
+        }
     }
 }
 
@@ -291,6 +315,26 @@ mod tests {
         drop(first);
         assert_eq!(limiter.open(), 2);
         assert!(limiter.admit(a).is_ok());
+    }
+
+    #[tokio::test]
+    async fn all_closed_waits_for_the_last_connection() {
+        let limiter = ConnectionLimiter::unlimited();
+        limiter.all_closed().await;
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let (first, second) = (limiter.admit(ip).unwrap(), limiter.admit(ip).unwrap());
+        let waiting = tokio::spawn({
+            let limiter = limiter.clone();
+            async move { limiter.all_closed().await }
+        });
+        drop(first);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the last close")
+            .unwrap();
     }
 
     #[test]

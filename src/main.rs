@@ -1,11 +1,14 @@
-//! The `sockjs-gateway` command: run the gateway, or check a config file.
+//! The `sockjs-gateway` command: run the gateway, check a config file, or print the
+//! effective configuration.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use sockjs_gateway::Gateway;
-use sockjs_gateway::config::Config;
+use sockjs_gateway::config::types::parse_listen_addr;
+use sockjs_gateway::config::{Config, Transport};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -15,41 +18,64 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     /// TOML config file; without it an embedded default serves STOMP at /stomp (in-memory
     /// broker) and /echo on 127.0.0.1:8080.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// HTTP listen address, overriding `[server] listen` (port 0 picks a free port).
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<std::net::SocketAddr>,
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr, global = true)]
+    listen: Option<SocketAddr>,
     /// Serve STOMP over plain TCP on ADDR, overriding `[stomp] tcp_listen`.
-    #[arg(long, value_name = "ADDR")]
-    stomp_listen: Option<std::net::SocketAddr>,
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr, global = true)]
+    stomp_listen: Option<SocketAddr>,
     /// Serve the admin listener (publish API, /metrics, health, dashboard) on ADDR,
     /// overriding `[admin] listen`; the embedded default uses 127.0.0.1:9090.
-    #[arg(long, value_name = "ADDR")]
-    admin_listen: Option<std::net::SocketAddr>,
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr, global = true)]
+    admin_listen: Option<SocketAddr>,
+    /// How log lines are written to stderr: text for people, json (one object a line) for
+    /// log shippers. The level comes from SOCKJS_GATEWAY_LOG (default: info).
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
+/// The format of log lines.
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a config file and report the first problem, naming the key.
+    /// Validate a config file and report every problem it has, each with its key and line.
     CheckConfig {
         /// The config file to check.
         file: PathBuf,
     },
+    /// Print the effective configuration as TOML: the file given with --config (or the
+    /// embedded default) with every default written out and --listen / --stomp-listen
+    /// applied. Secrets are redacted.
+    PrintConfig,
+}
+
+/// Log to stderr in `format`, at the level SOCKJS_GATEWAY_LOG sets.
+fn init_logging(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_env("SOCKJS_GATEWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("SOCKJS_GATEWAY_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     if let Some(Command::CheckConfig { file }) = &cli.command {
         return match Config::from_file(file) {
             Ok(config) => {
@@ -76,16 +102,6 @@ fn main() -> ExitCode {
         },
         None => Config::embedded(),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sockjs-gateway: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     if let Some(addr) = cli.listen {
         config.server.listen = addr;
     }
@@ -99,6 +115,37 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    if let Some(Command::PrintConfig) = &cli.command {
+        return match config.to_toml() {
+            Ok(text) => {
+                let source = cli
+                    .config
+                    .as_ref()
+                    .map_or("the embedded default".to_string(), |p| {
+                        p.display().to_string()
+                    });
+                print!(
+                    "# The effective configuration of {source}, every default written out.\n\
+                     # Keys left out are unset: no limit, no value.\n\n{text}"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sockjs-gateway: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sockjs-gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // The embedded default's admin listener is a convenience: if its port is taken, the
     // gateway still starts (and says so); one asked for by a file or flag must start.
     let admin_required = cli.config.is_some() || cli.admin_listen.is_some();
@@ -121,9 +168,36 @@ async fn run(config: Config, admin_required: bool) -> Result<(), Box<dyn std::er
         let tcp = TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen for STOMP over TCP on {addr}: {e}"))?;
-        tracing::info!("STOMP over TCP listening on {}", tcp.local_addr()?);
+        tracing::info!(
+            app = "stomp",
+            "STOMP over TCP listening on {}",
+            tcp.local_addr()?
+        );
         gateway.spawn_stomp_tcp(tcp);
     }
+    for service in &config.services {
+        let transports: Vec<&str> = service
+            .enabled_transports()
+            .iter()
+            .map(|t| t.name())
+            .collect();
+        let raw = match service.enabled(Transport::WebsocketRaw) {
+            true => format!("ws://{addr}{}/websocket", service.prefix),
+            false => "off".to_string(),
+        };
+        tracing::info!(
+            app = %service.app,
+            transports = %transports.join(","),
+            raw_websocket = %raw,
+            "service http://{addr}{}",
+            service.prefix
+        );
+    }
+    tracing::info!(
+        drain_timeout_s = config.server.drain_timeout.as_secs_f64(),
+        "SIGTERM or SIGINT drains the sessions; a second one exits at once"
+    );
+    // True from the first SIGTERM or SIGINT on: the gateway drains (and readiness fails).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(admin_addr) = config.admin.listen {
         match TcpListener::bind(admin_addr).await {
@@ -143,11 +217,44 @@ async fn run(config: Config, admin_required: bool) -> Result<(), Box<dyn std::er
     let prefixes: Vec<&str> = config.services.iter().map(|s| s.prefix.as_str()).collect();
     tracing::info!(services = ?prefixes, "listening on http://{addr}");
     gateway.stomp().spawn_stats_logger();
+    let mut signals = Signals::new()?;
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
+        let first = signals.next().await;
+        tracing::info!(signal = first, "shutting down: draining sessions");
         let _ = stop_tx.send(true);
+        let second = signals.next().await;
+        tracing::warn!(
+            signal = second,
+            "second signal: exiting without waiting for the drain"
+        );
+        std::process::exit(1);
     });
     gateway.serve(listener, stop_rx).await?;
     Ok(())
+}
+
+/// SIGTERM (systemd, Docker, Kubernetes) and SIGINT (Ctrl-C), which both start the drain.
+struct Signals {
+    /// SIGTERM deliveries.
+    term: tokio::signal::unix::Signal,
+    /// SIGINT deliveries.
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The name of the next signal that arrives.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }

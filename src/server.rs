@@ -3,7 +3,9 @@
 //! (`front.rs`), which hands it to hyper (HTTP/1 with upgrades) when a request needs it.
 //!
 //! Every connection gets `TCP_NODELAY` (frames must leave at once), a bounded request head
-//! and a header read timeout. Shutdown is a watch channel every connection listens to.
+//! and a header read timeout. Shutdown is the watch channel [`Gateway::serve`] receives: when
+//! it turns true the listeners close and the drain (`drain.rs`) tells every session goodbye;
+//! connections close when their sessions are done (a second, internal watch).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,9 +22,10 @@ use tokio::sync::watch;
 use crate::apps;
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError, ServerConfig, ServiceConfig};
+use crate::drain::{Drain, Sessions, Tracking};
 use crate::front::{self, Ended, FrontLimits, GuardedIo};
-use crate::limits::{ConnectionLimiter, ConnectionRefused};
-use crate::session::{App, CloseCause, CloseInfo};
+use crate::limits::{ConnectionLimiter, ConnectionPermit, ConnectionRefused};
+use crate::session::App;
 use crate::sockjs::http::{HttpRequest, HttpResponse, RequestBody, WriteWatch, not_found};
 use crate::sockjs::{Peer, Service};
 use crate::stomp::tcp::{TcpSettings, serve_tcp_limited};
@@ -40,6 +43,10 @@ pub struct Gateway {
     connections: Arc<ConnectionLimiter>,
     /// The `[admin]` section and the directory its key file is relative to.
     admin: (crate::admin::AdminConfig, std::path::PathBuf),
+    /// Every live session of every carrier, for the drain.
+    sessions: Arc<Sessions>,
+    /// The STOMP TCP accept loops, stopped when the drain starts.
+    tcp_accepts: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl Gateway {
@@ -48,6 +55,7 @@ impl Gateway {
         config.validate()?;
         let auth = Authenticator::from_config(&config.auth, &config.base_dir)?;
         let stomp = stomp_app(config, &auth);
+        let sessions = Sessions::new();
         let mut services = Vec::with_capacity(config.services.len());
         for (i, s) in config.services.iter().enumerate() {
             let app: Arc<dyn App> = match s.app.as_str() {
@@ -65,6 +73,7 @@ impl Gateway {
                     message: format!("unknown app {name:?}"),
                 })?,
             };
+            let app = Tracking::new(app, sessions.clone());
             services.push(Service::new(s.clone(), app, auth.clone()));
         }
         services.sort_by_key(|s| std::cmp::Reverse(s.prefix().len()));
@@ -77,6 +86,8 @@ impl Gateway {
             services,
             stomp,
             admin: (config.admin.clone(), config.base_dir.clone()),
+            sessions,
+            tcp_accepts: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -87,7 +98,7 @@ impl Gateway {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (_keep_open, shutdown) = watch::channel(false);
-        serve_connection(self, io, addr, shutdown).await
+        serve_connection(self, io, addr, shutdown, None).await
     }
 
     /// The STOMP core, for carriers outside HTTP (TCP) and for backends.
@@ -96,16 +107,21 @@ impl Gateway {
     }
 
     /// Serve STOMP over plain TCP on `listener`, sharing this gateway's broker and its
-    /// connection limits.
+    /// connection limits; it stops accepting when [`Gateway::serve`] starts draining.
     pub fn spawn_stomp_tcp(&self, listener: TcpListener) -> tokio::task::JoinHandle<()> {
         let settings = TcpSettings::from_config(self.stomp.config());
-        let app: Arc<dyn App> = Arc::new(self.stomp.clone());
-        tokio::spawn(serve_tcp_limited(
+        let app = Tracking::new(Arc::new(self.stomp.clone()), self.sessions.clone());
+        let accepting = tokio::spawn(serve_tcp_limited(
             listener,
             app,
             settings,
             self.connections.clone(),
-        ))
+        ));
+        self.tcp_accepts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(accepting.abort_handle());
+        accepting
     }
 
     /// Serve the admin listener (`src/admin/`) on `listener`, over this gateway's broker,
@@ -157,14 +173,23 @@ impl Gateway {
         }
     }
 
-    /// Serve connections from `listener` until `shutdown` turns true.
+    /// Serve connections from `listener` until `shutdown` turns true (it is the signal a
+    /// readiness check reads: true means draining), then drain: stop accepting on every
+    /// listener, tell every session goodbye over `[server] drain_timeout`, and return when
+    /// the last connection has closed or the window is over.
     pub async fn serve(
         self,
         listener: TcpListener,
         mut shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<()> {
         let gateway = Arc::new(self);
+        // Connections close once their sessions are done, not when the drain begins: a
+        // keep-alive connection still carries the polls that fetch their goodbyes.
+        let (close_connections, connections_closing) = watch::channel(false);
         loop {
+            if *shutdown.borrow_and_update() {
+                break;
+            }
             let (stream, addr) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(conn) => conn,
@@ -174,7 +199,7 @@ impl Gateway {
                         continue;
                     }
                 },
-                _ = shutdown.changed() => break,
+                _ = shutdown.changed() => continue,
             };
             let Some((permit, stream)) =
                 gateway
@@ -184,21 +209,38 @@ impl Gateway {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let (gateway, shutdown) = (gateway.clone(), shutdown.clone());
+            let (gateway, closing) = (gateway.clone(), connections_closing.clone());
             // The connection future is built inside the task: awaiting one captured from
             // outside would store it twice in the task (once captured, once awaited).
             tokio::spawn(async move {
-                let _permit = permit;
-                serve_connection(gateway, stream, addr, shutdown).await;
+                serve_connection(gateway, stream, addr, closing, Some(permit)).await;
             });
+        }
+        drop(listener);
+        for accepting in gateway
+            .tcp_accepts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            accepting.abort();
         }
         for service in &gateway.services {
-            service.registry().close_all(CloseInfo {
-                code: 1001,
-                reason: "Going away".into(),
-                cause: CloseCause::Shutdown,
-            });
+            service.stop_new_sessions();
         }
+        Drain {
+            sessions: &gateway.sessions,
+            registries: gateway
+                .services
+                .iter()
+                .map(|s| s.registry().clone())
+                .collect(),
+            connections: &gateway.connections,
+            close_connections: &close_connections,
+            window: gateway.server.drain_timeout,
+        }
+        .run()
+        .await;
         Ok(())
     }
 }
@@ -239,16 +281,19 @@ fn proxy(
         max_inbound_bytes: service.max_inbound_bytes,
         send_time_limit: service.send_time_limit,
     };
-    apps::Proxy::new(&service.proxy, limits, base_dir)
+    apps::Proxy::new(&crate::config::proxy_config(service), limits, base_dir)
 }
 
 /// Serve one connection: the front answers the plain bodiless requests (and every streaming
 /// receiver among them) itself; at the first request it does not serve, hyper takes over.
+/// `permit` counts the connection against the connection limits until it closes; a
+/// WebSocket upgrade takes a share of it into the socket's task.
 async fn serve_connection<S>(
     gateway: Arc<Gateway>,
     stream: S,
     addr: SocketAddr,
     shutdown: watch::Receiver<bool>,
+    permit: Option<ConnectionPermit>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -271,17 +316,20 @@ async fn serve_connection<S>(
             io.replaying(buffered),
             addr,
             shutdown,
+            permit.map(Arc::new),
         ))
         .await;
     }
 }
 
 /// The rest of a connection, served by hyper (bodies, upgrades, HTTP/1.0, odd requests).
+/// Each request carries the connection's permit, for an upgrade to keep.
 async fn serve_with_hyper<S>(
     gateway: Arc<Gateway>,
     stream: GuardedIo<S>,
     addr: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
+    permit: Option<Arc<ConnectionPermit>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -291,9 +339,13 @@ async fn serve_with_hyper<S>(
     let service = service_fn(move |req: Request<Incoming>| {
         let gateway = gateway.clone();
         let watch = watch.clone();
+        let permit = permit.clone();
         async move {
             let mut req = req.map(RequestBody::Hyper);
             req.extensions_mut().insert(watch);
+            if let Some(permit) = permit {
+                req.extensions_mut().insert(permit);
+            }
             Ok::<_, std::convert::Infallible>(gateway.handle(req, peer).await)
         }
     });

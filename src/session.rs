@@ -147,6 +147,22 @@ pub enum CloseCause {
     Shutdown,
 }
 
+/// The close code every session gets when the server shuts down (RFC 6455 "going away").
+pub const GOING_AWAY_CODE: u16 = 1001;
+/// The close reason that goes with [`GOING_AWAY_CODE`].
+pub const GOING_AWAY: &str = "Going away";
+
+impl CloseInfo {
+    /// The close of a session the server is shutting down: 1001 "Going away".
+    pub fn going_away() -> CloseInfo {
+        CloseInfo {
+            code: GOING_AWAY_CODE,
+            reason: GOING_AWAY.into(),
+            cause: CloseCause::Shutdown,
+        }
+    }
+}
+
 /// The close event an application receives once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseInfo {
@@ -374,6 +390,18 @@ pub trait SessionSink: Send + Sync + 'static {
             None => Poll::Pending,
         }
     }
+
+    /// The server is shutting down: queue `farewell` (the application's last word, such as
+    /// a STOMP ERROR) and close with 1001 "Going away" (cause `Shutdown`), flushing what is
+    /// queued first. Carriers do both under one lock, so nothing the application sends
+    /// meanwhile can come after the farewell; the farewell is not refused by a full queue.
+    /// No effect on a session that is already closing.
+    fn shut_down(&self, farewell: Option<OutMessage>) {
+        if let Some(farewell) = farewell {
+            let _ = self.send(farewell);
+        }
+        self.close(GOING_AWAY_CODE, GOING_AWAY);
+    }
 }
 
 /// A cloneable handle to send to, or close, a session from anywhere (a broker's fan-out).
@@ -418,6 +446,11 @@ impl SessionSender {
     /// [`SessionSink::poll_room`].
     pub async fn room(&self, len: Option<usize>) -> Result<(), CloseInfo> {
         std::future::poll_fn(|cx| self.sink.poll_room(cx, len)).await
+    }
+
+    /// See [`SessionSink::shut_down`].
+    pub fn shut_down(&self, farewell: Option<OutMessage>) {
+        self.sink.shut_down(farewell)
     }
 }
 
@@ -646,6 +679,12 @@ pub trait App: Send + Sync + 'static {
     /// [`CAPTURED_HEADERS`] (lower-case names), e.g. the headers a proxy forwards.
     fn captured_headers(&self) -> &[String] {
         &[]
+    }
+
+    /// The last message a session gets when the server shuts down, before its 1001 close
+    /// (STOMP: ERROR `Server shutting down`); None (the default) sends only the close.
+    fn farewell(&self, _info: &SessionInfo) -> Option<OutMessage> {
+        None
     }
 }
 

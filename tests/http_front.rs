@@ -274,7 +274,7 @@ async fn a_body_slower_than_the_body_timeout_gets_408() {
 }
 
 #[tokio::test]
-async fn a_response_written_while_shutting_down_says_connection_close() {
+async fn a_poll_waiting_at_shutdown_gets_the_goodbye_then_the_connection_closes() {
     let config = sockjs_gateway::config::Config::from_toml(ECHO).unwrap();
     let gateway = sockjs_gateway::Gateway::from_config(&config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -286,14 +286,25 @@ async fn a_response_written_while_shutting_down_says_connection_close() {
     let mut conn = Conn::open(addr).await;
     conn.send(&post_wire("/echo/000/bye/xhr", "")).await;
     assert_eq!(conn.response().await.body, b"o\n");
-    // A poll waits; the shutdown closes the session, and the poll's answer is the last one.
+    // A poll waits; the drain closes the session, the poll answers the goodbye, and once
+    // every session has its goodbye the server closes the kept-alive connection.
     conn.send(&post_wire("/echo/000/bye/xhr", "")).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.send(true).unwrap();
     let resp = conn.response().await;
     assert_eq!(resp.body, b"c[1001,\"Going away\"]\n");
-    assert_eq!(resp.header("connection"), Some("close"));
     assert!(conn.closed_within(IO_TIMEOUT).await);
+    // No new connection is accepted any more.
+    let refused = tokio::time::timeout(IO_TIMEOUT, async {
+        loop {
+            match tokio::net::TcpStream::connect(addr).await {
+                Err(_) => break,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await;
+    assert!(refused.is_ok(), "the listener was not closed");
 }
 
 #[tokio::test]

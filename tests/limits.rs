@@ -2,7 +2,8 @@
 //! the inbound message rate (4429), the outbound queue (4500 or drop-oldest), a client that
 //! stops reading (4500 after `send_time_limit`), a request head that never ends, open
 //! connections in total and per address over the HTTP and STOMP TCP listeners (503 / ERROR),
-//! and a session quiet past `idle_timeout` (4408).
+//! WebSockets counted as connections until they close, and a session quiet past
+//! `idle_timeout` (4408).
 
 mod common;
 
@@ -305,6 +306,73 @@ async fn the_total_connection_limit_refuses_with_503() {
         answer.ends_with("too many connections to this server\n"),
         "{answer}"
     );
+}
+
+#[tokio::test]
+async fn open_websockets_count_against_the_connection_limit_until_they_close() {
+    let (http, _) = gateway_with_tcp(
+        "[server]\nmax_connections = 3\n[[service]]\nprefix = \"/echo\"\napp = \"echo\"\n",
+    )
+    .await;
+    // Three WebSockets (SockJS and raw), each past its handshake and echoing.
+    let mut held = Vec::new();
+    for path in [
+        "/echo/000/a/websocket",
+        "/echo/000/b/websocket",
+        "/echo/websocket",
+    ] {
+        let mut ws = websocket(http, path).await;
+        ws.send(Message::text(if path.contains("/000/") {
+            "[\"x\"]"
+        } else {
+            "x"
+        }))
+        .await
+        .unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Some(Ok(Message::Text(t))) = ws.next().await
+                    && t.contains('x')
+                {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(reply.is_ok(), "{path} did not echo");
+        held.push(ws);
+    }
+    // The upgraded sockets still hold their connections: the next one is refused.
+    let mut refused = TcpStream::connect(http).await.unwrap();
+    refused
+        .write_all(b"GET /echo/info HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut refused).await;
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(
+        answer.ends_with("too many connections to this server\n"),
+        "{answer}"
+    );
+    // Closing one WebSocket gives its place back.
+    let mut closing = held.pop().unwrap();
+    closing.close(None).await.unwrap();
+    while closing.next().await.is_some() {}
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut conn = TcpStream::connect(http).await.unwrap();
+        conn.write_all(b"GET /echo/info HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        if read_to_close(&mut conn).await.starts_with("HTTP/1.1 200 ") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed WebSocket's connection was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

@@ -1316,3 +1316,53 @@ async fn r14_a_thousand_messages_arrive_in_order_on_every_carrier() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_client_that_drops_its_websocket_is_not_a_protocol_error() {
+    let (addr, stomp) = start_gateway_with_stomp(&defaults()).await;
+    let mut events = stomp.subscribe_events();
+    for path in ["/stomp/websocket", "/stomp/000/drop/websocket"] {
+        let (mut ws, _) = websocket(addr, path, Some("v12.stomp")).await;
+        let connect = connect_frame("1.2", "");
+        let message = match path.contains("/000/") {
+            true => {
+                // The SockJS websocket opens with `o` and carries JSON arrays.
+                timeout(WAIT, ws.next())
+                    .await
+                    .expect("o")
+                    .expect("o")
+                    .expect("o");
+                serde_json::to_string(&[connect]).unwrap()
+            }
+            false => connect,
+        };
+        ws.send(Message::text(message)).await.unwrap();
+        let connected = timeout(WAIT, ws.next()).await.expect("CONNECTED");
+        assert!(
+            connected
+                .unwrap()
+                .unwrap()
+                .to_text()
+                .unwrap()
+                .contains("CONNECTED")
+        );
+        // Dropped without a close frame: the TCP connection just ends.
+        drop(ws);
+        let disconnect = timeout(WAIT, async {
+            loop {
+                if let sockjs_gateway::stomp::StompEvent::Disconnect { code, cause, .. } =
+                    events.recv().await.unwrap()
+                {
+                    return (code, cause);
+                }
+            }
+        })
+        .await
+        .expect("a disconnect event");
+        assert_eq!(
+            disconnect,
+            (1006, sockjs_gateway::stomp::DisconnectCause::TransportError),
+            "{path}"
+        );
+    }
+}

@@ -19,7 +19,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use crate::config::types::{optional_listen_addr, write_redacted};
 
 use crate::config::ConfigError;
 
@@ -27,15 +29,24 @@ use crate::config::ConfigError;
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 
 /// The admin listener's settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// The admin listener's address; None: no admin listener (`--admin-listen` overrides).
+    #[serde(
+        deserialize_with = "optional_listen_addr",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub listen: Option<SocketAddr>,
     /// The API key clients send as `Authorization: Bearer <key>`.
+    #[serde(
+        serialize_with = "write_redacted",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub api_key: Option<String>,
     /// A file holding the API key (surrounding whitespace ignored); relative to the config
     /// file's directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_file: Option<PathBuf>,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,

@@ -28,7 +28,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::header::{HeaderName, HeaderValue, SEC_WEBSOCKET_PROTOCOL};
-use serde::{Deserialize, Deserializer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -92,52 +91,24 @@ const NOT_FORWARDABLE: &[&str] = &[
     "forwarded",
 ];
 
-/// The proxy's keys of a `[[service]]` (flattened into it, so they sit next to `prefix`).
-/// Every key is optional in the file; `upstream` is required when `app = "proxy"`, and none
-/// may be set for another app.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
+/// The proxy's keys of a `[[service]]`. The service section (`sockjs::config`) reads them
+/// next to `prefix`; the composer hands them here, where they are checked and used. Every key
+/// is optional in the file; `upstream` is required when `app = "proxy"`, and none may be set
+/// for another app.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProxyConfig {
     /// The upstream WebSocket URL, `ws://` or `wss://`.
-    #[serde(deserialize_with = "de_upstream")]
     pub upstream: Option<String>,
     /// Subprotocols offered upstream (a raw WebSocket client picks among them in its own
     /// handshake); unset: the one a raw WebSocket client asked for is passed through.
-    #[serde(deserialize_with = "de_upstream_subprotocols")]
     pub upstream_subprotocols: Option<Vec<String>>,
     /// Request headers of the opening request copied into the upstream handshake.
-    #[serde(deserialize_with = "de_forward_headers")]
     pub forward_headers: Option<Vec<String>>,
     /// How long opening the upstream connection may take (TCP, TLS and handshake), in ms.
-    #[serde(deserialize_with = "de_connect_timeout_ms")]
     pub connect_timeout_ms: Option<u64>,
     /// A PEM file of the CA certificates a `wss://` upstream is verified against, instead of
     /// the built-in public roots (relative to the config file's directory).
-    #[serde(deserialize_with = "de_upstream_ca_file")]
     pub upstream_ca_file: Option<PathBuf>,
-}
-
-/// Deserialize one key, naming it in the error: flattened keys otherwise lose their name in
-/// serde's messages.
-fn keyed<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D, key: &str) -> Result<T, D::Error> {
-    T::deserialize(d).map_err(|e| serde::de::Error::custom(format!("`{key}`: {e}")))
-}
-fn de_upstream<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    keyed(d, "upstream").map(Some)
-}
-fn de_upstream_subprotocols<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Vec<String>>, D::Error> {
-    keyed(d, "upstream_subprotocols").map(Some)
-}
-fn de_forward_headers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    keyed(d, "forward_headers").map(Some)
-}
-fn de_connect_timeout_ms<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    keyed(d, "connect_timeout_ms").map(Some)
-}
-fn de_upstream_ca_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
-    keyed(d, "upstream_ca_file").map(Some)
 }
 
 /// A proxy key that is not acceptable.
@@ -948,8 +919,10 @@ mod tests {
         assert_eq!(fwd.1, "for=\"[::1]\";proto=http");
     }
 
+    /// The proxy keys of a `[[service]]` written as `toml_text`.
     fn config(toml_text: &str) -> ProxyConfig {
-        toml::from_str(toml_text).unwrap()
+        let service: crate::config::ServiceConfig = toml::from_str(toml_text).unwrap();
+        crate::config::proxy_config(&service)
     }
 
     #[test]
@@ -1004,9 +977,10 @@ mod tests {
             .validate("proxy", dir)
             .unwrap();
         config("").validate("echo", dir).unwrap();
-        let type_error = toml::from_str::<ProxyConfig>("connect_timeout_ms = \"5\"")
-            .unwrap_err()
-            .to_string();
+        let type_error =
+            toml::from_str::<crate::config::ServiceConfig>("connect_timeout_ms = \"5\"")
+                .unwrap_err()
+                .to_string();
         assert!(type_error.contains("connect_timeout_ms"), "{type_error}");
     }
 

@@ -12,14 +12,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::ConfigError;
+use crate::config::types::ConfigError;
 use crate::session::Principal;
 
 /// The `[auth]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Whether clients without a token are served. Defaults to true without `[auth.jwt]`
@@ -55,13 +55,17 @@ impl Default for AuthConfig {
 }
 
 /// The `[auth.jwt]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     /// HS256, HS384, HS512, RS256 or ES256.
     pub algorithm: String,
-    /// The shared secret for HS*.
-    #[serde(default)]
+    /// The shared secret for HS* (printed redacted by `print-config`).
+    #[serde(
+        default,
+        serialize_with = "crate::config::types::write_redacted",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub secret: Option<String>,
     /// A file holding the shared secret for HS* (trailing newline ignored).
     #[serde(default)]

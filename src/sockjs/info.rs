@@ -4,8 +4,8 @@
 use http::{HeaderMap, StatusCode};
 use serde_json::json;
 
+use super::config::ServiceConfig;
 use super::http::{APPLICATION_JSON, HttpResponse, response, set_cors, set_no_cache};
-use crate::config::ServiceConfig;
 
 /// The `/info` answer: never a cookie, always fresh entropy.
 pub fn info(config: &ServiceConfig, req: &HeaderMap) -> HttpResponse {

@@ -4,6 +4,7 @@
 //! Routing works on the raw path (no percent-decoding), and every route accepts one
 //! optional trailing `/`.
 
+pub mod config;
 pub mod frame;
 pub mod http;
 pub mod limits;
@@ -22,12 +23,12 @@ use std::time::Duration;
 
 use ::http::{HeaderMap, Method, Request, StatusCode, header};
 
+use self::config::{ServiceConfig, Transport};
 use self::http::{HttpRequest, HttpResponse, method_not_allowed, not_found};
 use self::limits::{Admission, Maxima, SessionLimiter};
 use self::registry::Registry;
 use self::session::{Session, SessionLimits};
 use crate::auth::{AuthError, Authenticator};
-use crate::config::{ServiceConfig, Transport};
 use crate::session::{App, CAPTURED_HEADERS, Principal, SessionInfo, TransportKind, next_log_id};
 
 /// The longest server or session id accepted (a defensive limit, §1.2).
@@ -69,6 +70,8 @@ pub struct Service {
     limiter: Arc<SessionLimiter>,
     /// The service's counters, read by the admin listener.
     stats: Arc<stats::ServiceStats>,
+    /// Cleared when the server starts draining: new sessions are refused from then on.
+    accepting: std::sync::atomic::AtomicBool,
 }
 
 /// A route under the prefix.
@@ -107,6 +110,7 @@ impl Service {
             }),
             registry: Registry::new(tick),
             stats: Arc::default(),
+            accepting: std::sync::atomic::AtomicBool::new(true),
             config,
             app,
             auth,
@@ -136,6 +140,13 @@ impl Service {
     /// The service's counters.
     pub fn stats(&self) -> &Arc<stats::ServiceStats> {
         &self.stats
+    }
+
+    /// Refuse new sessions from now on (503, `connection: close`): the server is draining.
+    /// Requests for existing sessions are still served, so each can fetch its goodbye.
+    pub fn stop_new_sessions(&self) {
+        self.accepting
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Answer a request whose path starts with this service's prefix; `rest` is the path
@@ -353,6 +364,19 @@ impl Service {
     }
 
     fn admit(&self, client: &Client) -> Result<Admission, HttpResponse> {
+        if !self.accepting.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut resp = http::response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                http::TEXT_PLAIN,
+                "Server shutting down\n",
+            );
+            http::set_no_cache(resp.headers_mut());
+            resp.headers_mut().insert(
+                header::CONNECTION,
+                ::http::HeaderValue::from_static("close"),
+            );
+            return Err(resp);
+        }
         let principal = client.principal.as_ref().map(|p| p.name.as_str());
         self.limiter
             .admit(client.addr.ip(), principal)

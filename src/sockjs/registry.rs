@@ -68,6 +68,23 @@ impl Registry {
         self.len() == 0
     }
 
+    /// Start closing with 1001 "Going away" every session that is not closing yet (server
+    /// shutdown: the sessions its drain has not told, such as ones that never opened).
+    pub fn shut_down_all(&self) {
+        let all: Vec<Arc<Session>> = self.lock().values().cloned().collect();
+        for s in all {
+            s.shut_down(None);
+        }
+    }
+
+    /// How many sessions have not had their close delivered to their client yet.
+    pub fn undelivered(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|s| !s.close_delivered())
+            .count()
+    }
+
     /// Close every session (server shutdown).
     pub fn close_all(&self, info: CloseInfo) {
         let all: Vec<Arc<Session>> = self.lock().drain().map(|(_, s)| s).collect();

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use super::frame;
 use super::limits::Admission;
 use super::stats::{OpenSession, ServiceStats};
-use crate::config::OverflowStrategy;
+use crate::config::types::OverflowStrategy;
 use crate::limits::TokenBucket;
 use crate::session::{
     App, CloseCause, CloseInfo, Inbound, InboundSide, OutMessage, SendError, SessionHandle,
@@ -89,6 +89,9 @@ struct State {
     /// An application waiting for room in the queue (with the length it needs; None: only
     /// for closing), woken when a receiver drains the queue or closing begins.
     room_waiter: Option<(Waker, Option<usize>)>,
+    /// A receiver has written the close frame, so the client has its close (what a
+    /// shutdown waits for before it closes connections).
+    close_delivered: bool,
 }
 
 /// What a receiver found when it tried to attach.
@@ -165,6 +168,7 @@ impl Session {
                     receiver_waker: None,
                     last_inbound: Instant::now(),
                     room_waiter: None,
+                    close_delivered: false,
                 }),
                 limits,
                 inbound,
@@ -259,7 +263,7 @@ impl Session {
     pub fn start_app(&self) {
         let handle = self.lock().pending_handle.take();
         if let Some(handle) = handle {
-            tracing::debug!(session = self.info.log_id, transport = %self.info.transport, "session opened");
+            tracing::debug!(session = self.info.log_id, transport = %self.info.transport, remote = %self.info.remote_addr, "session opened");
             self.app.on_session(handle);
         }
     }
@@ -429,11 +433,27 @@ impl Session {
 
     /// Start closing with a close frame (no effect once closing).
     pub fn begin_close(&self, info: CloseInfo) {
+        self.close_after(None, info);
+    }
+
+    /// The server is shutting down: queue `farewell` (past the queue bound: it is the last
+    /// message) and start closing with 1001 "Going away", under one lock so that nothing
+    /// the application sends meanwhile comes after the farewell.
+    pub fn shut_down(&self, farewell: Option<OutMessage>) {
+        self.close_after(farewell, CloseInfo::going_away());
+    }
+
+    /// Start closing with `info`, `last` being the final queued message.
+    fn close_after(&self, last: Option<OutMessage>, info: CloseInfo) {
         let mut st = self.lock();
         if matches!(st.phase, Phase::Closing | Phase::Closed) {
             return;
         }
         tracing::debug!(session = self.info.log_id, code = info.code, reason = %info.reason, cause = ?info.cause, "session closing");
+        if let Some(last) = last {
+            st.queued_bytes += last.len();
+            st.queue.push_back(last);
+        }
         st.phase = Phase::Closing;
         st.close = Some(info);
         let waker = st.receiver_waker.take();
@@ -441,6 +461,18 @@ impl Session {
         drop(st);
         wake(waker);
         wake(waiter);
+    }
+
+    /// Record that a receiver wrote the close frame.
+    pub fn mark_close_delivered(&self) {
+        self.lock().close_delivered = true;
+    }
+
+    /// Whether the client has its close: the session ended, or a receiver wrote the close
+    /// frame.
+    pub fn close_delivered(&self) -> bool {
+        let st = self.lock();
+        st.phase == Phase::Closed || (st.phase == Phase::Closing && st.close_delivered)
     }
 
     /// End the session now: it is CLOSED and the application gets its close event (once).
@@ -466,7 +498,7 @@ impl Session {
         drop(open);
         if self.inbound.finish(info.clone()) {
             self.stats.session_closed(info.cause);
-            tracing::debug!(session = self.info.log_id, code = info.code, cause = ?info.cause, "session closed");
+            tracing::debug!(session = self.info.log_id, transport = %self.info.transport, remote = %self.info.remote_addr, code = info.code, reason = %info.reason, cause = ?info.cause, "session closed");
         }
         wake(waker);
     }
@@ -584,6 +616,12 @@ impl SessionSink for WeakSink {
                 reason: "Normal closure".into(),
                 cause: CloseCause::Client,
             })),
+        }
+    }
+
+    fn shut_down(&self, farewell: Option<OutMessage>) {
+        if let Some(s) = self.0.upgrade() {
+            s.shut_down(farewell);
         }
     }
 }

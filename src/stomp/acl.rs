@@ -33,46 +33,8 @@
 //! roles = ["trader"]
 //! ```
 
-use serde::Deserialize;
-
+pub use super::config::{AclAction, AclRule, Policy};
 use super::pattern::Pattern;
-
-/// What a rule governs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AclAction {
-    Subscribe,
-    Send,
-    /// Both SUBSCRIBE and SEND.
-    Any,
-}
-
-/// Whether a rule grants or refuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Policy {
-    Allow,
-    Deny,
-}
-
-/// One rule as configured.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AclRule {
-    /// SUBSCRIBE, SEND or both.
-    pub action: AclAction,
-    /// The destination pattern.
-    pub destination: String,
-    /// Allow or deny.
-    pub policy: Policy,
-    /// The rule applies only to principals holding one of these roles (empty: everyone).
-    #[serde(default)]
-    pub roles: Vec<String>,
-    /// The rule applies only to these user names (empty: everyone); `anonymous` names
-    /// sessions without a principal.
-    #[serde(default)]
-    pub users: Vec<String>,
-}
 
 /// Who is asking.
 #[derive(Debug, Clone, Copy)]

@@ -3,20 +3,21 @@
 //! The struct deserializes with `#[serde(default, deny_unknown_fields)]`, so it can be embedded
 //! in the gateway's TOML file as a `[stomp]` table where every key is optional and a misspelt
 //! key is an error that names it. Durations are plain integers with their unit in the key name
-//! (`connect_timeout_ms`), so a TOML reader never has to guess.
+//! (`connect_timeout_ms`), so a TOML reader never has to guess. The authorization rules
+//! (`[[stomp.acl]]`) are part of the section too; `acl.rs` enforces them.
 
 use std::fmt;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::frame::FrameLimits;
 use super::pattern::PatternLimits;
-use crate::config::OverflowStrategy;
+use crate::config::types::{OverflowStrategy, optional_listen_addr};
 use crate::limits::TokenBucket;
 
 /// Everything the STOMP core can be configured with.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StompConfig {
     /// The most bytes one inbound frame may have (command, headers, body).
@@ -94,11 +95,12 @@ pub struct StompConfig {
     /// How often the stats summary is logged at INFO; 0 disables it.
     pub stats_log_period_s: u64,
     /// Where STOMP over plain TCP listens, if anywhere (`--stomp-listen` overrides it).
+    #[serde(deserialize_with = "optional_listen_addr")]
     pub tcp_listen: Option<std::net::SocketAddr>,
     /// Ordered authorization rules for SUBSCRIBE and SEND (`[[stomp.acl]]`).
-    pub acl: Vec<super::acl::AclRule>,
+    pub acl: Vec<AclRule>,
     /// What applies when no ACL rule does.
-    pub acl_default: super::acl::Policy,
+    pub acl_default: Policy,
 }
 
 impl Default for StompConfig {
@@ -143,7 +145,7 @@ impl Default for StompConfig {
             stats_log_period_s: 30 * 60,
             tcp_listen: None,
             acl: Vec::new(),
-            acl_default: super::acl::Policy::Allow,
+            acl_default: Policy::Allow,
         }
     }
 }
@@ -201,8 +203,8 @@ impl StompConfig {
 }
 
 /// A heart-beat pair, written `"x,y"` in config and on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct HeartBeat {
     /// `x`: the smallest interval at which the sender can send (0: cannot).
     pub send_ms: u64,
@@ -237,6 +239,12 @@ impl TryFrom<String> for HeartBeat {
     }
 }
 
+impl From<HeartBeat> for String {
+    fn from(beat: HeartBeat) -> String {
+        beat.to_string()
+    }
+}
+
 impl fmt::Display for HeartBeat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{},{}", self.send_ms, self.receive_ms)
@@ -244,7 +252,7 @@ impl fmt::Display for HeartBeat {
 }
 
 /// How a `/queue` destination distributes messages (spec §7.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueSemantics {
     /// Every subscriber gets every message (Spring's simple broker).
@@ -254,13 +262,50 @@ pub enum QueueSemantics {
 }
 
 /// What to do with a destination no prefix matches (spec §7.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Unroutable {
     /// Discard and count it; RECEIPT as usual.
     Drop,
     /// ERROR `No route for destination` and close.
     Error,
+}
+
+/// What an authorization rule (`[[stomp.acl]]`, enforced by `acl.rs`) governs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AclAction {
+    Subscribe,
+    Send,
+    /// Both SUBSCRIBE and SEND.
+    Any,
+}
+
+/// Whether a rule grants or refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    Allow,
+    Deny,
+}
+
+/// One rule as configured.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclRule {
+    /// SUBSCRIBE, SEND or both.
+    pub action: AclAction,
+    /// The destination pattern.
+    pub destination: String,
+    /// Allow or deny.
+    pub policy: Policy,
+    /// The rule applies only to principals holding one of these roles (empty: everyone).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The rule applies only to these user names (empty: everyone); `anonymous` names
+    /// sessions without a principal.
+    #[serde(default)]
+    pub users: Vec<String>,
 }
 
 #[cfg(test)]

@@ -334,8 +334,8 @@ impl Connection {
         let rate = self.core.config.max_frames_per_second;
         bump(&self.core.stats.rate_limited);
         tracing::warn!(
-            session = %self.id,
-            log_id = self.info.log_id,
+            session = self.info.log_id,
+            stomp_session = %self.id,
             transport = %self.info.transport,
             remote = %self.info.remote_addr,
             max_frames_per_second = rate,
@@ -457,7 +457,7 @@ impl Connection {
         if heartbeats.server_ms > 0 {
             self.sender.suppress_heartbeats(true);
         }
-        tracing::debug!(session = %self.id, %version, user = ?user, "STOMP session connected");
+        tracing::debug!(session = self.info.log_id, stomp_session = %self.id, transport = %self.info.transport, remote = %self.info.remote_addr, %version, user = ?user, "STOMP session connected");
         self.core.events.emit(StompEvent::Connected {
             session: self.id.clone(),
             user: user.clone(),
@@ -580,7 +580,7 @@ impl Connection {
         match policy {
             Policy::Allow => Ok(()),
             Policy::Deny => {
-                tracing::warn!(session = %self.id, user = ?caller.user, ?action, %destination, "access denied by ACL");
+                tracing::warn!(session = self.info.log_id, stomp_session = %self.id, user = ?caller.user, ?action, %destination, "access denied by ACL");
                 bump(&self.core.stats.access_denied);
                 Err(StompError::access_denied(destination))
             }
@@ -660,7 +660,7 @@ impl Connection {
         match self.core.config.unroutable {
             Unroutable::Drop => {
                 bump(&self.core.stats.dropped_unroutable);
-                tracing::debug!(session = %self.id, destination, "unroutable destination dropped");
+                tracing::debug!(session = self.info.log_id, stomp_session = %self.id, destination, "unroutable destination dropped");
                 Ok(())
             }
             Unroutable::Error => Err(StompError::new(
@@ -834,7 +834,7 @@ impl Connection {
             _ => return Err(StompError::missing_header("id")),
         };
         let Some(route) = self.subscriptions.remove(id) else {
-            tracing::debug!(session = %self.id, id, "UNSUBSCRIBE of an unknown id ignored");
+            tracing::debug!(session = self.info.log_id, stomp_session = %self.id, id, "UNSUBSCRIBE of an unknown id ignored");
             return Ok(());
         };
         if route == SubRoute::Broker {
@@ -866,7 +866,7 @@ impl Connection {
 
     fn apply_ack(&self, target: &AckTarget, kind: AckKind) {
         if self.core.broker.acknowledge(&self.id, target, kind) == AckOutcome::Unknown {
-            tracing::debug!(session = %self.id, ?target, "ACK/NACK for nothing outstanding");
+            tracing::debug!(session = self.info.log_id, stomp_session = %self.id, ?target, "ACK/NACK for nothing outstanding");
         }
     }
 
@@ -974,13 +974,13 @@ impl Connection {
             .send_frame(frame),
         };
         if let Err(err) = result {
-            tracing::debug!(session = %self.id, command = %frame.command, %err, "frame not queued");
+            tracing::debug!(session = self.info.log_id, stomp_session = %self.id, command = %frame.command, %err, "frame not queued");
         }
     }
 
     /// Send ERROR for `err` and close (the carrier flushes the ERROR first).
     fn fail(&mut self, err: StompError, receipt: Option<&str>) {
-        tracing::debug!(session = %self.id, message = %err.message, detail = %err.detail, "STOMP protocol error");
+        tracing::debug!(session = self.info.log_id, stomp_session = %self.id, message = %err.message, detail = %err.detail, "STOMP protocol error");
         let mut frame = Frame::new(Command::Error).header("message", err.message.clone());
         if let Some(receipt) = receipt {
             frame.add_header("receipt-id", receipt);
@@ -1065,7 +1065,7 @@ impl Connection {
             Phase::AwaitingConnect => {
                 if now >= self.opened_ms + self.core.config.connect_timeout_ms {
                     bump(&self.core.stats.connect_failures);
-                    tracing::debug!(session = %self.id, "no CONNECT within the connect timeout");
+                    tracing::debug!(session = self.info.log_id, stomp_session = %self.id, "no CONNECT within the connect timeout");
                     self.close_with(DisconnectCause::ConnectTimeout, 4500, "Connect timeout");
                     return Flow::Closed;
                 }
@@ -1074,7 +1074,7 @@ impl Connection {
             Phase::Connected(established) => {
                 let hb = established.heartbeats;
                 if established.expires_ms.is_some_and(|exp| now >= exp) {
-                    tracing::info!(session = %self.id, "credential expired; ending the STOMP session");
+                    tracing::info!(session = self.info.log_id, stomp_session = %self.id, "credential expired; ending the STOMP session");
                     self.fail(
                         StompError::new(
                             "Token expired",
@@ -1086,7 +1086,7 @@ impl Connection {
                 }
                 if hb.client_ms > 0 && now >= self.last_received_ms + self.read_window_ms(hb) {
                     bump(&self.core.stats.heartbeat_timeouts);
-                    tracing::debug!(session = %self.id, "client heart-beat timeout");
+                    tracing::debug!(session = self.info.log_id, stomp_session = %self.id, "client heart-beat timeout");
                     self.close_with(
                         DisconnectCause::HeartBeatTimeout,
                         1002,
@@ -1100,7 +1100,7 @@ impl Connection {
                 {
                     let timeout = self.core.config.idle_timeout_ms;
                     bump(&self.core.stats.idle_timeouts);
-                    tracing::debug!(session = %self.id, idle_timeout_ms = timeout, "nothing received within the idle timeout; closing");
+                    tracing::debug!(session = self.info.log_id, stomp_session = %self.id, idle_timeout_ms = timeout, "nothing received within the idle timeout; closing");
                     self.fail(StompError::idle_timeout(timeout), None);
                     return Flow::Closed;
                 }
@@ -1151,7 +1151,7 @@ impl Connection {
             _ => {}
         }
         stats.session_closed(self.info.transport, cause);
-        tracing::debug!(session = %self.id, ?cause, code, "STOMP session ended");
+        tracing::debug!(session = self.info.log_id, stomp_session = %self.id, transport = %self.info.transport, remote = %self.info.remote_addr, ?cause, code, %reason, "STOMP session ended");
         self.core.events.emit(StompEvent::Disconnect {
             session: self.id.clone(),
             user,

@@ -37,7 +37,7 @@ pub use config::{HeartBeat, QueueSemantics, StompConfig, Unroutable};
 pub use stats::{DisconnectCause, StompEvent, StompStats};
 pub use tcp::serve_tcp;
 
-use crate::session::{App, SessionHandle};
+use crate::session::{App, OutMessage, SessionHandle, SessionInfo};
 use destination::Router;
 use stats::EventBus;
 
@@ -189,5 +189,16 @@ impl App for StompApp {
 
     fn subprotocols(&self) -> &'static [&'static str] {
         SUBPROTOCOLS
+    }
+
+    fn farewell(&self, _info: &SessionInfo) -> Option<OutMessage> {
+        // Its headers need no escaping, so these bytes are the same frame in 1.0, 1.1 and
+        // 1.2, whichever the session negotiated (or before CONNECT).
+        let error = frame::Frame::new(frame::Command::Error)
+            .header("message", "Server shutting down")
+            .header("content-type", "text/plain")
+            .body("the server is shutting down; reconnect to continue");
+        stats::bump(&self.core.stats.errors_sent);
+        OutMessage::text_bytes(error.encode(frame::Version::V1_2))
     }
 }

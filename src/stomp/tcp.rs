@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 use super::config::StompConfig;
-use crate::config::OverflowStrategy;
+use crate::config::types::OverflowStrategy;
 use crate::limits::ConnectionLimiter;
 use crate::session::{
     App, CloseCause, CloseInfo, Discardable, Inbound, InboundSide, OutMessage, SendError,
@@ -71,12 +71,14 @@ impl Default for TcpSettings {
 enum Ending {
     /// Still running.
     Open,
-    /// Write what is queued, then FIN (the application closed).
+    /// Write what is queued, then FIN (the application closed, or the server shuts down).
     Flush {
         /// The close code the application gave.
         code: u16,
         /// The reason it gave.
         reason: String,
+        /// Who closed: the application, or the server's shutdown.
+        cause: CloseCause,
     },
     /// Stop at once, dropping what is queued (overflow, or the peer is gone).
     Abort(CloseCause),
@@ -133,6 +135,34 @@ impl TcpSink {
         }
     }
 
+    /// Queue `last` (past the bound: it is the final frame), then have the writer flush and
+    /// FIN; under the queue's lock, so nothing sent meanwhile can come after `last`.
+    fn flush_then_close(
+        &self,
+        last: Option<OutMessage>,
+        code: u16,
+        reason: &str,
+        cause: CloseCause,
+    ) {
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut queue = self.lock();
+        if queue.ending == Ending::Open {
+            if let Some(last) = last {
+                self.queued.fetch_add(last.len(), Ordering::Relaxed);
+                queue.messages.push_back(last);
+            }
+            queue.ending = Ending::Flush {
+                code,
+                reason: reason.to_owned(),
+                cause,
+            };
+        }
+        drop(queue);
+        self.wake.notify_one();
+    }
+
     /// Stop the writer without flushing.
     fn abort(&self, cause: CloseCause) {
         self.closed.store(true, Ordering::Relaxed);
@@ -140,6 +170,10 @@ impl TcpSink {
         if queue.ending == Ending::Open || matches!(queue.ending, Ending::Flush { .. }) {
             queue.ending = Ending::Abort(cause);
         }
+        // Never written now: freed at once rather than when the last sender is dropped
+        // (the drain's session list holds senders until it prunes closed ones).
+        let dropped: usize = queue.messages.drain(..).map(|m| m.len()).sum();
+        self.queued.fetch_sub(dropped, Ordering::Relaxed);
         drop(queue);
         self.wake.notify_one();
     }
@@ -175,7 +209,7 @@ impl SessionSink for TcpSink {
                 OverflowStrategy::Terminate => {
                     drop(queue);
                     tracing::debug!(
-                        log_id = self.log_id,
+                        session = self.log_id,
                         limit = self.limit,
                         "TCP send buffer limit exceeded; closing"
                     );
@@ -188,7 +222,7 @@ impl SessionSink for TcpSink {
                         discard_oldest(&mut queue.messages, needed, Discardable::Marked)
                     else {
                         tracing::debug!(
-                            log_id = self.log_id,
+                            session = self.log_id,
                             limit = self.limit,
                             "TCP send buffer full of frames that may not be dropped; frame refused"
                         );
@@ -198,7 +232,7 @@ impl SessionSink for TcpSink {
                     // only what it took, so these bytes are given back exactly once.
                     self.queued.fetch_sub(freed, Ordering::Relaxed);
                     tracing::debug!(
-                        log_id = self.log_id,
+                        session = self.log_id,
                         freed,
                         "TCP send buffer full; oldest MESSAGE frames discarded"
                     );
@@ -213,18 +247,17 @@ impl SessionSink for TcpSink {
     }
 
     fn close(&self, code: u16, reason: &str) {
-        if self.closed.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        let mut queue = self.lock();
-        if queue.ending == Ending::Open {
-            queue.ending = Ending::Flush {
-                code,
-                reason: reason.to_owned(),
-            };
-        }
-        drop(queue);
-        self.wake.notify_one();
+        self.flush_then_close(None, code, reason, CloseCause::Application);
+    }
+
+    fn shut_down(&self, farewell: Option<OutMessage>) {
+        let going_away = CloseInfo::going_away();
+        self.flush_then_close(
+            farewell,
+            going_away.code,
+            &going_away.reason,
+            CloseCause::Shutdown,
+        );
     }
 
     fn is_closed(&self) -> bool {
@@ -300,6 +333,7 @@ pub async fn serve_connection(
     let log_id = info.log_id;
     let sink = Arc::new(TcpSink::new(&settings, log_id));
     let (side, handle) = new_session(info, sink.clone());
+    tracing::debug!(session = log_id, transport = "tcp", remote = %peer, "session opened");
     app.on_session(handle);
     let (mut reader, writer) = stream.into_split();
     let close = {
@@ -315,7 +349,7 @@ pub async fn serve_connection(
             ending = &mut write => closing_info(ending),
         }
     };
-    tracing::debug!(log_id, code = close.code, cause = ?close.cause, "TCP session ended");
+    tracing::debug!(session = log_id, transport = "tcp", remote = %peer, code = close.code, reason = %close.reason, cause = ?close.cause, "session closed");
     side.finish(close);
     drain_until_eof(&mut reader).await;
 }
@@ -382,10 +416,14 @@ async fn write_loop(mut writer: OwnedWriteHalf, sink: &TcpSink, time_limit: Dura
 
 fn closing_info(ending: Ending) -> CloseInfo {
     match ending {
-        Ending::Flush { code, reason } => CloseInfo {
+        Ending::Flush {
             code,
             reason,
-            cause: CloseCause::Application,
+            cause,
+        } => CloseInfo {
+            code,
+            reason,
+            cause,
         },
         Ending::Abort(CloseCause::SendLimit) => CloseInfo {
             code: 4500,

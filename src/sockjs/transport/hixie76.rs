@@ -14,6 +14,7 @@ use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::websocket::{Conn, Framing, WsIn, run_socket};
+use crate::limits::ConnectionPermit;
 use crate::session::{CloseCause, CloseInfo, TransportKind};
 use crate::sockjs::http::{Body, HttpRequest, HttpResponse, TEXT_PLAIN, WriteWatch, response};
 use crate::sockjs::{Client, Service};
@@ -84,7 +85,10 @@ pub fn handshake(svc: &Arc<Service>, req: HttpRequest, client: &Client) -> HttpR
     let max = svc.config().max_inbound_bytes;
     let svc = svc.clone();
     let watch = req.extensions().get::<Arc<WriteWatch>>().cloned();
+    let permit = req.extensions().get::<Arc<ConnectionPermit>>().cloned();
     tokio::spawn(async move {
+        // Counted against the connection limits until the socket closes (see websocket.rs).
+        let _permit = permit;
         let Ok(upgraded) = hyper::upgrade::on(req).await else {
             session.finish(gone());
             return;
@@ -151,8 +155,9 @@ impl Hixie76 {
                 return WsIn::Failed(1009, "Message too big");
             }
             self.buf.reserve(1024);
+            // hixie-76 has a closing handshake (0xFF 0x00): an end without it is a drop.
             match self.io.read_buf(&mut self.buf).await {
-                Ok(0) | Err(_) => return WsIn::Closed,
+                Ok(0) | Err(_) => return WsIn::Dropped,
                 Ok(_) => {}
             }
         }

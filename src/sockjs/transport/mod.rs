@@ -251,6 +251,9 @@ impl ReceiverBody {
                 },
                 Step::CloseFrame => {
                     self.step = Step::Finish;
+                    if let Some((session, _)) = &self.attached {
+                        session.mark_close_delivered();
+                    }
                     let info = self.attached.as_ref().and_then(|(s, _)| s.closing());
                     let info = info.unwrap_or(CloseInfo {
                         code: 1000,

@@ -16,11 +16,13 @@ use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::hixie76::{self, Hixie76};
+use crate::limits::ConnectionPermit;
 use crate::session::{CloseCause, CloseInfo, Inbound, OutMessage, TransportKind};
 use crate::sockjs::frame;
 use crate::sockjs::http::{
@@ -145,7 +147,11 @@ fn upgrade(
     let config = ws_config(svc.config().max_inbound_bytes);
     let svc = svc.clone();
     let watch = req.extensions().get::<Arc<WriteWatch>>().cloned();
+    let permit = req.extensions().get::<Arc<ConnectionPermit>>().cloned();
     tokio::spawn(async move {
+        // The socket outlives the HTTP connection's task: it keeps the connection counted
+        // against the connection limits (and the drain waiting) until it closes.
+        let _permit = permit;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
@@ -204,8 +210,10 @@ pub enum WsIn {
     Text(String),
     Binary(Bytes),
     Pong,
-    /// The client closed (or the connection ended).
+    /// The client closed: a close frame, or the end of the stream after one.
     Closed,
+    /// The connection ended without a closing handshake (the client dropped its socket).
+    Dropped,
     /// The client broke the protocol; close with this code and reason.
     Failed(u16, &'static str),
 }
@@ -235,8 +243,11 @@ impl Conn {
                     None => WsIn::Closed,
                     Some(Err(WsError::Capacity(_))) => WsIn::Failed(1009, "Message too big"),
                     Some(Err(WsError::Utf8(_))) => WsIn::Failed(1007, "Invalid UTF-8"),
+                    Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                        WsIn::Dropped
+                    }
                     Some(Err(WsError::Protocol(_))) => WsIn::Failed(1002, "Protocol error"),
-                    Some(Err(_)) => WsIn::Closed,
+                    Some(Err(_)) => WsIn::Dropped,
                 };
             },
             Conn::Hixie76(h) => h.recv().await,
@@ -329,6 +340,16 @@ fn client_gone() -> CloseInfo {
     }
 }
 
+/// The close of a socket the client dropped without a closing handshake: not a protocol
+/// error, the connection is simply gone (1006 is the code for "no close frame").
+pub fn connection_lost() -> CloseInfo {
+    CloseInfo {
+        code: 1006,
+        reason: "Connection lost".into(),
+        cause: CloseCause::Interrupted,
+    }
+}
+
 /// Drive one WebSocket session until either side closes. Writes are bounded by the
 /// connection's write time limit (`send_time_limit`, enforced under the socket by
 /// `GuardedIo`); `watch` tells a write that failed for it from a client that went away.
@@ -371,7 +392,12 @@ pub async fn run_socket(
             if sockjs {
                 conn.send_text(frame::close_frame(info.code, &info.reason))
                     .await;
-                conn.close(1000, "Normal closure").await;
+                // The SockJS close frame says why; the WebSocket close says whether the
+                // server is going away.
+                match info.cause {
+                    CloseCause::Shutdown => conn.close(info.code, &info.reason).await,
+                    _ => conn.close(1000, "Normal closure").await,
+                }
             } else {
                 conn.close(info.code, &info.reason).await;
             }
@@ -506,6 +532,7 @@ async fn handle_inbound(
             conn.close(1000, "Normal closure").await;
             return Some(client_gone());
         }
+        (WsIn::Dropped, _) => return Some(connection_lost()),
         (WsIn::Failed(code, reason), _) => {
             conn.close(code, reason).await;
             return Some(CloseInfo {
