@@ -14,6 +14,10 @@ use super::frame::FrameLimits;
 use crate::config::OverflowStrategy;
 use crate::limits::TokenBucket;
 
+/// The longest heart-beat interval that is honoured, in milliseconds (one hour): longer
+/// negotiated intervals are clamped to it, and a longer configured `heart_beat` is refused.
+pub const MAX_HEARTBEAT_MS: u64 = 60 * 60 * 1000;
+
 /// Everything the STOMP core can be configured with.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -22,7 +22,7 @@ use super::acl::{AclAction, Caller, Policy};
 use super::application::{AppSend, AppSubscribe};
 use super::auth::ConnectRequest;
 use super::broker::{AckKind, AckMode, AckOutcome, AckTarget, BrokerError, SubscribeRequest};
-use super::config::{HeartBeat, Unroutable};
+use super::config::{HeartBeat, MAX_HEARTBEAT_MS, Unroutable};
 use super::destination::{Route, split_user_destination, user_subscription_target, user_suffix};
 use super::frame::{Command, Frame, FrameError, FrameParser, Version};
 use super::outbound::{Carriage, Outbound, now_ms};
@@ -151,9 +151,17 @@ pub struct Heartbeats {
 }
 
 impl Heartbeats {
-    /// Spec §4.1: `C = max(cx, sy)` unless either is 0; `S = max(sx, cy)` likewise.
+    /// Spec §4.1: `C = max(cx, sy)` unless either is 0; `S = max(sx, cy)` likewise. Either
+    /// is clamped to [`MAX_HEARTBEAT_MS`] (one hour): a client may offer any `u64`, and an
+    /// interval past that is no heart-beat a peer could rely on anyway.
     pub fn negotiate(client: HeartBeat, server: HeartBeat) -> Heartbeats {
-        let pair = |a: u64, b: u64| if a == 0 || b == 0 { 0 } else { a.max(b) };
+        let pair = |a: u64, b: u64| {
+            if a == 0 || b == 0 {
+                0
+            } else {
+                a.max(b).min(MAX_HEARTBEAT_MS)
+            }
+        };
         Heartbeats {
             client_ms: pair(client.send_ms, server.receive_ms),
             server_ms: pair(server.send_ms, client.receive_ms),
@@ -917,13 +925,11 @@ impl Connection {
     pub fn next_deadline_ms(&self) -> Option<u64> {
         match &self.phase {
             Phase::Closed => None,
-            Phase::AwaitingConnect => Some(self.opened_ms + self.core.config.connect_timeout_ms),
+            Phase::AwaitingConnect => Some(self.connect_deadline_ms()),
             Phase::Connected(established) => {
                 let hb = established.heartbeats;
-                let write =
-                    (hb.server_ms > 0).then(|| established.out.last_write_ms() + hb.server_ms);
-                let read =
-                    (hb.client_ms > 0).then(|| self.last_received_ms + self.read_window_ms(hb));
+                let write = Self::write_deadline_ms(established);
+                let read = self.read_deadline_ms(hb);
                 write
                     .into_iter()
                     .chain(read)
@@ -941,8 +947,26 @@ impl Connection {
         (timeout > 0).then(|| self.last_received_ms.saturating_add(timeout))
     }
 
-    fn read_window_ms(&self, hb: Heartbeats) -> u64 {
-        (hb.client_ms as f64 * self.core.config.read_margin()) as u64
+    /// When a session that has not sent CONNECT is closed. Every deadline saturates: the
+    /// intervals come from clients and config and must never wrap into the past.
+    fn connect_deadline_ms(&self) -> u64 {
+        self.opened_ms
+            .saturating_add(self.core.config.connect_timeout_ms)
+    }
+
+    /// When the next server heart-beat is due, if the server sends any.
+    fn write_deadline_ms(established: &Established) -> Option<u64> {
+        let interval = established.heartbeats.server_ms;
+        (interval > 0).then(|| established.out.last_write_ms().saturating_add(interval))
+    }
+
+    /// When a silent client is cut off, if it promised heart-beats.
+    fn read_deadline_ms(&self, hb: Heartbeats) -> Option<u64> {
+        (hb.client_ms > 0).then(|| {
+            // A float-to-int cast saturates, so a huge product cannot wrap either.
+            let window = (hb.client_ms as f64 * self.core.config.read_margin()) as u64;
+            self.last_received_ms.saturating_add(window)
+        })
     }
 
     /// Run whatever timer is due at `now` ([`now_ms`]).
@@ -950,7 +974,7 @@ impl Connection {
         match &self.phase {
             Phase::Closed => Flow::Closed,
             Phase::AwaitingConnect => {
-                if now >= self.opened_ms + self.core.config.connect_timeout_ms {
+                if now >= self.connect_deadline_ms() {
                     bump(&self.core.stats.connect_failures);
                     tracing::debug!(session = %self.id, "no CONNECT within the connect timeout");
                     self.close_with(DisconnectCause::ConnectTimeout, 4500, "Connect timeout");
@@ -971,7 +995,7 @@ impl Connection {
                     );
                     return Flow::Closed;
                 }
-                if hb.client_ms > 0 && now >= self.last_received_ms + self.read_window_ms(hb) {
+                if self.read_deadline_ms(hb).is_some_and(|at| now >= at) {
                     bump(&self.core.stats.heartbeat_timeouts);
                     tracing::debug!(session = %self.id, "client heart-beat timeout");
                     self.close_with(
@@ -991,7 +1015,7 @@ impl Connection {
                     self.fail(StompError::idle_timeout(timeout), None);
                     return Flow::Closed;
                 }
-                if hb.server_ms > 0 && now >= established.out.last_write_ms() + hb.server_ms {
+                if Self::write_deadline_ms(established).is_some_and(|at| now >= at) {
                     let _ = established.out.send_heartbeat();
                 }
                 Flow::Open
@@ -1234,6 +1258,9 @@ mod tests {
             ((2000, 5000), (10_000, 10_000)),
             ((0, 5000), (0, 10_000)),
             ((30_000, 30_000), (30_000, 30_000)),
+            ((u64::MAX, u64::MAX), (3_600_000, 3_600_000)),
+            ((0, u64::MAX), (0, 3_600_000)),
+            ((7_200_000, 0), (3_600_000, 0)),
         ];
         for ((cx, cy), (c, s)) in cases {
             let hb = Heartbeats::negotiate(
@@ -1537,6 +1564,34 @@ mod tests {
             c.sink.closed_with(),
             Some((1002, "Heart-beat timeout".into()))
         );
+    }
+
+    #[test]
+    fn deadlines_saturate_instead_of_wrapping() {
+        let forever = core(StompConfig {
+            connect_timeout_ms: u64::MAX,
+            heartbeat_read_margin: f64::MAX,
+            ..StompConfig::default()
+        });
+        let mut c = client(&forever);
+        assert_eq!(c.connection.next_deadline_ms(), Some(u64::MAX));
+        assert_eq!(c.connection.on_tick(now_ms()), Flow::Open);
+        c.feed("CONNECT\naccept-version:1.2\nheart-beat:18446744073709551615,18446744073709551615\n\n\0");
+        c.sink.clear();
+        let now = now_ms();
+        // The server beats hourly at most, and the read window saturates at the end of time.
+        let next = c.connection.next_deadline_ms().unwrap();
+        assert!(
+            (now + 3_599_000..=now + 3_600_000).contains(&next),
+            "{next}"
+        );
+        assert_eq!(c.connection.on_tick(now + 1000), Flow::Open);
+        assert!(
+            c.sink.payloads().is_empty(),
+            "no heart-beat before it is due"
+        );
+        assert_eq!(c.connection.on_tick(now + 3_600_000), Flow::Open);
+        assert_eq!(c.sink.payloads().last().map(|b| &b[..]), Some(&b"\n"[..]));
     }
 
     #[test]
