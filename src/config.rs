@@ -364,6 +364,38 @@ impl Config {
         }
     }
 
+    /// Settings that are valid but weaken security, one sentence each naming the key; the
+    /// gateway logs them at WARN when it starts and `check-config` prints them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let jwt = self.auth.jwt.is_some();
+        if let Some(header) = &self.stomp.principal_header {
+            warnings.push(if jwt {
+                format!(
+                    "[stomp] principal_header = {header:?} is ignored: with [auth.jwt] the \
+                     principal comes from the verified token"
+                )
+            } else {
+                format!(
+                    "[stomp] principal_header = {header:?}: a STOMP client names its own user \
+                     with the CONNECT header {header:?} and nothing verifies it, so any client \
+                     can act as any user and read their /user/... destinations; use [auth.jwt] \
+                     outside trusted networks"
+                )
+            });
+        }
+        if let Some(jwt) = &self.auth.jwt
+            && jwt.audience.is_empty()
+        {
+            warnings.push(
+                "[auth.jwt] audience is empty: a token the issuer signed for any other \
+                 service is accepted too; list this gateway's audience"
+                    .to_owned(),
+            );
+        }
+        warnings
+    }
+
     /// Check what serde cannot: prefixes, app names, sizes.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (field, v) in [
@@ -382,6 +414,16 @@ impl Config {
         }
         if self.services.is_empty() {
             return Err(invalid("service", "at least one [[service]] is required"));
+        }
+        if !self.stomp.allow_anonymous
+            && self.stomp.principal_header.is_none()
+            && self.auth.jwt.is_none()
+        {
+            return Err(invalid(
+                "stomp.allow_anonymous",
+                "false refuses every STOMP client: without [auth.jwt] or [stomp] \
+                 principal_header no session can have a user",
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.services.iter().enumerate() {
@@ -562,6 +604,31 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("service[0].idle_timeout"), "{err}");
+    }
+
+    #[test]
+    fn header_asserted_identity_is_opt_in_and_warned_about() {
+        let service = "[[service]]\nprefix = \"/s\"\napp = \"stomp\"\n";
+        let c = Config::from_toml(service).unwrap();
+        assert_eq!(c.stomp.principal_header, None);
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        let c =
+            Config::from_toml(&format!("[stomp]\nprincipal_header = \"uid\"\n{service}")).unwrap();
+        let warnings = c.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("principal_header") && warnings[0].contains("\"uid\""),
+            "{warnings:?}"
+        );
+        let err = Config::from_toml(&format!("[stomp]\nallow_anonymous = false\n{service}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stomp.allow_anonymous"), "{err}");
+        let c = Config::from_toml(&format!(
+            "[stomp]\nallow_anonymous = false\nprincipal_header = \"uid\"\n{service}"
+        ))
+        .unwrap();
+        assert!(!c.stomp.allow_anonymous);
     }
 
     #[test]

@@ -44,6 +44,9 @@ impl Gateway {
     /// Build the services a configuration describes.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         config.validate()?;
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
         let auth = Authenticator::from_config(&config.auth, &config.base_dir)?;
         let stomp = stomp_app(config, &auth);
         let mut services = Vec::with_capacity(config.services.len());
@@ -176,7 +179,7 @@ fn refusal_response(refused: ConnectionRefused) -> Vec<u8> {
 }
 
 /// The STOMP core with the configured authentication: JWTs when `[auth.jwt]` is set, else
-/// the principal from a CONNECT header (`login` by default, e.g. `uid`).
+/// the carrier's principal, or the CONNECT header `[stomp] principal_header` names when set.
 fn stomp_app(config: &Config, auth: &Arc<Authenticator>) -> StompApp {
     let authenticator: Option<Arc<dyn StompAuthenticator>> = if auth.verifies_tokens() {
         let header = Some(config.auth.connect_header.clone()).filter(|h| !h.is_empty());

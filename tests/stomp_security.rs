@@ -1,5 +1,6 @@
 //! STOMP authentication and authorization through real sockets: JWTs on CONNECT (via
-//! `Authorization`, the configured `token` header and `passcode`), ACL rules per role and
+//! `Authorization`, the configured `token` header and `passcode`), no identity from a CONNECT
+//! header unless `principal_header` opts in, ACL rules per role and
 //! per user, denied frames answered with an ERROR naming the destination, and a session
 //! ended with ERROR when its token expires.
 
@@ -9,6 +10,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
 use sockjs_gateway::Gateway;
 use sockjs_gateway::config::Config;
+use sockjs_gateway::stomp::StompApp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -42,12 +44,17 @@ app = "stomp"
 "#;
 
 async fn start() -> std::net::SocketAddr {
-    let config = Config::from_toml(CONFIG).unwrap();
+    start_with(CONFIG).await.0
+}
+
+/// STOMP over TCP for the gateway `toml` describes; its address and STOMP core.
+async fn start_with(toml: &str) -> (std::net::SocketAddr, StompApp) {
+    let config = Config::from_toml(toml).unwrap();
     let gateway = Gateway::from_config(&config).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     gateway.spawn_stomp_tcp(listener);
-    addr
+    (addr, gateway.stomp().clone())
 }
 
 fn token(sub: &str, roles: &[&str], ttl: u64) -> String {
@@ -209,4 +216,55 @@ async fn a_stomp_session_ends_with_an_error_when_its_token_expires() {
         "{error}"
     );
     assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+/// A backend sends one message to `user`'s `/queue/private`.
+fn send_to(app: &StompApp, user: &str, body: &str) {
+    let broker = app.broker();
+    let message = broker.message(&[], bytes::Bytes::from(body.to_owned()));
+    broker.send_to_user(user, "/queue/private", None, message);
+}
+
+#[tokio::test]
+async fn by_default_a_connect_header_names_nobody() {
+    let (addr, app) = start_with("[[service]]\nprefix = \"/stomp\"\napp = \"stomp\"\n").await;
+    let (mut alice, reply) = Client::connect(addr, "login:alice").await;
+    assert!(reply.starts_with("CONNECTED\n"), "{reply}");
+    assert!(
+        !reply.contains("user-name:"),
+        "login is no identity by default: {reply}"
+    );
+    alice
+        .send("SUBSCRIBE\nid:1\ndestination:/user/queue/private\nreceipt:s\n\n")
+        .await;
+    assert!(alice.frame().await.starts_with("RECEIPT"));
+    send_to(&app, "alice", "for alice");
+    alice
+        .send("SEND\ndestination:/topic/none\nreceipt:after\n\n")
+        .await;
+    let next = alice.frame().await;
+    assert!(
+        next.starts_with("RECEIPT\nreceipt-id:after"),
+        "a client claiming to be alice got alice's message: {next}"
+    );
+}
+
+#[tokio::test]
+async fn a_connect_header_names_the_user_when_principal_header_opts_in() {
+    let (addr, app) = start_with(
+        "[stomp]\nprincipal_header = \"login\"\n[[service]]\nprefix = \"/stomp\"\napp = \"stomp\"\n",
+    )
+    .await;
+    let (mut alice, reply) = Client::connect(addr, "login:alice").await;
+    assert!(reply.contains("\nuser-name:alice"), "{reply}");
+    alice
+        .send("SUBSCRIBE\nid:1\ndestination:/user/queue/private\nreceipt:s\n\n")
+        .await;
+    assert!(alice.frame().await.starts_with("RECEIPT"));
+    send_to(&app, "alice", "for alice");
+    let message = alice.frame().await;
+    assert!(
+        message.starts_with("MESSAGE\n") && message.ends_with("\n\nfor alice"),
+        "{message}"
+    );
 }

@@ -551,7 +551,11 @@ async fn r07_r12_r13_routing_rules() {
 
 #[tokio::test]
 async fn r08_r09_r10_r11_user_destinations() {
-    let (addr, app) = start(StompConfig::default()).await;
+    let (addr, app) = start(StompConfig {
+        principal_header: Some("login".into()),
+        ..StompConfig::default()
+    })
+    .await;
     let mut alice1 = Client::stomp(addr, "1.2", "login:alice\n").await;
     let mut alice2 = Client::stomp(addr, "1.2", "login:alice\n").await;
     let mut bob = Client::stomp(addr, "1.2", "login:bob\n").await;

@@ -451,7 +451,7 @@ async fn c14_c15_the_subprotocol_never_decides_the_stomp_version() {
 
 #[tokio::test]
 async fn c05_c08_connected_headers_and_version_mismatch_over_websocket() {
-    let addr = start_gateway(&defaults()).await;
+    let addr = start_gateway(&config("", "principal_header = \"login\"")).await;
     let (mut c, _) = Client::raw(addr, Some("v12.stomp")).await;
     let connected = c.handshake("1.2", "login:alice\nhost:127.0.0.1\n").await;
     let session = Client::session_of(&connected).await;
@@ -1245,8 +1245,11 @@ async fn f18_xhr_polling_stomp_session() {
 
 #[tokio::test]
 async fn r08_r10_user_destinations_between_two_sessions_of_one_user() {
-    let (addr, app) =
-        start_gateway_with_stomp(&config("", "allow_client_send_to_user = true")).await;
+    let (addr, app) = start_gateway_with_stomp(&config(
+        "",
+        "allow_client_send_to_user = true\nprincipal_header = \"login\"",
+    ))
+    .await;
     let (mut alice1, _) = Client::raw(addr, Some("v12.stomp")).await;
     let alice1_session = Client::session_of(&alice1.handshake("1.2", "login:alice\n").await).await;
     let mut alice2 = Client::sockjs_ws(addr, "alice2").await;

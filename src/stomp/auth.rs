@@ -2,8 +2,9 @@
 //!
 //! The carrier may already know a principal (an HTTP-level authenticator on the SockJS or
 //! WebSocket handshake). The [`Authenticator`] sees that, plus every CONNECT header, and
-//! decides the session's principal or rejects it. The default reads one configured header
-//! (`login`, or e.g. `uid`); a JWT authenticator can later replace it without touching the
+//! decides the session's principal or rejects it. The default takes the carrier's principal
+//! and, only when `principal_header` opts in, the value of one CONNECT header (`uid`,
+//! `login`) as the client asserts it; the JWT authenticator replaces it without touching the
 //! connection state machine. Implementations must never log the `passcode`.
 
 use std::sync::Arc;

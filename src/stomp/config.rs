@@ -74,9 +74,11 @@ pub struct StompConfig {
     pub path_separator: char,
     /// Whether clients may SEND to `/user/{name}/...` (Spring allows it; we deny by default).
     pub allow_client_send_to_user: bool,
-    /// CONNECT header whose value becomes the principal when the carrier supplied none.
+    /// CONNECT header whose value becomes the principal when the carrier supplied none. Off
+    /// by default: the client asserts the name and nothing checks it, so it is an explicit
+    /// opt-in for trusted networks and demos (warned about at startup).
     pub principal_header: Option<String>,
-    /// Whether sessions without a principal may connect.
+    /// Whether sessions without a principal may connect (without `[auth.jwt]`).
     pub allow_anonymous: bool,
     /// Accepted `host` values; when set, any other `host` is refused.
     pub virtual_hosts: Option<Vec<String>>,
@@ -124,7 +126,7 @@ impl Default for StompConfig {
             unroutable: Unroutable::Drop,
             path_separator: '/',
             allow_client_send_to_user: false,
-            principal_header: Some("login".into()),
+            principal_header: None,
             allow_anonymous: true,
             virtual_hosts: None,
             spring_disconnect_error: false,

@@ -1276,7 +1276,10 @@ mod tests {
 
     #[test]
     fn connected_carries_the_required_headers() {
-        let core = core(StompConfig::default());
+        let core = core(StompConfig {
+            principal_header: Some("login".into()),
+            ..StompConfig::default()
+        });
         let mut c = client(&core);
         c.feed("STOMP\naccept-version:1.2\nhost:127.0.0.1\nheart-beat:2000,5000\nlogin:alice\npasscode:secret\n\n\0");
         let frame = c.last();
@@ -1442,6 +1445,7 @@ mod tests {
     fn user_destinations_are_rewritten() {
         let core = core(StompConfig {
             allow_client_send_to_user: true,
+            principal_header: Some("login".into()),
             ..StompConfig::default()
         });
         let mut a = client(&core);
