@@ -428,6 +428,23 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.services.iter().enumerate() {
             let key = |field: &str| format!("service[{i}].{field}");
+            if !self.auth.cookie.is_empty()
+                && (s.allowed_origins.is_empty()
+                    || !s
+                        .allowed_origins
+                        .iter()
+                        .all(|p| crate::sockjs::origin_pattern_is_specific(p)))
+            {
+                return Err(invalid(
+                    "auth.cookie",
+                    &format!(
+                        "is set, so {} must list the origins of your pages (none of them `*`, \
+                         `https://*` or the like): a browser sends the cookie with requests from \
+                         any site, and only the origin check tells them apart",
+                        key("allowed_origins")
+                    ),
+                ));
+            }
             let p = &s.prefix;
             if !p.starts_with('/') || (p.len() > 1 && p.ends_with('/')) || p.contains("//") {
                 return Err(invalid(

@@ -29,10 +29,14 @@ leeway = 0
 [[service]]
 prefix = "/echo"
 app = "echo"
+allowed_origins = ["{APP_ORIGIN}"]
 {extra_service}
 "#
     )
 }
+
+/// The one page origin the cookie-authenticated test service allows.
+const APP_ORIGIN: &str = "http://app.example";
 
 fn now() -> u64 {
     SystemTime::now()
@@ -266,4 +270,157 @@ fn a_short_hs256_secret_is_refused_naming_the_key() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("auth.jwt.secret"), "{err}");
+}
+
+#[test]
+fn a_cookie_token_needs_a_specific_origin_list_on_every_service() {
+    let base = format!(
+        "[auth]\ncookie = \"access_token\"\n[auth.jwt]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\n\
+         audience = [\"gateway\"]\n[[service]]\nprefix = \"/echo\"\napp = \"echo\"\n"
+    );
+    for origins in [
+        "",
+        "allowed_origins = []",
+        "allowed_origins = [\"*\"]",
+        "allowed_origins = [\"http://app.example\", \"*\"]",
+        "allowed_origins = [\"https://*\"]",
+        "allowed_origins = [\"http://*:8080\"]",
+        "allowed_origins = [\"https://*.com\"]",
+        "allowed_origins = [\"https://app.example*\"]",
+    ] {
+        let err = sockjs_gateway::config::Config::from_toml(&format!("{base}{origins}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("auth.cookie") && err.contains("service[0].allowed_origins"),
+            "{origins}: {err}"
+        );
+    }
+    for origins in [
+        "allowed_origins = [\"https://app.example.com\"]",
+        "allowed_origins = [\"https://*.example.com\", \"http://localhost:*\"]",
+    ] {
+        sockjs_gateway::config::Config::from_toml(&format!("{base}{origins}\n"))
+            .unwrap_or_else(|e| panic!("{origins}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn with_cookie_tokens_jsonp_and_htmlfile_need_an_allowed_origin_or_referer() {
+    let addr = start_gateway(&config("")).await;
+    let cookie = format!("access_token={}", valid("alice"));
+    let cookie = ("Cookie", cookie.as_str());
+    let from_app = ("Referer", "http://app.example/chat.html");
+    let from_elsewhere = ("Referer", "http://evil.example/app.example/");
+    // A script or iframe load carries the victim's cookie but no Origin: without a Referer
+    // from an allowed page it is refused, whatever the transport.
+    for (n, path) in ["jsonp?c=cb", "htmlfile?c=cb"].iter().enumerate() {
+        for (m, headers) in [vec![cookie], vec![cookie, from_elsewhere]]
+            .iter()
+            .enumerate()
+        {
+            let resp = request(
+                addr,
+                "GET",
+                &format!("/echo/000/x{n}{m}/{path}"),
+                headers,
+                b"",
+            )
+            .await;
+            assert_eq!(resp.status, 403, "{path} {headers:?}");
+            let body = String::from_utf8(resp.body().await).unwrap();
+            assert!(body.contains("Origin or Referer"), "{body}");
+        }
+    }
+    let resp = request(
+        addr,
+        "POST",
+        "/echo/000/x00/jsonp_send",
+        &[
+            cookie,
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        b"d=%5B%22x%22%5D",
+    )
+    .await;
+    assert_eq!(resp.status, 403, "jsonp_send without Origin or Referer");
+
+    // From the allowed page they work, by Referer or by Origin.
+    let resp = request(
+        addr,
+        "GET",
+        "/echo/000/ok1/jsonp?c=cb",
+        &[cookie, from_app],
+        b"",
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body().await, b"/**/cb(\"o\");\r\n");
+    let resp = request(
+        addr,
+        "POST",
+        "/echo/000/ok1/jsonp_send",
+        &[
+            cookie,
+            ("Origin", APP_ORIGIN),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        b"d=%5B%22x%22%5D",
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    let resp = request(
+        addr,
+        "GET",
+        "/echo/000/ok2/htmlfile?c=cb",
+        &[cookie, from_app],
+        b"",
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    drop(resp);
+    // A foreign Origin is refused as before; transports with CORS keep their rules.
+    let resp = request(
+        addr,
+        "GET",
+        "/echo/000/bad/jsonp?c=cb",
+        &[cookie, ("Origin", "http://evil.example")],
+        b"",
+    )
+    .await;
+    assert_eq!(resp.status, 403);
+    let resp = request(addr, "POST", "/echo/000/plain/xhr", &[cookie], b"").await;
+    assert_eq!(
+        resp.status, 200,
+        "xhr without Origin (no browser page) is unaffected"
+    );
+}
+
+#[tokio::test]
+async fn with_cookie_tokens_a_websocket_from_a_foreign_page_is_refused() {
+    let addr = start_gateway(&config("")).await;
+    let cookie = format!("access_token={}", valid("alice"));
+    let upgrade = |origin: &'static str| {
+        let cookie = cookie.clone();
+        async move {
+            request(
+                addr,
+                "GET",
+                "/echo/000/ws/websocket",
+                &[
+                    ("Cookie", &cookie),
+                    ("Origin", origin),
+                    ("Upgrade", "websocket"),
+                    ("Connection", "Upgrade"),
+                    ("Sec-WebSocket-Version", "13"),
+                    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ],
+                b"",
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(upgrade("http://evil.example").await, 403);
+    assert_eq!(upgrade(APP_ORIGIN).await, 101);
 }

@@ -161,6 +161,12 @@ impl Authenticator {
         self.jwt.is_some()
     }
 
+    /// Whether a handshake token may come from a cookie (`[auth] cookie`), which every page a
+    /// browser loads sends along: origin checks must then hold on every transport.
+    pub fn reads_cookie(&self) -> bool {
+        self.cookie.is_some()
+    }
+
     /// Whether clients without a token are served.
     pub fn anonymous_allowed(&self) -> bool {
         self.anonymous
