@@ -649,6 +649,23 @@ mod tests {
     }
 
     #[test]
+    fn a_jwt_without_an_audience_is_warned_about() {
+        let jwt = format!(
+            "[auth.jwt]\nalgorithm = \"HS256\"\nsecret = \"{}\"\n",
+            "s".repeat(32)
+        );
+        let service = "[[service]]\nprefix = \"/s\"\napp = \"stomp\"\n";
+        let c = Config::from_toml(&format!("{jwt}{service}")).unwrap();
+        let warnings = c.warnings();
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("audience"),
+            "{warnings:?}"
+        );
+        let c = Config::from_toml(&format!("{jwt}audience = [\"gw\"]\n{service}")).unwrap();
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+
+    #[test]
     fn wrong_type_names_the_key() {
         let err =
             Config::from_toml("[[service]]\nprefix = \"/e\"\napp = \"echo\"\nwebsocket = 3\n")

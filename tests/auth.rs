@@ -55,6 +55,29 @@ fn hs256(sub: &str, exp: u64, aud: &str, secret: &str) -> String {
     .unwrap()
 }
 
+/// An HS256 token with exactly `claims`, signed with the test secret.
+fn signed(claims: serde_json::Value) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// An unsigned token (`alg: none`) with `claims`.
+fn unsigned(claims: serde_json::Value) -> String {
+    use base64::Engine;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap())
+    };
+    format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT"})),
+        b64(claims)
+    )
+}
+
 fn valid(sub: &str) -> String {
     hs256(sub, now() + 600, "gateway", SECRET)
 }
@@ -105,6 +128,28 @@ async fn bad_tokens_and_missing_tokens_get_401() {
             "audience",
         ),
         ("garbage", "not.a.jwt".to_string(), "malformed"),
+        (
+            "alg none",
+            unsigned(json!({"sub": "alice", "exp": now() + 600, "aud": "gateway", "iss": "tests"})),
+            "malformed",
+        ),
+        (
+            "missing aud",
+            signed(json!({"sub": "alice", "exp": now() + 600, "iss": "tests"})),
+            "aud",
+        ),
+        (
+            "missing iss",
+            signed(json!({"sub": "alice", "exp": now() + 600, "aud": "gateway"})),
+            "iss",
+        ),
+        (
+            "float exp in the past",
+            signed(
+                json!({"sub": "alice", "exp": now() as f64 - 10.5, "aud": "gateway", "iss": "tests"}),
+            ),
+            "token expired",
+        ),
     ];
     for (name, token, expected) in cases {
         let resp = request(
@@ -151,6 +196,44 @@ async fn a_session_closes_when_its_token_expires() {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (status, _) = post(addr, &path, b"").await;
     assert_eq!(status, 401, "the expired token is now refused at the door");
+}
+
+#[tokio::test]
+async fn a_session_closes_when_its_float_exp_passes() {
+    let addr = start_gateway(&config("")).await;
+    // jsonwebtoken accepts a fractional `exp` (rounded to the second); so must expiry.
+    let exp = now() as f64 + 1.6;
+    let token = signed(json!({"sub": "alice", "exp": exp, "aud": "gateway", "iss": "tests"}));
+    let path = format!("/echo/000/fexp/xhr?access_token={token}");
+    assert_eq!(post(addr, &path, b"").await.1, b"o\n");
+    let started = std::time::Instant::now();
+    let (status, body) = post(addr, &path, b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, b"c[4401,\"Token expired\"]\n");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn a_token_with_a_huge_exp_is_served() {
+    let addr = start_gateway(&config("")).await;
+    // Far past what a system clock can represent: such a token never expires.
+    for (i, exp) in [
+        json!(10_000_000_000_000_000_000u64),
+        json!(1.0e19),
+        json!(u64::MAX),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let token = signed(json!({"sub": "alice", "exp": exp, "aud": "gateway", "iss": "tests"}));
+        let session = format!("/echo/000/huge{i}");
+        let (status, body) = post(addr, &format!("{session}/xhr?access_token={token}"), b"").await;
+        assert_eq!((status, body.as_slice()), (200, &b"o\n"[..]), "exp {exp}");
+        let send = format!("{session}/xhr_send?access_token={token}");
+        assert_eq!(post(addr, &send, b"[\"x\"]").await.0, 204, "exp {exp}");
+        let (_, body) = post(addr, &format!("{session}/xhr?access_token={token}"), b"").await;
+        assert_eq!(body, b"a[\"x\"]\n", "exp {exp}");
+    }
 }
 
 #[tokio::test]

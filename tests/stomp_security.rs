@@ -57,13 +57,19 @@ async fn start_with(toml: &str) -> (std::net::SocketAddr, StompApp) {
     (addr, gateway.stomp().clone())
 }
 
-fn token(sub: &str, roles: &[&str], ttl: u64) -> String {
-    let exp = SystemTime::now()
+fn now() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
-        + ttl;
-    let claims = json!({"sub": sub, "exp": exp, "roles": roles});
+}
+
+fn token(sub: &str, roles: &[&str], ttl: u64) -> String {
+    signed(json!({"sub": sub, "exp": now() + ttl, "roles": roles}))
+}
+
+/// An HS256 token with exactly `claims`.
+fn signed(claims: serde_json::Value) -> String {
     encode(
         &Header::new(Algorithm::HS256),
         &claims,
@@ -143,12 +149,73 @@ async fn bad_or_missing_tokens_get_an_error() {
         reply.starts_with("ERROR\n") && reply.contains("message:Authentication failed"),
         "{reply}"
     );
-    let expired = token("alice", &[], 0);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let expired = signed(json!({"sub": "alice", "exp": now() - 5}));
     let (_c, reply) = Client::connect(addr, &format!("passcode:{expired}")).await;
     assert!(reply.contains("token expired"), "{reply}");
     let (_c, reply) = Client::connect(addr, "passcode:not.a.token").await;
     assert!(reply.starts_with("ERROR\n"), "{reply}");
+    use base64::Engine;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap())
+    };
+    let unsigned = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT"})),
+        b64(json!({"sub": "alice", "exp": now() + 600}))
+    );
+    let (_c, reply) = Client::connect(addr, &format!("passcode:{unsigned}")).await;
+    assert!(
+        reply.starts_with("ERROR\n") && reply.contains("message:Authentication failed"),
+        "alg none: {reply}"
+    );
+}
+
+#[tokio::test]
+async fn a_float_exp_ends_the_stomp_session_when_it_passes() {
+    let addr = start().await;
+    let exp = now() as f64 + 1.6;
+    let (mut c, reply) = Client::connect(
+        addr,
+        &format!("passcode:{}", signed(json!({"sub": "eve", "exp": exp}))),
+    )
+    .await;
+    assert!(reply.starts_with("CONNECTED"), "{reply}");
+    let started = std::time::Instant::now();
+    let error = c.frame().await;
+    assert!(error.contains("message:Token expired"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn a_token_with_a_huge_exp_connects_and_stays() {
+    let addr = start().await;
+    for exp in [
+        json!(10_000_000_000_000_000_000u64),
+        json!(u64::MAX),
+        json!(1.0e19),
+    ] {
+        let token = signed(json!({"sub": "eve", "exp": exp}));
+        let (mut c, reply) = Client::connect(addr, &format!("passcode:{token}")).await;
+        assert!(reply.starts_with("CONNECTED"), "exp {exp}: {reply}");
+        c.send("SEND\ndestination:/topic/x\nreceipt:r\n\n").await;
+        assert!(c.frame().await.starts_with("RECEIPT"), "exp {exp}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_accepted_within_the_leeway_is_not_closed_at_once() {
+    let (addr, _) = start_with(&CONFIG.replace("leeway = 0", "leeway = 2")).await;
+    // Expired a second ago: verification grants two more, and so must expiry.
+    let token = signed(json!({"sub": "eve", "exp": now() - 1}));
+    let (mut c, reply) = Client::connect(addr, &format!("passcode:{token}")).await;
+    assert!(reply.starts_with("CONNECTED"), "{reply}");
+    let started = std::time::Instant::now();
+    c.send("SEND\ndestination:/topic/x\nreceipt:r\n\n").await;
+    let receipt = c.frame().await;
+    assert!(receipt.starts_with("RECEIPT"), "closed at once: {receipt}");
+    let error = c.frame().await;
+    assert!(error.contains("message:Token expired"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(4));
 }
 
 #[tokio::test]
