@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
 use sockjs_gateway::Gateway;
 use sockjs_gateway::config::Config;
-use sockjs_gateway::stomp::StompApp;
+use sockjs_gateway::stomp::{StompApp, StompEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -334,4 +334,29 @@ async fn a_connect_header_names_the_user_when_principal_header_opts_in() {
         message.starts_with("MESSAGE\n") && message.ends_with("\n\nfor alice"),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn connect_events_carry_no_credentials() {
+    let (addr, app) = start_with(CONFIG).await;
+    let mut events = app.subscribe_events();
+    let t = token("alice", &[], 600);
+    let (_c, reply) = Client::connect(
+        addr,
+        &format!("Authorization:Bearer {t}\nauthorization:Bearer {t}\ntoken:{t}\npasscode:{t}\nx-client:app"),
+    )
+    .await;
+    assert!(reply.starts_with("CONNECTED"), "{reply}");
+    let headers = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let StompEvent::Connect { headers, .. } = events.recv().await.unwrap() {
+                return headers;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["accept-version", "host", "x-client"], "{headers:?}");
+    assert!(headers.iter().all(|(_, v)| !v.contains(&t)));
 }

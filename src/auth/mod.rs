@@ -234,6 +234,22 @@ impl Authenticator {
         cookie(headers, name).map(str::to_string)
     }
 
+    /// `url` (a path and query) with the value of the token query parameter replaced by
+    /// `redacted`, so the URL applications and logs see carries no credential.
+    pub fn redacted_url(&self, url: &str) -> String {
+        let (Some(param), Some((path, query))) = (&self.query_param, url.split_once('?')) else {
+            return url.to_owned();
+        };
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k == param => format!("{k}=redacted"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        format!("{path}?{}", query.join("&"))
+    }
+
     /// The principal a handshake establishes: `Ok(None)` when it carries no token.
     pub fn authenticate_handshake(
         &self,
@@ -415,6 +431,26 @@ mod tests {
             assert_eq!(credential_end(Some(&unusable), 0), None, "{unusable}");
         }
         assert_eq!(credential_end(None, 0), None);
+    }
+
+    #[test]
+    fn the_token_query_parameter_is_redacted_from_urls() {
+        let auth = Authenticator::from_config(&AuthConfig::default(), Path::new(".")).unwrap();
+        assert_eq!(
+            auth.redacted_url("/s/000/a/websocket?x=1&access_token=ey.J.w&c=cb"),
+            "/s/000/a/websocket?x=1&access_token=redacted&c=cb"
+        );
+        assert_eq!(auth.redacted_url("/s/info"), "/s/info");
+        assert_eq!(
+            auth.redacted_url("/s?access_tokens=1"),
+            "/s?access_tokens=1"
+        );
+        let off = AuthConfig {
+            query_param: String::new(),
+            ..AuthConfig::default()
+        };
+        let off = Authenticator::from_config(&off, Path::new(".")).unwrap();
+        assert_eq!(off.redacted_url("/s?access_token=1"), "/s?access_token=1");
     }
 
     #[test]

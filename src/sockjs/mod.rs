@@ -319,7 +319,8 @@ impl Service {
         patterns.iter().any(|p| origin_matches(p, origin))
     }
 
-    /// What the application learns about a client opening a session.
+    /// What the application learns about a client opening a session; the token query
+    /// parameter's value is redacted from `url`.
     pub fn session_info(
         &self,
         transport: TransportKind,
@@ -343,7 +344,7 @@ impl Service {
             transport,
             remote_addr: client.addr,
             headers,
-            url,
+            url: self.auth.redacted_url(&url),
             principal: client.principal.clone(),
             subprotocol: None,
         }

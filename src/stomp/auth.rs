@@ -42,6 +42,18 @@ pub enum AuthError {
 pub trait Authenticator: Send + Sync + 'static {
     /// `Ok(Some(principal))` for an authenticated session, `Ok(None)` for an anonymous one.
     fn authenticate(&self, request: &ConnectRequest<'_>) -> Result<Option<Principal>, AuthError>;
+
+    /// A CONNECT header this authenticator reads a credential from, besides `passcode` and
+    /// `Authorization` (which are always treated as secret); it is left out of events.
+    fn credential_header(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Whether a CONNECT header carries a credential that must never be reported or logged:
+/// `passcode`, `Authorization` (any case), or the authenticator's own `credential`.
+pub fn is_credential_header(name: &str, credential: Option<&str>) -> bool {
+    name == "passcode" || name.eq_ignore_ascii_case("authorization") || Some(name) == credential
 }
 
 /// A principal known only by name (no roles, no expiry).
@@ -115,5 +127,9 @@ impl Authenticator for TokenAuthenticator {
                 crate::auth::AuthError::Missing.to_string(),
             )),
         }
+    }
+
+    fn credential_header(&self) -> Option<&str> {
+        self.header.as_deref()
     }
 }

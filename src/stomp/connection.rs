@@ -20,7 +20,7 @@ use bytes::Bytes;
 use super::Core;
 use super::acl::{AclAction, Caller, Policy};
 use super::application::{AppSend, AppSubscribe};
-use super::auth::ConnectRequest;
+use super::auth::{ConnectRequest, is_credential_header};
 use super::broker::{AckKind, AckMode, AckOutcome, AckTarget, BrokerError, SubscribeRequest};
 use super::config::{HeartBeat, MAX_HEARTBEAT_MS, Unroutable};
 use super::destination::{Route, split_user_destination, user_subscription_target, user_suffix};
@@ -389,6 +389,7 @@ impl Connection {
     }
 
     fn connect(&mut self, frame: Frame) -> Result<Flow, StompError> {
+        let credential = self.core.authenticator.credential_header();
         self.core.events.emit(StompEvent::Connect {
             session: self.id.clone(),
             transport: self.info.transport,
@@ -396,7 +397,7 @@ impl Connection {
             headers: frame
                 .headers
                 .iter()
-                .filter(|(n, _)| n != "passcode")
+                .filter(|(n, _)| !is_credential_header(n, credential))
                 .cloned()
                 .collect(),
         });
