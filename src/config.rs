@@ -412,6 +412,16 @@ impl Config {
                 ));
             }
         }
+        if !(1024..=1 << 20).contains(&self.server.max_header_bytes) {
+            return Err(invalid(
+                "server.max_header_bytes",
+                &format!(
+                    "{} is not in 1024..=1048576 (a smaller limit refuses ordinary requests)",
+                    self.server.max_header_bytes
+                ),
+            ));
+        }
+        self.stomp.validate()?;
         if self.services.is_empty() {
             return Err(invalid("service", "at least one [[service]] is required"));
         }
@@ -663,6 +673,26 @@ mod tests {
         );
         let c = Config::from_toml(&format!("{jwt}audience = [\"gw\"]\n{service}")).unwrap();
         assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn a_tiny_max_header_bytes_and_bad_stomp_values_are_refused() {
+        let service = "[[service]]\nprefix = \"/e\"\napp = \"echo\"\n";
+        for (toml, key) in [
+            (
+                "[server]\nmax_header_bytes = 0\n",
+                "server.max_header_bytes",
+            ),
+            (
+                "[stomp]\nsend_time_limit_ms = 0\n",
+                "stomp.send_time_limit_ms",
+            ),
+        ] {
+            let err = Config::from_toml(&format!("{toml}{service}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
     }
 
     #[test]
