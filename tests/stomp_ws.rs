@@ -659,6 +659,39 @@ async fn e01_e05_escaping_follows_each_sessions_version_over_websocket() {
     assert!(raw.contains("\nfoo:a\\\\b\\cc\n"), "{raw:?}");
 }
 
+#[tokio::test]
+async fn one_message_of_many_frames_lets_other_sessions_in_meanwhile() {
+    // The test's runtime has one thread, shared with the gateway: a session that ran all the
+    // frames of one message without yielding would keep every other session waiting.
+    let (addr, app) = start_gateway_with_stomp(&config("", "max_frames_per_second = 0")).await;
+    let stats = app.stats();
+    let mut heavy = Client::raw_stomp(addr, "1.2", "").await;
+    let mut other = Client::raw_stomp(addr, "1.2", "").await;
+    const FRAMES: u64 = 20_000;
+    let mut wire = "SEND\ndestination:/topic/none\n\nx\0".repeat(FRAMES as usize - 1);
+    wire.push_str("SEND\ndestination:/topic/none\nreceipt:heavy\n\nx\0");
+    heavy.send(&wire).await;
+    timeout(WAIT, async {
+        while stats.frames_received(Command::Send) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the heavy message is being processed");
+    other
+        .send("SEND\ndestination:/topic/none\nreceipt:light\n\nx\0")
+        .await;
+    assert_eq!(other.frame().await.get("receipt-id"), Some("light"));
+    let done = stats.frames_received(Command::Send);
+    assert!(
+        done < FRAMES,
+        "the other session waited until all {done} frames of the heavy message ran"
+    );
+    // Nothing of the heavy message is lost or reordered.
+    assert_eq!(heavy.frame().await.get("receipt-id"), Some("heavy"));
+    assert_eq!(stats.frames_received(Command::Send), FRAMES + 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // ERROR then close (C09, C10, F06, F09-F15, E02, S01, D06) and close codes (§10.2)
 // ---------------------------------------------------------------------------------------------

@@ -32,6 +32,11 @@ use crate::session::{
     CloseCause, CloseInfo, Inbound, SessionEvent, SessionHandle, SessionInfo, SessionSender,
 };
 
+/// How many frames one turn of [`Connection::receive`] processes before the session task
+/// yields: one WebSocket message or TCP read may carry thousands, each SEND a fan-out, and
+/// other sessions on the same worker must not wait for all of them.
+pub const FRAMES_PER_TURN: usize = 64;
+
 /// Whether the connection still accepts input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -239,6 +244,10 @@ pub struct Connection {
     opened_ms: u64,
     /// When a byte last arrived ([`now_ms`]).
     last_received_ms: u64,
+    /// When the bytes being processed arrived, for the frame-rate budget.
+    arrived: Instant,
+    /// Whether a turn ended with frames still buffered in the parser.
+    buffered: bool,
     /// Why we closed, when we did: cause, code, reason.
     closed_by_us: Option<(DisconnectCause, u16, String)>,
 }
@@ -263,6 +272,8 @@ impl Connection {
             transaction_bytes: 0,
             opened_ms: now,
             last_received_ms: now,
+            arrived: Instant::now(),
+            buffered: false,
             closed_by_us: None,
         }
     }
@@ -272,21 +283,32 @@ impl Connection {
         &self.id
     }
 
-    /// Feed received bytes; frames are processed strictly in order. Every frame spends one
-    /// token of the frame-rate budget; heart-beat EOLs are skipped by the parser and spend
-    /// none.
+    /// Feed received bytes; frames are processed strictly in order, at most
+    /// [`FRAMES_PER_TURN`] of them: when [`Connection::has_buffered_frames`] says more are
+    /// waiting, the caller lets other tasks run and then calls
+    /// [`Connection::process_buffered`]. Every frame spends one token of the frame-rate
+    /// budget; heart-beat EOLs are skipped by the parser and spend none.
     pub fn receive(&mut self, data: &[u8]) -> Flow {
         self.last_received_ms = now_ms();
         if matches!(self.phase, Phase::Closed) {
             return Flow::Closed;
         }
         self.parser.push(data);
-        let arrived = Instant::now();
-        loop {
+        self.arrived = Instant::now();
+        self.process_buffered()
+    }
+
+    /// Process up to [`FRAMES_PER_TURN`] frames already received.
+    pub fn process_buffered(&mut self) -> Flow {
+        self.buffered = false;
+        if matches!(self.phase, Phase::Closed) {
+            return Flow::Closed;
+        }
+        for _ in 0..FRAMES_PER_TURN {
             match self.parser.next_frame() {
                 Ok(None) => return Flow::Open,
                 Ok(Some(frame)) => {
-                    if !self.within_frame_rate(arrived) {
+                    if !self.within_frame_rate(self.arrived) {
                         self.reject_for_rate(&frame);
                         return Flow::Closed;
                     }
@@ -301,6 +323,13 @@ impl Connection {
                 }
             }
         }
+        self.buffered = true;
+        Flow::Open
+    }
+
+    /// Whether received frames wait for [`Connection::process_buffered`].
+    pub fn has_buffered_frames(&self) -> bool {
+        self.buffered
     }
 
     /// Take one token for a frame that arrived at `arrived`; false once the budget is spent.
@@ -1164,11 +1193,16 @@ pub async fn run(core: Arc<Core>, mut handle: SessionHandle) {
         };
         tokio::select! {
             event = handle.recv() => match event {
-                Some(SessionEvent::Message(Inbound::Text(text))) => {
-                    connection.receive(text.as_bytes());
-                }
-                Some(SessionEvent::Message(Inbound::Binary(bytes))) => {
-                    connection.receive(&bytes);
+                Some(SessionEvent::Message(message)) => {
+                    let data = match &message {
+                        Inbound::Text(text) => text.as_bytes(),
+                        Inbound::Binary(bytes) => bytes,
+                    };
+                    let mut flow = connection.receive(data);
+                    while flow == Flow::Open && connection.has_buffered_frames() {
+                        tokio::task::yield_now().await;
+                        flow = connection.process_buffered();
+                    }
                 }
                 Some(SessionEvent::Closed(info)) => break Some(info),
                 None => break None,
@@ -1205,8 +1239,13 @@ mod tests {
     }
 
     impl Client {
+        /// Receive `wire` and run every frame in it, turn after turn, as [`run`] does.
         fn feed(&mut self, wire: &str) -> Flow {
-            self.connection.receive(wire.as_bytes())
+            let mut flow = self.connection.receive(wire.as_bytes());
+            while flow == Flow::Open && self.connection.has_buffered_frames() {
+                flow = self.connection.process_buffered();
+            }
+            flow
         }
 
         fn connect(core: &Arc<Core>, version: &str) -> Client {
@@ -1632,6 +1671,21 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
         );
+    }
+
+    #[test]
+    fn one_turn_processes_a_bounded_number_of_frames() {
+        let core = core(StompConfig::default());
+        let mut c = Client::connect(&core, "1.2");
+        let wire = "SEND\ndestination:/topic/a\nreceipt:r\n\n\0".repeat(FRAMES_PER_TURN * 2 + 1);
+        assert_eq!(c.connection.receive(wire.as_bytes()), Flow::Open);
+        assert_eq!(c.frames().len(), FRAMES_PER_TURN);
+        assert!(c.connection.has_buffered_frames());
+        assert_eq!(c.connection.process_buffered(), Flow::Open);
+        assert_eq!(c.frames().len(), FRAMES_PER_TURN * 2);
+        assert_eq!(c.connection.process_buffered(), Flow::Open);
+        assert_eq!(c.frames().len(), FRAMES_PER_TURN * 2 + 1);
+        assert!(!c.connection.has_buffered_frames());
     }
 
     #[test]
