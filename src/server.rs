@@ -8,7 +8,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::Request;
+use http::header::{self, HeaderValue};
+use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -23,7 +24,9 @@ use crate::config::{Config, ConfigError, ServerConfig};
 use crate::front::{self, Ended, FrontLimits, GuardedIo};
 use crate::limits::{ConnectionLimiter, ConnectionRefused};
 use crate::session::{App, CloseCause, CloseInfo};
-use crate::sockjs::http::{HttpRequest, HttpResponse, RequestBody, WriteWatch, not_found};
+use crate::sockjs::http::{
+    HttpRequest, HttpResponse, RequestBody, TEXT_PLAIN, WriteWatch, not_found, response,
+};
 use crate::sockjs::{Peer, Service};
 use crate::stomp::tcp::{TcpSettings, serve_tcp_limited};
 use crate::stomp::{Authenticator as StompAuthenticator, StompApp, TokenAuthenticator};
@@ -114,6 +117,9 @@ impl Gateway {
     }
 
     async fn handle(self: Arc<Self>, req: HttpRequest, peer: Peer) -> HttpResponse {
+        if let Some(problem) = front::host_problem(&req) {
+            return bad_host(problem);
+        }
         let path = req.uri().path().to_owned();
         match self.route(&path) {
             Some((service, rest)) => service.handle(req, rest, peer).await,
@@ -165,6 +171,19 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// The 400 for a request whose `Host` is missing, repeated or malformed; the connection is
+/// closed after it, as for any request that breaks the protocol.
+fn bad_host(problem: &str) -> HttpResponse {
+    let mut resp = response(
+        StatusCode::BAD_REQUEST,
+        TEXT_PLAIN,
+        format!("Bad Request: {problem} (RFC 9112 §3.2)\n"),
+    );
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// The 503 a connection over `max_connections(_per_ip)` gets before it is closed.
