@@ -979,15 +979,17 @@ async fn l02_sockjs_overflow_drop_discards_the_oldest_messages_and_never_a_recei
     };
     publish(0..20, "p1").await;
     assert!(stats.dropped_overflow.load(Ordering::Relaxed) > 0);
-    c.send("BEGIN\ntransaction:t\nreceipt:mid\n\n\0").await;
+    // Frames run in order: once the second BEGIN (no receipt) is counted, the first one's
+    // RECEIPT has been queued.
+    c.send("BEGIN\ntransaction:t\nreceipt:mid\n\n\0BEGIN\ntransaction:u\n\n\0")
+        .await;
     timeout(WAIT, async {
-        while stats.frames_received(Command::Begin) == 0 {
+        while stats.frames_received(Command::Begin) < 2 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
-    .expect("BEGIN processed");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    .expect("both BEGINs processed");
     publish(20..40, "p2").await;
 
     let mut numbers = Vec::new();
