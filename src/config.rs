@@ -181,6 +181,38 @@ impl Config {
         toml::to_string(self).map_err(|e| ConfigError::Parse(format!("cannot print: {e}")))
     }
 
+    /// Settings that are valid but weaken security, one sentence each naming the key; the
+    /// gateway logs them at WARN when it starts and `check-config` prints them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let jwt = self.auth.jwt.is_some();
+        if let Some(header) = &self.stomp.principal_header {
+            warnings.push(if jwt {
+                format!(
+                    "[stomp] principal_header = {header:?} is ignored: with [auth.jwt] the \
+                     principal comes from the verified token"
+                )
+            } else {
+                format!(
+                    "[stomp] principal_header = {header:?}: a STOMP client names its own user \
+                     with the CONNECT header {header:?} and nothing verifies it, so any client \
+                     can act as any user and read their /user/... destinations; use [auth.jwt] \
+                     outside trusted networks"
+                )
+            });
+        }
+        if let Some(jwt) = &self.auth.jwt
+            && jwt.audience.is_empty()
+        {
+            warnings.push(
+                "[auth.jwt] audience is empty: a token the issuer signed for any other \
+                 service is accepted too; list this gateway's audience"
+                    .to_owned(),
+            );
+        }
+        warnings
+    }
+
     /// Check what serde cannot: prefixes, app names, sizes; every problem at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.problems().into_result()
@@ -209,13 +241,51 @@ impl Config {
                 "must be greater than 0 seconds (0.5 stops quickly)",
             );
         }
+        if !(1024..=1 << 20).contains(&self.server.max_header_bytes) {
+            problems.invalid(
+                "server.max_header_bytes",
+                format!(
+                    "{} is not in 1024..=1048576 (a smaller limit refuses ordinary requests)",
+                    self.server.max_header_bytes
+                ),
+            );
+        }
+        if let Err(e) = self.stomp.validate() {
+            problems.add(e);
+        }
         if self.services.is_empty() {
             problems.invalid("service", "at least one [[service]] is required");
+        }
+        if !self.stomp.allow_anonymous
+            && self.stomp.principal_header.is_none()
+            && self.auth.jwt.is_none()
+        {
+            problems.invalid(
+                "stomp.allow_anonymous",
+                "false refuses every STOMP client: without [auth.jwt] or [stomp] \
+                 principal_header no session can have a user",
+            );
         }
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.services.iter().enumerate() {
             let at = format!("service[{i}]");
             s.check(&at, &mut problems);
+            if !self.auth.cookie.is_empty()
+                && (s.allowed_origins.is_empty()
+                    || !s
+                        .allowed_origins
+                        .iter()
+                        .all(|p| crate::sockjs::origin_pattern_is_specific(p)))
+            {
+                problems.invalid(
+                    "auth.cookie",
+                    format!(
+                        "is set, so {at}.allowed_origins must list the origins of your pages \
+                         (none of them `*`, `https://*` or the like): a browser sends the cookie \
+                         with requests from any site, and only the origin check tells them apart"
+                    ),
+                );
+            }
             if let Err(e) = proxy_config(s).validate(&s.app, &self.base_dir) {
                 problems.invalid(&format!("{at}.{}", e.key), e.message);
             }
@@ -451,6 +521,68 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn header_asserted_identity_is_opt_in_and_warned_about() {
+        let service = "[[service]]\nprefix = \"/s\"\napp = \"stomp\"\n";
+        let c = Config::from_toml(service).unwrap();
+        assert_eq!(c.stomp.principal_header, None);
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        let c =
+            Config::from_toml(&format!("[stomp]\nprincipal_header = \"uid\"\n{service}")).unwrap();
+        let warnings = c.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("principal_header") && warnings[0].contains("\"uid\""),
+            "{warnings:?}"
+        );
+        let err = Config::from_toml(&format!("[stomp]\nallow_anonymous = false\n{service}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stomp.allow_anonymous"), "{err}");
+        let c = Config::from_toml(&format!(
+            "[stomp]\nallow_anonymous = false\nprincipal_header = \"uid\"\n{service}"
+        ))
+        .unwrap();
+        assert!(!c.stomp.allow_anonymous);
+    }
+
+    #[test]
+    fn a_jwt_without_an_audience_is_warned_about() {
+        let jwt = format!(
+            "[auth.jwt]\nalgorithm = \"HS256\"\nsecret = \"{}\"\n",
+            "s".repeat(32)
+        );
+        let service = "[[service]]\nprefix = \"/s\"\napp = \"stomp\"\n";
+        let c = Config::from_toml(&format!("{jwt}{service}")).unwrap();
+        let warnings = c.warnings();
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("audience"),
+            "{warnings:?}"
+        );
+        let c = Config::from_toml(&format!("{jwt}audience = [\"gw\"]\n{service}")).unwrap();
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn a_tiny_max_header_bytes_and_bad_stomp_values_are_refused() {
+        let service = "[[service]]\nprefix = \"/e\"\napp = \"echo\"\n";
+        for (toml, key) in [
+            (
+                "[server]\nmax_header_bytes = 0\n",
+                "server.max_header_bytes",
+            ),
+            (
+                "[stomp]\nsend_time_limit_ms = 0\n",
+                "stomp.send_time_limit_ms",
+            ),
+        ] {
+            let err = Config::from_toml(&format!("{toml}{service}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{toml}: {err}");
         }
     }
 }

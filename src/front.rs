@@ -430,6 +430,31 @@ async fn read_body<S: AsyncRead + AsyncWrite + Unpin>(
     true
 }
 
+/// What is wrong with a request's `Host`, if anything (RFC 9112 §3.2): an HTTP/1.1 request
+/// must carry exactly one, and no request may carry several, an empty one, or one that is not
+/// a `host[:port]`. Checked for the front's requests and hyper's alike, which answer 400.
+pub fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if req.version() >= Version::HTTP_11 => {
+            Some("an HTTP/1.1 request needs a Host header")
+        }
+        (None, _) => None,
+        (Some(_), Some(_)) => Some("a request must not carry more than one Host header"),
+        (Some(host), None) => {
+            let host = host.as_bytes();
+            let valid = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(b);
+            if host.is_empty() {
+                Some("the Host header is empty")
+            } else if !host.iter().all(valid) {
+                Some("the Host header is not a host[:port]")
+            } else {
+                None
+            }
+        }
+    }
+}
+
 /// Whether the connection may carry another request after a response.
 #[derive(Debug, PartialEq, Eq)]
 enum Persist {
@@ -764,6 +789,41 @@ mod tests {
         assert!(!served(&format!("GET /x HTTP/1.1\r\n{many}\r\n")));
         let close = parse_servable(b"GET /x HTTP/1.1\r\nConnection: Close\r\n\r\n").unwrap();
         assert!(close.close);
+    }
+
+    #[test]
+    fn one_valid_host_is_required() {
+        let req = |version: Version, hosts: &[&str]| {
+            let mut builder = Request::builder().uri("/x").version(version);
+            for host in hosts {
+                builder = builder.header(header::HOST, *host);
+            }
+            builder.body(()).unwrap()
+        };
+        for ok in [
+            &["a"][..],
+            &["127.0.0.1:8080"],
+            &["[::1]:80"],
+            &["a.example"],
+        ] {
+            assert_eq!(host_problem(&req(Version::HTTP_11, ok)), None, "{ok:?}");
+        }
+        assert_eq!(host_problem(&req(Version::HTTP_10, &[])), None);
+        for bad in [
+            &[][..],
+            &["a", "b"],
+            &["a", ""],
+            &[""],
+            &["a b"],
+            &["a/b"],
+            &["u@a"],
+        ] {
+            assert!(
+                host_problem(&req(Version::HTTP_11, bad)).is_some(),
+                "{bad:?}"
+            );
+        }
+        assert!(host_problem(&req(Version::HTTP_10, &["a", "a"])).is_some());
     }
 
     #[test]

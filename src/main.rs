@@ -79,6 +79,9 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig { file }) = &cli.command {
         return match Config::from_file(file) {
             Ok(config) => {
+                for warning in config.warnings() {
+                    eprintln!("{}: warning: {warning}", file.display());
+                }
                 eprintln!(
                     "{}: ok ({} services)",
                     file.display(),

@@ -10,7 +10,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::Request;
+use http::header::{self, HeaderValue};
+use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -26,7 +27,9 @@ use crate::drain::{Drain, Sessions, Tracking};
 use crate::front::{self, Ended, FrontLimits, GuardedIo};
 use crate::limits::{ConnectionLimiter, ConnectionPermit, ConnectionRefused};
 use crate::session::App;
-use crate::sockjs::http::{HttpRequest, HttpResponse, RequestBody, WriteWatch, not_found};
+use crate::sockjs::http::{
+    HttpRequest, HttpResponse, RequestBody, TEXT_PLAIN, WriteWatch, not_found, response,
+};
 use crate::sockjs::{Peer, Service};
 use crate::stomp::tcp::{TcpSettings, serve_tcp_limited};
 use crate::stomp::{Authenticator as StompAuthenticator, StompApp, TokenAuthenticator};
@@ -53,6 +56,9 @@ impl Gateway {
     /// Build the services a configuration describes.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         config.validate()?;
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
         let auth = Authenticator::from_config(&config.auth, &config.base_dir)?;
         let stomp = stomp_app(config, &auth);
         let sessions = Sessions::new();
@@ -166,6 +172,9 @@ impl Gateway {
     }
 
     async fn handle(self: Arc<Self>, req: HttpRequest, peer: Peer) -> HttpResponse {
+        if let Some(problem) = front::host_problem(&req) {
+            return bad_host(problem);
+        }
         let path = req.uri().path().to_owned();
         match self.route(&path) {
             Some((service, rest)) => service.handle(req, rest, peer).await,
@@ -245,6 +254,19 @@ impl Gateway {
     }
 }
 
+/// The 400 for a request whose `Host` is missing, repeated or malformed; the connection is
+/// closed after it, as for any request that breaks the protocol.
+fn bad_host(problem: &str) -> HttpResponse {
+    let mut resp = response(
+        StatusCode::BAD_REQUEST,
+        TEXT_PLAIN,
+        format!("Bad Request: {problem} (RFC 9112 §3.2)\n"),
+    );
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// The 503 a connection over `max_connections(_per_ip)` gets before it is closed.
 fn refusal_response(refused: ConnectionRefused) -> Vec<u8> {
     let text = format!("{refused}\n");
@@ -257,7 +279,7 @@ fn refusal_response(refused: ConnectionRefused) -> Vec<u8> {
 }
 
 /// The STOMP core with the configured authentication: JWTs when `[auth.jwt]` is set, else
-/// the principal from a CONNECT header (`login` by default, e.g. `uid`).
+/// the carrier's principal, or the CONNECT header `[stomp] principal_header` names when set.
 fn stomp_app(config: &Config, auth: &Arc<Authenticator>) -> StompApp {
     let authenticator: Option<Arc<dyn StompAuthenticator>> = if auth.verifies_tokens() {
         let header = Some(config.auth.connect_header.clone()).filter(|h| !h.is_empty());

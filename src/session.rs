@@ -75,7 +75,7 @@ pub struct SessionInfo {
     pub remote_addr: SocketAddr,
     /// Selected request headers of the opening request (lower-case names), cookies included.
     pub headers: Vec<(String, String)>,
-    /// Path and query of the opening request.
+    /// Path and query of the opening request, the `[auth] query_param` token redacted.
     pub url: String,
     /// The principal an HTTP-level authenticator established, if any.
     pub principal: Option<Arc<Principal>>,

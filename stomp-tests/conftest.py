@@ -30,6 +30,9 @@ app = "stomp"
 
 [stomp]
 queue_semantics = "competing"
+# stomp.py's `username` is the CONNECT `login` header: test_login_sets_user_name names the user
+# with it, which needs the explicit opt-in (no header names a user by default).
+principal_header = "login"
 """
 
 STOMP_RE = re.compile(r"STOMP over TCP listening on (127\.0\.0\.1:\d+)")

@@ -40,7 +40,9 @@ const STOMP_SERVICE: &str = "[[service]]\nprefix = \"/stomp\"\napp = \"stomp\"\n
 
 /// Start a gateway: `/stomp` plus `extra` TOML (an `[admin]` table, `[stomp]` keys…).
 async fn start(extra: &str) -> Harness {
-    let config = Config::from_toml(&format!("{STOMP_SERVICE}{extra}")).expect("test config");
+    let mut config = Config::from_toml(&format!("{STOMP_SERVICE}{extra}")).expect("test config");
+    // The clients name their user in `login` (header-asserted identity, opted in for tests).
+    config.stomp.principal_header = Some("login".into());
     let gateway = Gateway::from_config(&config).expect("gateway");
     let bind = || TcpListener::bind("127.0.0.1:0");
     let (http, tcp, admin) = (

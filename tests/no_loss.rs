@@ -106,16 +106,27 @@ async fn an_aborted_receiver_ends_the_session_and_the_id_starts_afresh() {
 
 #[tokio::test]
 async fn a_session_expires_after_the_disconnect_delay() {
-    let addr = start_gateway(CONFIG).await;
+    let addr =
+        start_gateway(&CONFIG.replace("disconnect_delay = 2", "disconnect_delay = 0.3")).await;
     assert_eq!(post(addr, "/echo/000/exp/xhr", b"").await.1, b"o\n");
+    let detached = std::time::Instant::now();
     assert_eq!(
         post(addr, "/echo/000/exp/xhr_send", b"[\"x\"]").await.0,
         204
     );
-    tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
-    assert_eq!(
-        post(addr, "/echo/000/exp/xhr_send", b"[\"x\"]").await.0,
-        404
+    // Sends do not keep a session without a receiver alive: it expires on time.
+    let deadline = detached + std::time::Duration::from_secs(10);
+    while post(addr, "/echo/000/exp/xhr_send", b"[\"x\"]").await.0 != 404 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let lived = detached.elapsed();
+    assert!(
+        lived >= std::time::Duration::from_millis(250),
+        "expired after {lived:?}"
     );
     assert_eq!(post(addr, "/echo/000/exp/xhr", b"").await.1, b"o\n");
 }

@@ -579,17 +579,19 @@ async fn overflow_drop_keeps_a_subscriber_that_does_not_read_with_its_receipts_a
         }
         assert!(total < 4000, "the queue never stayed full");
     };
-    // This RECEIPT waits in the full queue while newer MESSAGEs push older ones out.
-    slow.send("BEGIN\ntransaction:t\nreceipt:mid\n\n\0").await;
+    // This RECEIPT waits in the full queue while newer MESSAGEs push older ones out. Frames
+    // run in order, so once the second BEGIN (no receipt) is counted, the first one's RECEIPT
+    // has been queued.
+    slow.send("BEGIN\ntransaction:t\nreceipt:mid\n\n\0BEGIN\ntransaction:u\n\n\0")
+        .await;
     let stats = app.stats();
     timeout(WAIT, async {
-        while stats.frames_received(Command::Begin) == 0 {
+        while stats.frames_received(Command::Begin) < 2 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
     let total = publish_more(&mut publisher, 64).await;
     // Asked for after everything was published, so it is the last frame queued.
     slow.send("ABORT\ntransaction:t\nreceipt:late\n\n\0").await;

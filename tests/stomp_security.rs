@@ -1,5 +1,6 @@
 //! STOMP authentication and authorization through real sockets: JWTs on CONNECT (via
-//! `Authorization`, the configured `token` header and `passcode`), ACL rules per role and
+//! `Authorization`, the configured `token` header and `passcode`), no identity from a CONNECT
+//! header unless `principal_header` opts in, ACL rules per role and
 //! per user, denied frames answered with an ERROR naming the destination, and a session
 //! ended with ERROR when its token expires.
 
@@ -9,6 +10,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
 use sockjs_gateway::Gateway;
 use sockjs_gateway::config::Config;
+use sockjs_gateway::stomp::{StompApp, StompEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -42,21 +44,32 @@ app = "stomp"
 "#;
 
 async fn start() -> std::net::SocketAddr {
-    let config = Config::from_toml(CONFIG).unwrap();
+    start_with(CONFIG).await.0
+}
+
+/// STOMP over TCP for the gateway `toml` describes; its address and STOMP core.
+async fn start_with(toml: &str) -> (std::net::SocketAddr, StompApp) {
+    let config = Config::from_toml(toml).unwrap();
     let gateway = Gateway::from_config(&config).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     gateway.spawn_stomp_tcp(listener);
-    addr
+    (addr, gateway.stomp().clone())
 }
 
-fn token(sub: &str, roles: &[&str], ttl: u64) -> String {
-    let exp = SystemTime::now()
+fn now() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
-        + ttl;
-    let claims = json!({"sub": sub, "exp": exp, "roles": roles});
+}
+
+fn token(sub: &str, roles: &[&str], ttl: u64) -> String {
+    signed(json!({"sub": sub, "exp": now() + ttl, "roles": roles}))
+}
+
+/// An HS256 token with exactly `claims`.
+fn signed(claims: serde_json::Value) -> String {
     encode(
         &Header::new(Algorithm::HS256),
         &claims,
@@ -136,12 +149,73 @@ async fn bad_or_missing_tokens_get_an_error() {
         reply.starts_with("ERROR\n") && reply.contains("message:Authentication failed"),
         "{reply}"
     );
-    let expired = token("alice", &[], 0);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let expired = signed(json!({"sub": "alice", "exp": now() - 5}));
     let (_c, reply) = Client::connect(addr, &format!("passcode:{expired}")).await;
     assert!(reply.contains("token expired"), "{reply}");
     let (_c, reply) = Client::connect(addr, "passcode:not.a.token").await;
     assert!(reply.starts_with("ERROR\n"), "{reply}");
+    use base64::Engine;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap())
+    };
+    let unsigned = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT"})),
+        b64(json!({"sub": "alice", "exp": now() + 600}))
+    );
+    let (_c, reply) = Client::connect(addr, &format!("passcode:{unsigned}")).await;
+    assert!(
+        reply.starts_with("ERROR\n") && reply.contains("message:Authentication failed"),
+        "alg none: {reply}"
+    );
+}
+
+#[tokio::test]
+async fn a_float_exp_ends_the_stomp_session_when_it_passes() {
+    let addr = start().await;
+    let exp = now() as f64 + 1.6;
+    let (mut c, reply) = Client::connect(
+        addr,
+        &format!("passcode:{}", signed(json!({"sub": "eve", "exp": exp}))),
+    )
+    .await;
+    assert!(reply.starts_with("CONNECTED"), "{reply}");
+    let started = std::time::Instant::now();
+    let error = c.frame().await;
+    assert!(error.contains("message:Token expired"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn a_token_with_a_huge_exp_connects_and_stays() {
+    let addr = start().await;
+    for exp in [
+        json!(10_000_000_000_000_000_000u64),
+        json!(u64::MAX),
+        json!(1.0e19),
+    ] {
+        let token = signed(json!({"sub": "eve", "exp": exp}));
+        let (mut c, reply) = Client::connect(addr, &format!("passcode:{token}")).await;
+        assert!(reply.starts_with("CONNECTED"), "exp {exp}: {reply}");
+        c.send("SEND\ndestination:/topic/x\nreceipt:r\n\n").await;
+        assert!(c.frame().await.starts_with("RECEIPT"), "exp {exp}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_accepted_within_the_leeway_is_not_closed_at_once() {
+    let (addr, _) = start_with(&CONFIG.replace("leeway = 0", "leeway = 2")).await;
+    // Expired a second ago: verification grants two more, and so must expiry.
+    let token = signed(json!({"sub": "eve", "exp": now() - 1}));
+    let (mut c, reply) = Client::connect(addr, &format!("passcode:{token}")).await;
+    assert!(reply.starts_with("CONNECTED"), "{reply}");
+    let started = std::time::Instant::now();
+    c.send("SEND\ndestination:/topic/x\nreceipt:r\n\n").await;
+    let receipt = c.frame().await;
+    assert!(receipt.starts_with("RECEIPT"), "closed at once: {receipt}");
+    let error = c.frame().await;
+    assert!(error.contains("message:Token expired"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(4));
 }
 
 #[tokio::test]
@@ -209,4 +283,80 @@ async fn a_stomp_session_ends_with_an_error_when_its_token_expires() {
         "{error}"
     );
     assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+/// A backend sends one message to `user`'s `/queue/private`.
+fn send_to(app: &StompApp, user: &str, body: &str) {
+    let broker = app.broker();
+    let message = broker.message(&[], bytes::Bytes::from(body.to_owned()));
+    broker.send_to_user(user, "/queue/private", None, message);
+}
+
+#[tokio::test]
+async fn by_default_a_connect_header_names_nobody() {
+    let (addr, app) = start_with("[[service]]\nprefix = \"/stomp\"\napp = \"stomp\"\n").await;
+    let (mut alice, reply) = Client::connect(addr, "login:alice").await;
+    assert!(reply.starts_with("CONNECTED\n"), "{reply}");
+    assert!(
+        !reply.contains("user-name:"),
+        "login is no identity by default: {reply}"
+    );
+    alice
+        .send("SUBSCRIBE\nid:1\ndestination:/user/queue/private\nreceipt:s\n\n")
+        .await;
+    assert!(alice.frame().await.starts_with("RECEIPT"));
+    send_to(&app, "alice", "for alice");
+    alice
+        .send("SEND\ndestination:/topic/none\nreceipt:after\n\n")
+        .await;
+    let next = alice.frame().await;
+    assert!(
+        next.starts_with("RECEIPT\nreceipt-id:after"),
+        "a client claiming to be alice got alice's message: {next}"
+    );
+}
+
+#[tokio::test]
+async fn a_connect_header_names_the_user_when_principal_header_opts_in() {
+    let (addr, app) = start_with(
+        "[stomp]\nprincipal_header = \"login\"\n[[service]]\nprefix = \"/stomp\"\napp = \"stomp\"\n",
+    )
+    .await;
+    let (mut alice, reply) = Client::connect(addr, "login:alice").await;
+    assert!(reply.contains("\nuser-name:alice"), "{reply}");
+    alice
+        .send("SUBSCRIBE\nid:1\ndestination:/user/queue/private\nreceipt:s\n\n")
+        .await;
+    assert!(alice.frame().await.starts_with("RECEIPT"));
+    send_to(&app, "alice", "for alice");
+    let message = alice.frame().await;
+    assert!(
+        message.starts_with("MESSAGE\n") && message.ends_with("\n\nfor alice"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn connect_events_carry_no_credentials() {
+    let (addr, app) = start_with(CONFIG).await;
+    let mut events = app.subscribe_events();
+    let t = token("alice", &[], 600);
+    let (_c, reply) = Client::connect(
+        addr,
+        &format!("Authorization:Bearer {t}\nauthorization:Bearer {t}\ntoken:{t}\npasscode:{t}\nx-client:app"),
+    )
+    .await;
+    assert!(reply.starts_with("CONNECTED"), "{reply}");
+    let headers = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let StompEvent::Connect { headers, .. } = events.recv().await.unwrap() {
+                return headers;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["accept-version", "host", "x-client"], "{headers:?}");
+    assert!(headers.iter().all(|(_, v)| !v.contains(&t)));
 }

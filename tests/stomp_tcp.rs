@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sockjs_gateway::stomp::frame::Command;
 use sockjs_gateway::stomp::{DisconnectCause, HeartBeat, StompConfig, StompEvent};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
 mod common;
@@ -233,6 +233,79 @@ async fn h04_client_heart_beats_keep_the_connection_open() {
     }
     c.send("DISCONNECT\nreceipt:bye\n\n\0").await;
     assert_eq!(c.frame().await.get("receipt-id"), Some("bye"));
+}
+
+/// Read raw bytes for `ms`: what arrived, and whether the connection ended meanwhile.
+async fn raw_for(c: &mut Client, ms: u64) -> (Vec<u8>, bool) {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+    loop {
+        match tokio::time::timeout_at(deadline, c.stream.read(&mut buf)).await {
+            Err(_) => return (seen, false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (seen, true),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn h05_extreme_heart_beat_values_are_clamped_to_an_hour() {
+    let (addr, app) = start(StompConfig::default()).await;
+    let mut events = app.subscribe_events();
+    // cy = u64::MAX asks the server to beat at that interval; cx = u64::MAX promises the
+    // client beats at it. Either must neither wrap a deadline nor end the session.
+    let mut wants = Client::open(addr).await;
+    wants
+        .send("CONNECT\naccept-version:1.2\nheart-beat:0,18446744073709551615\n\n\0")
+        .await;
+    let connected = wants.frame().await;
+    assert_eq!(connected.command, Command::Connected, "{connected:?}");
+    let session = connected.get("session").unwrap().to_owned();
+    let mut promises = Client::open(addr).await;
+    promises
+        .send("CONNECT\naccept-version:1.2\nheart-beat:18446744073709551615,0\n\n\0")
+        .await;
+    assert_eq!(promises.frame().await.command, Command::Connected);
+    let negotiated = timeout(WAIT, async {
+        let mut all = Vec::new();
+        while all.len() < 2 {
+            if let StompEvent::Connected {
+                client_heartbeat_ms,
+                server_heartbeat_ms,
+                ..
+            } = events.recv().await.unwrap()
+            {
+                all.push((client_heartbeat_ms, server_heartbeat_ms));
+            }
+        }
+        all
+    })
+    .await
+    .unwrap();
+    assert_eq!(negotiated, [(0, 3_600_000), (3_600_000, 0)]);
+
+    // No heart-beat is due for an hour: the server stays silent and keeps the connection.
+    let (seen, ended) = raw_for(&mut wants, 500).await;
+    assert!(!ended, "the connection ended");
+    assert!(seen.is_empty(), "{} bytes of heart-beats", seen.len());
+    for c in [&mut wants, &mut promises] {
+        c.send("SEND\ndestination:/topic/hb\nreceipt:alive\n\n\0")
+            .await;
+        assert_eq!(c.frame().await.get("receipt-id"), Some("alive"));
+    }
+
+    // Closing the socket ends the session in the broker as usual.
+    assert!(app.broker().is_session(&session));
+    drop(wants);
+    let broker = app.broker();
+    timeout(WAIT, async {
+        while broker.is_session(&session) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the session was unregistered after its socket closed");
 }
 
 #[tokio::test]
@@ -478,7 +551,11 @@ async fn r07_r12_r13_routing_rules() {
 
 #[tokio::test]
 async fn r08_r09_r10_r11_user_destinations() {
-    let (addr, app) = start(StompConfig::default()).await;
+    let (addr, app) = start(StompConfig {
+        principal_header: Some("login".into()),
+        ..StompConfig::default()
+    })
+    .await;
     let mut alice1 = Client::stomp(addr, "1.2", "login:alice\n").await;
     let mut alice2 = Client::stomp(addr, "1.2", "login:alice\n").await;
     let mut bob = Client::stomp(addr, "1.2", "login:bob\n").await;

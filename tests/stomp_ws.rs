@@ -451,7 +451,7 @@ async fn c14_c15_the_subprotocol_never_decides_the_stomp_version() {
 
 #[tokio::test]
 async fn c05_c08_connected_headers_and_version_mismatch_over_websocket() {
-    let addr = start_gateway(&defaults()).await;
+    let addr = start_gateway(&config("", "principal_header = \"login\"")).await;
     let (mut c, _) = Client::raw(addr, Some("v12.stomp")).await;
     let connected = c.handshake("1.2", "login:alice\nhost:127.0.0.1\n").await;
     let session = Client::session_of(&connected).await;
@@ -657,6 +657,39 @@ async fn e01_e05_escaping_follows_each_sessions_version_over_websocket() {
         panic!("expected a text message")
     };
     assert!(raw.contains("\nfoo:a\\\\b\\cc\n"), "{raw:?}");
+}
+
+#[tokio::test]
+async fn one_message_of_many_frames_lets_other_sessions_in_meanwhile() {
+    // The test's runtime has one thread, shared with the gateway: a session that ran all the
+    // frames of one message without yielding would keep every other session waiting.
+    let (addr, app) = start_gateway_with_stomp(&config("", "max_frames_per_second = 0")).await;
+    let stats = app.stats();
+    let mut heavy = Client::raw_stomp(addr, "1.2", "").await;
+    let mut other = Client::raw_stomp(addr, "1.2", "").await;
+    const FRAMES: u64 = 20_000;
+    let mut wire = "SEND\ndestination:/topic/none\n\nx\0".repeat(FRAMES as usize - 1);
+    wire.push_str("SEND\ndestination:/topic/none\nreceipt:heavy\n\nx\0");
+    heavy.send(&wire).await;
+    timeout(WAIT, async {
+        while stats.frames_received(Command::Send) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the heavy message is being processed");
+    other
+        .send("SEND\ndestination:/topic/none\nreceipt:light\n\nx\0")
+        .await;
+    assert_eq!(other.frame().await.get("receipt-id"), Some("light"));
+    let done = stats.frames_received(Command::Send);
+    assert!(
+        done < FRAMES,
+        "the other session waited until all {done} frames of the heavy message ran"
+    );
+    // Nothing of the heavy message is lost or reordered.
+    assert_eq!(heavy.frame().await.get("receipt-id"), Some("heavy"));
+    assert_eq!(stats.frames_received(Command::Send), FRAMES + 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -946,15 +979,17 @@ async fn l02_sockjs_overflow_drop_discards_the_oldest_messages_and_never_a_recei
     };
     publish(0..20, "p1").await;
     assert!(stats.dropped_overflow.load(Ordering::Relaxed) > 0);
-    c.send("BEGIN\ntransaction:t\nreceipt:mid\n\n\0").await;
+    // Frames run in order: once the second BEGIN (no receipt) is counted, the first one's
+    // RECEIPT has been queued.
+    c.send("BEGIN\ntransaction:t\nreceipt:mid\n\n\0BEGIN\ntransaction:u\n\n\0")
+        .await;
     timeout(WAIT, async {
-        while stats.frames_received(Command::Begin) == 0 {
+        while stats.frames_received(Command::Begin) < 2 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
-    .expect("BEGIN processed");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    .expect("both BEGINs processed");
     publish(20..40, "p2").await;
 
     let mut numbers = Vec::new();
@@ -1245,8 +1280,11 @@ async fn f18_xhr_polling_stomp_session() {
 
 #[tokio::test]
 async fn r08_r10_user_destinations_between_two_sessions_of_one_user() {
-    let (addr, app) =
-        start_gateway_with_stomp(&config("", "allow_client_send_to_user = true")).await;
+    let (addr, app) = start_gateway_with_stomp(&config(
+        "",
+        "allow_client_send_to_user = true\nprincipal_header = \"login\"",
+    ))
+    .await;
     let (mut alice1, _) = Client::raw(addr, Some("v12.stomp")).await;
     let alice1_session = Client::session_of(&alice1.handshake("1.2", "login:alice\n").await).await;
     let mut alice2 = Client::sockjs_ws(addr, "alice2").await;

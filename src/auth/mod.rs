@@ -91,6 +91,9 @@ fn default_leeway() -> u64 {
     30
 }
 
+/// The largest `leeway` accepted, in seconds (one hour).
+const MAX_LEEWAY: u64 = 3600;
+
 /// Why a token was refused; the texts go into ERROR frames and 401 bodies.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -165,6 +168,12 @@ impl Authenticator {
         self.jwt.is_some()
     }
 
+    /// Whether a handshake token may come from a cookie (`[auth] cookie`), which every page a
+    /// browser loads sends along: origin checks must then hold on every transport.
+    pub fn reads_cookie(&self) -> bool {
+        self.cookie.is_some()
+    }
+
     /// Whether clients without a token are served.
     pub fn anonymous_allowed(&self) -> bool {
         self.anonymous
@@ -191,10 +200,7 @@ impl Authenticator {
                 .collect(),
             _ => Vec::new(),
         };
-        let expires_at = claims
-            .get("exp")
-            .and_then(Value::as_u64)
-            .map(|exp| UNIX_EPOCH + Duration::from_secs(exp));
+        let expires_at = credential_end(claims.get("exp"), validation.leeway);
         Ok(Principal {
             name,
             roles,
@@ -232,6 +238,22 @@ impl Authenticator {
         cookie(headers, name).map(str::to_string)
     }
 
+    /// `url` (a path and query) with the value of the token query parameter replaced by
+    /// `redacted`, so the URL applications and logs see carries no credential.
+    pub fn redacted_url(&self, url: &str) -> String {
+        let (Some(param), Some((path, query))) = (&self.query_param, url.split_once('?')) else {
+            return url.to_owned();
+        };
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k == param => format!("{k}=redacted"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        format!("{path}?{}", query.join("&"))
+    }
+
     /// The principal a handshake establishes: `Ok(None)` when it carries no token.
     pub fn authenticate_handshake(
         &self,
@@ -243,6 +265,22 @@ impl Authenticator {
             None => Ok(None),
         }
     }
+}
+
+/// When a verified token's credential ends: its `exp` read the way jsonwebtoken reads it
+/// (an integer, or a fractional number rounded to the second), plus the `leeway` the
+/// verification granted, so a token accepted within the leeway is not closed at once. None
+/// when that lies beyond any time the clock can represent: such a token never expires.
+fn credential_end(exp: Option<&Value>, leeway: u64) -> Option<SystemTime> {
+    let Some(Value::Number(exp)) = exp else {
+        return None;
+    };
+    let seconds = exp.as_u64().or_else(|| {
+        exp.as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
+            .map(|f| f.round() as u64)
+    })?;
+    UNIX_EPOCH.checked_add(Duration::from_secs(seconds.saturating_add(leeway)))
 }
 
 /// The value of a cookie in the request, if present.
@@ -337,18 +375,32 @@ fn build_jwt(j: &JwtConfig, base_dir: &Path) -> Result<(DecodingKey, Validation)
             parsed.map_err(|e| invalid("public_key", format!("not a valid PEM public key: {e}")))?
         }
     };
+    if j.leeway > MAX_LEEWAY {
+        return Err(invalid(
+            "leeway",
+            format!(
+                "{} seconds of clock skew is more than the {MAX_LEEWAY} allowed; fix the clocks",
+                j.leeway
+            ),
+        ));
+    }
     let mut validation = Validation::new(algorithm);
     validation.leeway = j.leeway;
     validation.validate_nbf = true;
-    validation.set_required_spec_claims(&["exp"]);
+    // jsonwebtoken checks `iss` and `aud` only when the token has them: a configured list
+    // must also make the claim required, or a token without it would pass.
+    let mut required = vec!["exp"];
     if !j.issuer.is_empty() {
         validation.set_issuer(&j.issuer);
+        required.push("iss");
     }
     if j.audience.is_empty() {
         validation.validate_aud = false;
     } else {
         validation.set_audience(&j.audience);
+        required.push("aud");
     }
+    validation.set_required_spec_claims(&required);
     Ok((key, validation))
 }
 
@@ -363,5 +415,64 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
         ErrorKind::InvalidAlgorithm => AuthError::Malformed("algorithm not accepted".into()),
         ErrorKind::MissingRequiredClaim(c) => AuthError::Malformed(format!("missing claim {c:?}")),
         other => AuthError::Malformed(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_credential_ends_at_exp_plus_the_leeway_however_exp_is_written() {
+        let at = |secs: u64| Some(UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(credential_end(Some(&json!(1000)), 30), at(1030));
+        assert_eq!(credential_end(Some(&json!(1000.4)), 0), at(1000));
+        assert_eq!(credential_end(Some(&json!(1000.6)), 0), at(1001));
+        assert_eq!(credential_end(Some(&json!(u64::MAX)), 30), None);
+        assert_eq!(credential_end(Some(&json!(1.0e19)), 0), None);
+        for unusable in [json!(-1), json!("1000"), json!(null), json!(f64::MAX)] {
+            assert_eq!(credential_end(Some(&unusable), 0), None, "{unusable}");
+        }
+        assert_eq!(credential_end(None, 0), None);
+    }
+
+    #[test]
+    fn the_token_query_parameter_is_redacted_from_urls() {
+        let auth = Authenticator::from_config(&AuthConfig::default(), Path::new(".")).unwrap();
+        assert_eq!(
+            auth.redacted_url("/s/000/a/websocket?x=1&access_token=ey.J.w&c=cb"),
+            "/s/000/a/websocket?x=1&access_token=redacted&c=cb"
+        );
+        assert_eq!(auth.redacted_url("/s/info"), "/s/info");
+        assert_eq!(
+            auth.redacted_url("/s?access_tokens=1"),
+            "/s?access_tokens=1"
+        );
+        let off = AuthConfig {
+            query_param: String::new(),
+            ..AuthConfig::default()
+        };
+        let off = Authenticator::from_config(&off, Path::new(".")).unwrap();
+        assert_eq!(off.redacted_url("/s?access_token=1"), "/s?access_token=1");
+    }
+
+    #[test]
+    fn a_leeway_past_an_hour_is_refused_naming_the_key() {
+        let config = JwtConfig {
+            algorithm: "HS256".into(),
+            secret: Some("x".repeat(32)),
+            secret_file: None,
+            public_key: None,
+            public_key_file: None,
+            issuer: Vec::new(),
+            audience: Vec::new(),
+            leeway: 3601,
+        };
+        let err = build_jwt(&config, Path::new("."))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("auth.jwt.leeway"), "{err}");
     }
 }

@@ -236,6 +236,17 @@ impl Service {
         if method == Method::OPTIONS {
             return self::http::preflight(req.headers(), "OPTIONS, POST");
         }
+        if matches!(transport_name, "jsonp" | "jsonp_send" | "htmlfile")
+            && self.auth.reads_cookie()
+            && !self.page_origin_allowed(req.headers())
+        {
+            return http::response(
+                StatusCode::FORBIDDEN,
+                http::TEXT_PLAIN,
+                "Origin or Referer required: with cookie authentication, jsonp and htmlfile \
+                 requests must come from a page in allowed_origins\n",
+            );
+        }
         let client = match self.identify(&req, peer) {
             Ok(client) => client,
             Err(mut refused) => {
@@ -311,7 +322,25 @@ impl Service {
         }
     }
 
-    /// What the application learns about a client opening a session.
+    /// Whether a request comes from a page in `allowed_origins`, by its `Origin` or else the
+    /// origin of its `Referer`. Script and iframe loads (jsonp, htmlfile) carry the page's
+    /// cookies but no `Origin`, so with cookie authentication this is what stops a foreign
+    /// page from opening a session as its visitor; a request with neither is refused.
+    fn page_origin_allowed(&self, headers: &HeaderMap) -> bool {
+        let patterns = &self.config.allowed_origins;
+        let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        let origin = match text(header::ORIGIN) {
+            Some(origin) => origin,
+            None => match text(header::REFERER).and_then(referer_origin) {
+                Some(origin) => origin,
+                None => return false,
+            },
+        };
+        patterns.iter().any(|p| origin_matches(p, origin))
+    }
+
+    /// What the application learns about a client opening a session; the token query
+    /// parameter's value is redacted from `url`.
     pub fn session_info(
         &self,
         transport: TransportKind,
@@ -339,7 +368,7 @@ impl Service {
             transport,
             remote_addr: client.addr,
             headers,
-            url,
+            url: self.auth.redacted_url(&url),
             principal: client.principal.clone(),
             subprotocol: None,
         }
@@ -471,6 +500,36 @@ fn origin_matches(pattern: &str, origin: &str) -> bool {
     true
 }
 
+/// The origin (`scheme://host[:port]`) of a `Referer` URL, if it has one.
+fn referer_origin(referer: &str) -> Option<&str> {
+    let (scheme, rest) = referer.split_once("://")?;
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
+        return None;
+    }
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if authority_len == 0 || rest[..authority_len].contains('@') {
+        return None;
+    }
+    Some(&referer[..scheme.len() + 3 + authority_len])
+}
+
+/// Whether an allowed-origins pattern names particular sites, as cookie authentication
+/// needs: not `*`, and a host that is either literal or `*.` before a name with a dot in it
+/// (`https://*.example.com`); the port may be `*`. `https://*`, `http://*:8080` or
+/// `https://*.com` would let any site's pages in.
+pub fn origin_pattern_is_specific(pattern: &str) -> bool {
+    let rest = pattern.split_once("://").map_or(pattern, |(_, rest)| rest);
+    let host = rest.split([':', '/']).next().unwrap_or("");
+    match host.strip_prefix("*.") {
+        Some(domain) => !domain.contains('*') && domain.contains('.') && !domain.starts_with('.'),
+        None => !host.is_empty() && !host.contains('*'),
+    }
+}
+
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_LEN && !id.contains('.')
 }
@@ -547,6 +606,54 @@ mod tests {
                 transport: "xhr"
             })
         );
+    }
+
+    #[test]
+    fn referers_give_their_origin() {
+        assert_eq!(
+            referer_origin("https://app.example.com:8443/a/b?c#d"),
+            Some("https://app.example.com:8443")
+        );
+        assert_eq!(
+            referer_origin("http://app.example"),
+            Some("http://app.example")
+        );
+        assert_eq!(
+            referer_origin("http://a.example?x"),
+            Some("http://a.example")
+        );
+        for bad in [
+            "",
+            "app.example/x",
+            "://x",
+            "http:///x",
+            "http://u@evil.example/",
+        ] {
+            assert_eq!(referer_origin(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn specific_origin_patterns_name_sites() {
+        for ok in [
+            "https://app.example.com",
+            "https://*.example.com",
+            "http://localhost:*",
+            "app.example.com",
+        ] {
+            assert!(origin_pattern_is_specific(ok), "{ok}");
+        }
+        for loose in [
+            "*",
+            "https://*",
+            "http://*:8080",
+            "https://*.com",
+            "https://app.example*",
+            "https://*.*.example.com",
+            "https://",
+        ] {
+            assert!(!origin_pattern_is_specific(loose), "{loose}");
+        }
     }
 
     #[test]

@@ -185,6 +185,13 @@ impl Session {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Run `f` while holding the session's lock, as a busy receiver would.
+    #[cfg(test)]
+    pub(crate) fn while_locked<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _held = self.lock();
+        f()
+    }
+
     /// The application's view of the client.
     pub fn info(&self) -> &Arc<SessionInfo> {
         &self.info

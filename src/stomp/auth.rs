@@ -2,8 +2,9 @@
 //!
 //! The carrier may already know a principal (an HTTP-level authenticator on the SockJS or
 //! WebSocket handshake). The [`Authenticator`] sees that, plus every CONNECT header, and
-//! decides the session's principal or rejects it. The default reads one configured header
-//! (`login`, or e.g. `uid`); a JWT authenticator can later replace it without touching the
+//! decides the session's principal or rejects it. The default takes the carrier's principal
+//! and, only when `principal_header` opts in, the value of one CONNECT header (`uid`,
+//! `login`) as the client asserts it; the JWT authenticator replaces it without touching the
 //! connection state machine. Implementations must never log the `passcode`.
 
 use std::sync::Arc;
@@ -41,6 +42,18 @@ pub enum AuthError {
 pub trait Authenticator: Send + Sync + 'static {
     /// `Ok(Some(principal))` for an authenticated session, `Ok(None)` for an anonymous one.
     fn authenticate(&self, request: &ConnectRequest<'_>) -> Result<Option<Principal>, AuthError>;
+
+    /// A CONNECT header this authenticator reads a credential from, besides `passcode` and
+    /// `Authorization` (which are always treated as secret); it is left out of events.
+    fn credential_header(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Whether a CONNECT header carries a credential that must never be reported or logged:
+/// `passcode`, `Authorization` (any case), or the authenticator's own `credential`.
+pub fn is_credential_header(name: &str, credential: Option<&str>) -> bool {
+    name == "passcode" || name.eq_ignore_ascii_case("authorization") || Some(name) == credential
 }
 
 /// A principal known only by name (no roles, no expiry).
@@ -114,5 +127,9 @@ impl Authenticator for TokenAuthenticator {
                 crate::auth::AuthError::Missing.to_string(),
             )),
         }
+    }
+
+    fn credential_header(&self) -> Option<&str> {
+        self.header.as_deref()
     }
 }

@@ -13,8 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use super::frame::FrameLimits;
 use super::pattern::PatternLimits;
-use crate::config::types::{OverflowStrategy, optional_listen_addr};
+use crate::config::types::{ConfigError, OverflowStrategy, optional_listen_addr};
 use crate::limits::TokenBucket;
+
+/// The longest heart-beat interval that is honoured, in milliseconds (one hour): longer
+/// negotiated intervals are clamped to it, and a longer configured `heart_beat` is refused.
+pub const MAX_HEARTBEAT_MS: u64 = 60 * 60 * 1000;
 
 /// Everything the STOMP core can be configured with.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -82,9 +86,11 @@ pub struct StompConfig {
     pub selectors: bool,
     /// Whether clients may SEND to `/user/{name}/...` (Spring allows it; we deny by default).
     pub allow_client_send_to_user: bool,
-    /// CONNECT header whose value becomes the principal when the carrier supplied none.
+    /// CONNECT header whose value becomes the principal when the carrier supplied none. Off
+    /// by default: the client asserts the name and nothing checks it, so it is an explicit
+    /// opt-in for trusted networks and demos (warned about at startup).
     pub principal_header: Option<String>,
-    /// Whether sessions without a principal may connect.
+    /// Whether sessions without a principal may connect (without `[auth.jwt]`).
     pub allow_anonymous: bool,
     /// Accepted `host` values; when set, any other `host` is refused.
     pub virtual_hosts: Option<Vec<String>>,
@@ -137,7 +143,7 @@ impl Default for StompConfig {
             max_pattern_stars: 4,
             selectors: false,
             allow_client_send_to_user: false,
-            principal_header: Some("login".into()),
+            principal_header: None,
             allow_anonymous: true,
             virtual_hosts: None,
             spring_disconnect_error: false,
@@ -150,7 +156,120 @@ impl Default for StompConfig {
     }
 }
 
+/// Ten years in milliseconds: the most any `_ms` duration may be (as `[server]` and
+/// `[[service]]` durations), far beyond a sensible timeout.
+const TEN_YEARS_MS: u64 = 315_360_000_000;
+
 impl StompConfig {
+    /// Check every value against its sane range; the error names the key (`stomp.<key>`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: format!("stomp.{key}"),
+            message,
+        };
+        let sizes: [(&str, usize, usize, usize); 11] = [
+            ("message_size_limit", self.message_size_limit, 1, 64 << 20),
+            ("max_headers", self.max_headers, 1, 65_536),
+            ("max_header_line", self.max_header_line, 64, 1 << 20),
+            ("max_subscriptions", self.max_subscriptions, 1, 1_000_000),
+            ("max_pending_acks", self.max_pending_acks, 1, 1_000_000),
+            ("max_transactions", self.max_transactions, 1, 65_536),
+            (
+                "max_transaction_bytes",
+                self.max_transaction_bytes,
+                1,
+                1 << 30,
+            ),
+            (
+                "max_queue_messages",
+                self.max_queue_messages,
+                1,
+                100_000_000,
+            ),
+            ("max_queue_bytes", self.max_queue_bytes, 1, 1 << 40),
+            (
+                "send_buffer_size_limit",
+                self.send_buffer_size_limit,
+                1,
+                1 << 30,
+            ),
+            ("event_capacity", self.event_capacity, 1, 1_000_000),
+        ];
+        for (key, value, min, max) in sizes {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(key, format!("{value} is not in {min}..={max}")));
+            }
+        }
+        let durations = [
+            ("connect_timeout_ms", self.connect_timeout_ms, 1),
+            ("send_time_limit_ms", self.send_time_limit_ms, 1),
+            ("idle_timeout_ms", self.idle_timeout_ms, 0),
+        ];
+        for (key, value, min) in durations {
+            if !(min..=TEN_YEARS_MS).contains(&value) {
+                let zero = if min == 0 { " (0 turns it off)" } else { "" };
+                return Err(invalid(
+                    key,
+                    format!("{value} ms is not in {min}..={TEN_YEARS_MS} (ten years){zero}"),
+                ));
+            }
+        }
+        if self.stats_log_period_s > TEN_YEARS_MS / 1000 {
+            return Err(invalid(
+                "stats_log_period_s",
+                format!(
+                    "{} s is more than ten years (0 turns it off)",
+                    self.stats_log_period_s
+                ),
+            ));
+        }
+        let beat = self.heart_beat;
+        if beat.send_ms > MAX_HEARTBEAT_MS || beat.receive_ms > MAX_HEARTBEAT_MS {
+            return Err(invalid(
+                "heart_beat",
+                format!(
+                    "\"{beat}\": each interval must be at most {MAX_HEARTBEAT_MS} ms (one hour)"
+                ),
+            ));
+        }
+        let margin = self.heartbeat_read_margin;
+        if !(margin.is_finite() && (1.5..=100.0).contains(&margin)) {
+            return Err(invalid(
+                "heartbeat_read_margin",
+                format!("{margin} is not in 1.5..=100 (the spec needs at least 1.5)"),
+            ));
+        }
+        if !matches!(self.path_separator, '/' | '.') {
+            return Err(invalid(
+                "path_separator",
+                format!("{:?} must be '/' or '.'", self.path_separator),
+            ));
+        }
+        if self.user_prefix.is_empty() {
+            return Err(invalid("user_prefix", "must not be empty".into()));
+        }
+        for (key, prefixes) in [
+            ("application_prefixes", &self.application_prefixes),
+            ("broker_prefixes", &self.broker_prefixes),
+        ] {
+            if prefixes.iter().any(String::is_empty) {
+                return Err(invalid(
+                    key,
+                    "an empty prefix would match everything".into(),
+                ));
+            }
+        }
+        if let Some(header) = &self.principal_header
+            && (header.is_empty() || header.contains([':', '\r', '\n']))
+        {
+            return Err(invalid(
+                "principal_header",
+                format!("{header:?} is not a header name (omit the key for none)"),
+            ));
+        }
+        Ok(())
+    }
+
     /// The parser limits these settings imply.
     pub fn frame_limits(&self) -> FrameLimits {
         FrameLimits {
@@ -371,6 +490,64 @@ mod tests {
         assert_eq!(config.overflow_strategy, OverflowStrategy::Drop);
         let err = toml::from_str::<StompConfig>("overflow_strategy = \"discard\"").unwrap_err();
         assert!(err.to_string().contains("overflow_strategy"), "{err}");
+    }
+
+    #[test]
+    fn the_defaults_validate() {
+        StompConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_naming_the_key() {
+        for (toml, key) in [
+            ("send_time_limit_ms = 0", "stomp.send_time_limit_ms"),
+            ("connect_timeout_ms = 0", "stomp.connect_timeout_ms"),
+            (
+                "connect_timeout_ms = 18446744073709551615",
+                "stomp.connect_timeout_ms",
+            ),
+            (
+                "idle_timeout_ms = 18446744073709551615",
+                "stomp.idle_timeout_ms",
+            ),
+            (
+                "stats_log_period_s = 18446744073709551615",
+                "stomp.stats_log_period_s",
+            ),
+            ("message_size_limit = 0", "stomp.message_size_limit"),
+            ("max_headers = 0", "stomp.max_headers"),
+            ("max_header_line = 10", "stomp.max_header_line"),
+            ("max_subscriptions = 0", "stomp.max_subscriptions"),
+            ("max_pending_acks = 0", "stomp.max_pending_acks"),
+            ("max_transactions = 0", "stomp.max_transactions"),
+            ("max_transaction_bytes = 0", "stomp.max_transaction_bytes"),
+            ("max_queue_messages = 0", "stomp.max_queue_messages"),
+            ("max_queue_bytes = 0", "stomp.max_queue_bytes"),
+            ("send_buffer_size_limit = 0", "stomp.send_buffer_size_limit"),
+            ("event_capacity = 0", "stomp.event_capacity"),
+            ("heart_beat = \"0,3600001\"", "stomp.heart_beat"),
+            ("heartbeat_read_margin = 1.0", "stomp.heartbeat_read_margin"),
+            ("heartbeat_read_margin = nan", "stomp.heartbeat_read_margin"),
+            ("path_separator = \":\"", "stomp.path_separator"),
+            ("user_prefix = \"\"", "stomp.user_prefix"),
+            ("broker_prefixes = [\"\"]", "stomp.broker_prefixes"),
+            ("principal_header = \"\"", "stomp.principal_header"),
+            ("principal_header = \"a:b\"", "stomp.principal_header"),
+        ] {
+            let config: StompConfig = toml::from_str(toml).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{toml}: {err}");
+        }
+        for ok in [
+            "idle_timeout_ms = 0",
+            "max_frames_per_second = 0",
+            "stats_log_period_s = 0",
+            "heart_beat = \"3600000,0\"",
+            "connect_timeout_ms = 1",
+        ] {
+            let config: StompConfig = toml::from_str(ok).unwrap();
+            config.validate().unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
     }
 
     #[test]

@@ -20,9 +20,9 @@ use bytes::Bytes;
 use super::Core;
 use super::acl::{AclAction, Caller, Policy};
 use super::application::{AppSend, AppSubscribe};
-use super::auth::ConnectRequest;
+use super::auth::{ConnectRequest, is_credential_header};
 use super::broker::{AckKind, AckMode, AckOutcome, AckTarget, BrokerError, SubscribeRequest};
-use super::config::{HeartBeat, Unroutable};
+use super::config::{HeartBeat, MAX_HEARTBEAT_MS, Unroutable};
 use super::destination::{
     Pattern, PatternError, Route, is_pattern, split_user_destination, user_subscription_target,
     user_suffix,
@@ -36,6 +36,11 @@ use crate::limits::TokenBucket;
 use crate::session::{
     CloseCause, CloseInfo, Inbound, SessionEvent, SessionHandle, SessionInfo, SessionSender,
 };
+
+/// How many frames one turn of [`Connection::receive`] processes before the session task
+/// yields: one WebSocket message or TCP read may carry thousands, each SEND a fan-out, and
+/// other sessions on the same worker must not wait for all of them.
+pub const FRAMES_PER_TURN: usize = 64;
 
 /// Whether the connection still accepts input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,9 +176,17 @@ pub struct Heartbeats {
 }
 
 impl Heartbeats {
-    /// Spec §4.1: `C = max(cx, sy)` unless either is 0; `S = max(sx, cy)` likewise.
+    /// Spec §4.1: `C = max(cx, sy)` unless either is 0; `S = max(sx, cy)` likewise. Either
+    /// is clamped to [`MAX_HEARTBEAT_MS`] (one hour): a client may offer any `u64`, and an
+    /// interval past that is no heart-beat a peer could rely on anyway.
     pub fn negotiate(client: HeartBeat, server: HeartBeat) -> Heartbeats {
-        let pair = |a: u64, b: u64| if a == 0 || b == 0 { 0 } else { a.max(b) };
+        let pair = |a: u64, b: u64| {
+            if a == 0 || b == 0 {
+                0
+            } else {
+                a.max(b).min(MAX_HEARTBEAT_MS)
+            }
+        };
         Heartbeats {
             client_ms: pair(client.send_ms, server.receive_ms),
             server_ms: pair(server.send_ms, client.receive_ms),
@@ -251,6 +264,10 @@ pub struct Connection {
     opened_ms: u64,
     /// When a byte last arrived ([`now_ms`]).
     last_received_ms: u64,
+    /// When the bytes being processed arrived, for the frame-rate budget.
+    arrived: Instant,
+    /// Whether a turn ended with frames still buffered in the parser.
+    buffered: bool,
     /// Why we closed, when we did: cause, code, reason.
     closed_by_us: Option<(DisconnectCause, u16, String)>,
     /// How presence asks this session to close, once it is connected.
@@ -277,6 +294,8 @@ impl Connection {
             transaction_bytes: 0,
             opened_ms: now,
             last_received_ms: now,
+            arrived: Instant::now(),
+            buffered: false,
             closed_by_us: None,
             control: None,
         }
@@ -287,9 +306,11 @@ impl Connection {
         &self.id
     }
 
-    /// Feed received bytes; frames are processed strictly in order. Every frame spends one
-    /// token of the frame-rate budget; heart-beat EOLs are skipped by the parser and spend
-    /// none.
+    /// Feed received bytes; frames are processed strictly in order, at most
+    /// [`FRAMES_PER_TURN`] of them: when [`Connection::has_buffered_frames`] says more are
+    /// waiting, the caller lets other tasks run and then calls
+    /// [`Connection::process_buffered`]. Every frame spends one token of the frame-rate
+    /// budget; heart-beat EOLs are skipped by the parser and spend none.
     pub fn receive(&mut self, data: &[u8]) -> Flow {
         self.last_received_ms = now_ms();
         self.core
@@ -300,12 +321,21 @@ impl Connection {
             return Flow::Closed;
         }
         self.parser.push(data);
-        let arrived = Instant::now();
-        loop {
+        self.arrived = Instant::now();
+        self.process_buffered()
+    }
+
+    /// Process up to [`FRAMES_PER_TURN`] frames already received.
+    pub fn process_buffered(&mut self) -> Flow {
+        self.buffered = false;
+        if matches!(self.phase, Phase::Closed) {
+            return Flow::Closed;
+        }
+        for _ in 0..FRAMES_PER_TURN {
             match self.parser.next_frame() {
                 Ok(None) => return Flow::Open,
                 Ok(Some(frame)) => {
-                    if !self.within_frame_rate(arrived) {
+                    if !self.within_frame_rate(self.arrived) {
                         self.reject_for_rate(&frame);
                         return Flow::Closed;
                     }
@@ -320,6 +350,13 @@ impl Connection {
                 }
             }
         }
+        self.buffered = true;
+        Flow::Open
+    }
+
+    /// Whether received frames wait for [`Connection::process_buffered`].
+    pub fn has_buffered_frames(&self) -> bool {
+        self.buffered
     }
 
     /// Take one token for a frame that arrived at `arrived`; false once the budget is spent.
@@ -408,6 +445,7 @@ impl Connection {
     }
 
     fn connect(&mut self, frame: Frame) -> Result<Flow, StompError> {
+        let credential = self.core.authenticator.credential_header();
         self.core.events.emit(StompEvent::Connect {
             session: self.id.clone(),
             transport: self.info.transport,
@@ -415,7 +453,7 @@ impl Connection {
             headers: frame
                 .headers
                 .iter()
-                .filter(|(n, _)| n != "passcode")
+                .filter(|(n, _)| !is_credential_header(n, credential))
                 .cloned()
                 .collect(),
         });
@@ -1030,13 +1068,11 @@ impl Connection {
     pub fn next_deadline_ms(&self) -> Option<u64> {
         match &self.phase {
             Phase::Closed => None,
-            Phase::AwaitingConnect => Some(self.opened_ms + self.core.config.connect_timeout_ms),
+            Phase::AwaitingConnect => Some(self.connect_deadline_ms()),
             Phase::Connected(established) => {
                 let hb = established.heartbeats;
-                let write =
-                    (hb.server_ms > 0).then(|| established.out.last_write_ms() + hb.server_ms);
-                let read =
-                    (hb.client_ms > 0).then(|| self.last_received_ms + self.read_window_ms(hb));
+                let write = Self::write_deadline_ms(established);
+                let read = self.read_deadline_ms(hb);
                 write
                     .into_iter()
                     .chain(read)
@@ -1054,8 +1090,26 @@ impl Connection {
         (timeout > 0).then(|| self.last_received_ms.saturating_add(timeout))
     }
 
-    fn read_window_ms(&self, hb: Heartbeats) -> u64 {
-        (hb.client_ms as f64 * self.core.config.read_margin()) as u64
+    /// When a session that has not sent CONNECT is closed. Every deadline saturates: the
+    /// intervals come from clients and config and must never wrap into the past.
+    fn connect_deadline_ms(&self) -> u64 {
+        self.opened_ms
+            .saturating_add(self.core.config.connect_timeout_ms)
+    }
+
+    /// When the next server heart-beat is due, if the server sends any.
+    fn write_deadline_ms(established: &Established) -> Option<u64> {
+        let interval = established.heartbeats.server_ms;
+        (interval > 0).then(|| established.out.last_write_ms().saturating_add(interval))
+    }
+
+    /// When a silent client is cut off, if it promised heart-beats.
+    fn read_deadline_ms(&self, hb: Heartbeats) -> Option<u64> {
+        (hb.client_ms > 0).then(|| {
+            // A float-to-int cast saturates, so a huge product cannot wrap either.
+            let window = (hb.client_ms as f64 * self.core.config.read_margin()) as u64;
+            self.last_received_ms.saturating_add(window)
+        })
     }
 
     /// Run whatever timer is due at `now` ([`now_ms`]).
@@ -1063,7 +1117,7 @@ impl Connection {
         match &self.phase {
             Phase::Closed => Flow::Closed,
             Phase::AwaitingConnect => {
-                if now >= self.opened_ms + self.core.config.connect_timeout_ms {
+                if now >= self.connect_deadline_ms() {
                     bump(&self.core.stats.connect_failures);
                     tracing::debug!(session = self.info.log_id, stomp_session = %self.id, "no CONNECT within the connect timeout");
                     self.close_with(DisconnectCause::ConnectTimeout, 4500, "Connect timeout");
@@ -1084,7 +1138,7 @@ impl Connection {
                     );
                     return Flow::Closed;
                 }
-                if hb.client_ms > 0 && now >= self.last_received_ms + self.read_window_ms(hb) {
+                if self.read_deadline_ms(hb).is_some_and(|at| now >= at) {
                     bump(&self.core.stats.heartbeat_timeouts);
                     tracing::debug!(session = self.info.log_id, stomp_session = %self.id, "client heart-beat timeout");
                     self.close_with(
@@ -1104,7 +1158,7 @@ impl Connection {
                     self.fail(StompError::idle_timeout(timeout), None);
                     return Flow::Closed;
                 }
-                if hb.server_ms > 0 && now >= established.out.last_write_ms() + hb.server_ms {
+                if Self::write_deadline_ms(established).is_some_and(|at| now >= at) {
                     let _ = established.out.send_heartbeat();
                 }
                 Flow::Open
@@ -1260,11 +1314,16 @@ pub async fn run(core: Arc<Core>, mut handle: SessionHandle) {
         };
         tokio::select! {
             event = handle.recv() => match event {
-                Some(SessionEvent::Message(Inbound::Text(text))) => {
-                    connection.receive(text.as_bytes());
-                }
-                Some(SessionEvent::Message(Inbound::Binary(bytes))) => {
-                    connection.receive(&bytes);
+                Some(SessionEvent::Message(message)) => {
+                    let data = match &message {
+                        Inbound::Text(text) => text.as_bytes(),
+                        Inbound::Binary(bytes) => bytes,
+                    };
+                    let mut flow = connection.receive(data);
+                    while flow == Flow::Open && connection.has_buffered_frames() {
+                        tokio::task::yield_now().await;
+                        flow = connection.process_buffered();
+                    }
                 }
                 Some(SessionEvent::Closed(info)) => break Some(info),
                 None => break None,
@@ -1304,8 +1363,13 @@ mod tests {
     }
 
     impl Client {
+        /// Receive `wire` and run every frame in it, turn after turn, as [`run`] does.
         fn feed(&mut self, wire: &str) -> Flow {
-            self.connection.receive(wire.as_bytes())
+            let mut flow = self.connection.receive(wire.as_bytes());
+            while flow == Flow::Open && self.connection.has_buffered_frames() {
+                flow = self.connection.process_buffered();
+            }
+            flow
         }
 
         fn connect(core: &Arc<Core>, version: &str) -> Client {
@@ -1358,6 +1422,9 @@ mod tests {
             ((2000, 5000), (10_000, 10_000)),
             ((0, 5000), (0, 10_000)),
             ((30_000, 30_000), (30_000, 30_000)),
+            ((u64::MAX, u64::MAX), (3_600_000, 3_600_000)),
+            ((0, u64::MAX), (0, 3_600_000)),
+            ((7_200_000, 0), (3_600_000, 0)),
         ];
         for ((cx, cy), (c, s)) in cases {
             let hb = Heartbeats::negotiate(
@@ -1373,7 +1440,10 @@ mod tests {
 
     #[test]
     fn connected_carries_the_required_headers() {
-        let core = core(StompConfig::default());
+        let core = core(StompConfig {
+            principal_header: Some("login".into()),
+            ..StompConfig::default()
+        });
         let mut c = client(&core);
         c.feed("STOMP\naccept-version:1.2\nhost:127.0.0.1\nheart-beat:2000,5000\nlogin:alice\npasscode:secret\n\n\0");
         let frame = c.last();
@@ -1539,6 +1609,7 @@ mod tests {
     fn user_destinations_are_rewritten() {
         let core = core(StompConfig {
             allow_client_send_to_user: true,
+            principal_header: Some("login".into()),
             ..StompConfig::default()
         });
         let mut a = client(&core);
@@ -1664,6 +1735,34 @@ mod tests {
     }
 
     #[test]
+    fn deadlines_saturate_instead_of_wrapping() {
+        let forever = core(StompConfig {
+            connect_timeout_ms: u64::MAX,
+            heartbeat_read_margin: f64::MAX,
+            ..StompConfig::default()
+        });
+        let mut c = client(&forever);
+        assert_eq!(c.connection.next_deadline_ms(), Some(u64::MAX));
+        assert_eq!(c.connection.on_tick(now_ms()), Flow::Open);
+        c.feed("CONNECT\naccept-version:1.2\nheart-beat:18446744073709551615,18446744073709551615\n\n\0");
+        c.sink.clear();
+        let now = now_ms();
+        // The server beats hourly at most, and the read window saturates at the end of time.
+        let next = c.connection.next_deadline_ms().unwrap();
+        assert!(
+            (now + 3_599_000..=now + 3_600_000).contains(&next),
+            "{next}"
+        );
+        assert_eq!(c.connection.on_tick(now + 1000), Flow::Open);
+        assert!(
+            c.sink.payloads().is_empty(),
+            "no heart-beat before it is due"
+        );
+        assert_eq!(c.connection.on_tick(now + 3_600_000), Flow::Open);
+        assert_eq!(c.sink.payloads().last().map(|b| &b[..]), Some(&b"\n"[..]));
+    }
+
+    #[test]
     fn frames_past_the_rate_get_error_then_close_4429_and_eols_are_free() {
         // Rate 2 a second: a burst of 4 frames, of which CONNECT took one.
         let core = core(StompConfig {
@@ -1696,6 +1795,21 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
         );
+    }
+
+    #[test]
+    fn one_turn_processes_a_bounded_number_of_frames() {
+        let core = core(StompConfig::default());
+        let mut c = Client::connect(&core, "1.2");
+        let wire = "SEND\ndestination:/topic/a\nreceipt:r\n\n\0".repeat(FRAMES_PER_TURN * 2 + 1);
+        assert_eq!(c.connection.receive(wire.as_bytes()), Flow::Open);
+        assert_eq!(c.frames().len(), FRAMES_PER_TURN);
+        assert!(c.connection.has_buffered_frames());
+        assert_eq!(c.connection.process_buffered(), Flow::Open);
+        assert_eq!(c.frames().len(), FRAMES_PER_TURN * 2);
+        assert_eq!(c.connection.process_buffered(), Flow::Open);
+        assert_eq!(c.frames().len(), FRAMES_PER_TURN * 2 + 1);
+        assert!(!c.connection.has_buffered_frames());
     }
 
     #[test]

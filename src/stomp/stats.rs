@@ -86,7 +86,8 @@ pub enum StompEvent {
         transport: TransportKind,
         /// The peer address.
         remote_addr: SocketAddr,
-        /// The CONNECT headers, `passcode` removed.
+        /// The CONNECT headers, credentials removed (`passcode`, `Authorization` and the
+        /// authenticator's token header, `[auth] connect_header`).
         headers: Vec<(String, String)>,
     },
     /// CONNECTED sent.

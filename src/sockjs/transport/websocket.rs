@@ -376,9 +376,10 @@ pub async fn run_socket(
     let mut deadlines = Deadlines {
         beat: Instant::now() + heartbeat,
         pong: None,
-        credential: session
-            .credential_expires()
-            .map(|exp| Instant::now() + exp.duration_since(SystemTime::now()).unwrap_or_default()),
+        credential: session.credential_expires().and_then(|exp| {
+            // Beyond what the monotonic clock can represent means never.
+            Instant::now().checked_add(exp.duration_since(SystemTime::now()).unwrap_or_default())
+        }),
         idle: session.idle_deadline().map(Instant::from_std),
     };
     let timer = sleep_until(deadlines.next());
