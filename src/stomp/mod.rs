@@ -16,6 +16,7 @@ pub mod connection;
 pub mod destination;
 pub mod frame;
 pub mod outbound;
+pub(crate) mod pending;
 pub mod stats;
 pub mod tcp;
 #[cfg(test)]
@@ -24,8 +25,14 @@ pub(crate) mod testing;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use application::{AppHandler, AppReply, AppSend, AppSubscribe, BackendError};
-pub use auth::{AuthError, Authenticator, ConnectRequest, HeaderAuthenticator, TokenAuthenticator};
+pub use application::{
+    AppFrame, AppHandler, AppRequest, BackendError, Completion, ConnectCheck, ConnectDecision,
+    ConnectGrant, ConnectRefusal, SessionEnded,
+};
+pub use auth::{
+    AuthError, Authenticator, ConnectRequest, HeaderAuthenticator, PasswordAuthenticator,
+    TokenAuthenticator, Verdict,
+};
 pub use broker::Broker;
 pub use config::{HeartBeat, QueueSemantics, StompConfig, Unroutable};
 pub use stats::{DisconnectCause, StompEvent, StompStats};
@@ -70,8 +77,12 @@ impl Core {
                 allow_anonymous: config.allow_anonymous,
             })
         });
+        let broker = Arc::new(Broker::new(&config, stats.clone()));
+        if let Some(handler) = &app_handler {
+            handler.attach(broker.clone());
+        }
         Core {
-            broker: Arc::new(Broker::new(&config, stats.clone())),
+            broker,
             router: Router::new(&config),
             acl: acl::Acl::new(&config.acl, config.acl_default, config.path_separator),
             events: EventBus::new(config.event_capacity),
