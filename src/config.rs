@@ -62,6 +62,9 @@ pub struct Config {
     /// The STOMP core, served by services with `app = "stomp"` and on `tcp_listen`.
     #[serde(default)]
     pub stomp: crate::stomp::StompConfig,
+    /// HTTP application backends: `/app` destinations and lifecycle hooks (`[[backend]]`).
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<crate::backend::BackendConfig>,
     /// The directory relative file names (key files) are resolved against: the config
     /// file's directory, or the working directory.
     #[serde(skip)]
@@ -360,6 +363,7 @@ impl Config {
             ],
             auth: crate::auth::AuthConfig::default(),
             stomp: crate::stomp::StompConfig::default(),
+            backends: Vec::new(),
             base_dir: std::path::PathBuf::from("."),
         }
     }
@@ -471,7 +475,7 @@ impl Config {
                 ));
             }
         }
-        Ok(())
+        crate::backend::config::validate(&self.backends, &self.stomp)
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod apps;
 pub mod auth;
+pub mod backend;
 pub mod config;
 pub mod front;
 pub mod limits;
