@@ -349,6 +349,57 @@ pub fn hash_password(password: &str, scheme: HashScheme) -> Result<String, Strin
     }
 }
 
+/// `sockjs-gateway hash-password`: read a password (from the terminal without echo, asked
+/// twice; or the first line of a pipe) and return the hash, or a whole users-file line when
+/// `user` is given.
+pub fn hash_password_command(
+    scheme: HashScheme,
+    user: Option<&str>,
+    roles: Option<&str>,
+) -> Result<String, String> {
+    if let Some(name) = user {
+        check_user_name(name)?;
+    }
+    let roles: Vec<&str> = roles
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .collect();
+    if let Some(role) = roles.iter().find(|r| r.contains(char::is_whitespace)) {
+        return Err(format!("role {role:?} contains whitespace"));
+    }
+    let password = read_password()?;
+    if password.is_empty() {
+        return Err("the password is empty".into());
+    }
+    let hash = hash_password(&password, scheme)?;
+    Ok(match user {
+        Some(name) if roles.is_empty() => format!("{name}:{hash}"),
+        Some(name) => format!("{name}:{hash}:{}", roles.join(",")),
+        None => hash,
+    })
+}
+
+/// The password to hash: asked twice on a terminal, or the first line of standard input.
+fn read_password() -> Result<String, String> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+        let again = rpassword::prompt_password("Again: ").map_err(|e| e.to_string())?;
+        if first != again {
+            return Err("the passwords differ".into());
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
