@@ -171,8 +171,8 @@ struct AnswerMessage {
     /// To the requesting session (or subscription) only.
     #[serde(default)]
     reply: bool,
-    /// The body: a string, or any JSON value (sent as JSON text).
-    body: Value,
+    /// The body: a string, or any JSON value (sent as its JSON text, exactly as written).
+    body: Box<serde_json::value::RawValue>,
     /// Whether `body` is base64.
     #[serde(default)]
     base64: bool,
@@ -361,19 +361,25 @@ fn content(message: AnswerMessage) -> Result<(Vec<(String, String)>, Bytes), Str
         }
     }
     let mut headers: Vec<(String, String)> = message.headers.into_iter().collect();
-    let body = match (message.body, message.base64) {
-        (Value::String(text), false) => Bytes::from(text),
-        (Value::String(encoded), true) => Bytes::from(
+    let raw = message.body.get();
+    let text = raw
+        .starts_with('"')
+        .then(|| serde_json::from_str::<String>(raw))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let body = match (text, message.base64) {
+        (Some(text), false) => Bytes::from(text),
+        (Some(encoded), true) => Bytes::from(
             base64::engine::general_purpose::STANDARD
                 .decode(encoded.as_bytes())
                 .map_err(|e| format!("body is not valid base64: {e}"))?,
         ),
-        (_, true) => return Err("with base64, body must be a string".into()),
-        (value, false) => {
+        (None, true) => return Err("with base64, body must be a string".into()),
+        (None, false) => {
             if !headers.iter().any(|(n, _)| n == "content-type") {
                 headers.push(("content-type".into(), "application/json".into()));
             }
-            Bytes::from(serde_json::to_vec(&value).map_err(|e| e.to_string())?)
+            Bytes::copy_from_slice(raw.as_bytes())
         }
     };
     Ok((headers, body))
@@ -544,7 +550,7 @@ mod tests {
     fn bodies_are_text_base64_or_json() {
         let planned = plan(
             br#"{"messages": [{"body": "t"}, {"body": "AAE=", "base64": true},
-                {"body": {"n": 1}}, {"body": [1], "headers": {"content-type": "x/y", "k": "v"}}]}"#,
+                {"body": {"z": 1, "a": 2}}, {"body": [1], "headers": {"content-type": "x/y", "k": "v"}}]}"#,
             info(&SEND, None),
             &routing(),
         )
@@ -552,7 +558,11 @@ mod tests {
         assert_eq!(&planned[0].body[..], b"t");
         assert!(planned[0].headers.is_empty());
         assert_eq!(&planned[1].body[..], &[0, 1]);
-        assert_eq!(&planned[2].body[..], br#"{"n":1}"#);
+        assert_eq!(
+            &planned[2].body[..],
+            br#"{"z": 1, "a": 2}"#,
+            "as the backend wrote it"
+        );
         assert_eq!(
             planned[2].headers,
             [("content-type".into(), "application/json".into())]

@@ -1168,6 +1168,22 @@ impl Connection {
         if self.closed_by_us.is_none() {
             self.closed_by_us = Some((cause, code, reason.to_owned()));
         }
+        // The STOMP session is over now, even if the carrier lingers (an HTTP transport's
+        // session waits out its disconnect delay): tell the backends at once.
+        self.tell_backends_ended(cause, code, reason);
+    }
+
+    /// Tell the application handler that a session which reached CONNECTED ended; once.
+    fn tell_backends_ended(&mut self, cause: DisconnectCause, code: u16, reason: &str) {
+        if let (Some(handler), Some(user)) = (&self.core.app_handler, self.connected_as.take()) {
+            handler.session_ended(SessionEnded {
+                session: self.id.clone(),
+                user,
+                code,
+                reason: reason.to_owned(),
+                cause,
+            });
+        }
     }
 
     /// When the next timer is due ([`now_ms`]), if any.
@@ -1297,15 +1313,7 @@ impl Connection {
         }
         stats.session_closed(self.info.transport);
         tracing::debug!(session = %self.id, ?cause, code, "STOMP session ended");
-        if let (Some(handler), Some(user)) = (&self.core.app_handler, self.connected_as.take()) {
-            handler.session_ended(SessionEnded {
-                session: self.id.clone(),
-                user,
-                code,
-                reason: reason.clone(),
-                cause,
-            });
-        }
+        self.tell_backends_ended(cause, code, &reason);
         self.core.events.emit(StompEvent::Disconnect {
             session: self.id.clone(),
             user,
