@@ -260,6 +260,10 @@ impl Backend {
 
     /// One of the `max_in_flight` slots, waiting at most `queue_timeout_ms`.
     async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, BackendError> {
+        // Most of the time a slot is free: take it without arming a timer.
+        if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
         match tokio::time::timeout(self.queue_timeout, self.in_flight.clone().acquire_owned()).await
         {
             Ok(Ok(permit)) => Ok(permit),
