@@ -1126,20 +1126,6 @@ async fn publish(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn payload_roundtrip() {
-        let mut b = Vec::new();
-        payload(b'M', 42, 100, &mut b);
-        assert_eq!(b.len(), 100);
-        let (k, s, _) = parse_payload(&b).unwrap();
-        assert_eq!((k, s), (b'M', 42));
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // app round trips
 
@@ -1325,4 +1311,18 @@ pub async fn app_roundtrip(c: Common, warmup: Duration, duration: Duration) -> V
         m.insert("error".into(), json!(e));
     }
     Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_roundtrip() {
+        let mut b = Vec::new();
+        payload(b'M', 42, 100, &mut b);
+        assert_eq!(b.len(), 100);
+        let (k, s, _) = parse_payload(&b).unwrap();
+        assert_eq!((k, s), (b'M', 42));
+    }
 }
