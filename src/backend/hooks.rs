@@ -159,6 +159,15 @@ pub(crate) async fn decide_connect(
     })
 }
 
+/// Whether a 200 answer allows (`Ok(true)`), denies (`Ok(false)`) or breaks the contract.
+pub(crate) fn check_answer(body: &[u8]) -> Result<bool, String> {
+    match grant_from(body, None) {
+        Ok(_) => Ok(true),
+        Err(ConnectRefusal::Denied(_)) => Ok(false),
+        Err(ConnectRefusal::Failed(e)) => Err(e.to_string()),
+    }
+}
+
 /// Apply a 200 answer to the principal found so far.
 fn grant_from(body: &[u8], principal: Option<Principal>) -> Result<ConnectGrant, ConnectRefusal> {
     let invalid = |text: String| ConnectRefusal::Failed(BackendError::Invalid(text));

@@ -66,6 +66,33 @@ pub struct BackendStatsSnapshot {
     pub disconnects_dropped: u64,
 }
 
+/// Check an answer to a frame for `/app/x` from session `s1` of user `alice`, under the default
+/// `[stomp]` prefixes, exactly as the gateway does before it delivers anything: how many
+/// messages it would deliver, or the error text the client would get. For fuzzing and tests
+/// of the wire format.
+pub fn check_answer(body: &[u8], frame: &crate::stomp::AppFrame) -> Result<usize, String> {
+    let routing = wire::Routing {
+        router: crate::stomp::destination::Router::new(&StompConfig::default()),
+        default_destination_prefix: "/topic".into(),
+        default_user_destination_prefix: "/queue".into(),
+    };
+    let info = wire::FrameInfo {
+        frame,
+        session: "s1",
+        user: Some("alice"),
+        destination: "/app/x",
+        stripped: "/x",
+    };
+    wire::plan(body, info, &routing)
+        .map(|planned| planned.len())
+        .map_err(|e| e.to_string())
+}
+
+/// Check a connect hook's 200 answer as the gateway does: whether it allows, or the error.
+pub fn check_connect_answer(body: &[u8]) -> Result<bool, String> {
+    hooks::check_answer(body)
+}
+
 /// Every configured backend, as the STOMP core's application handler.
 #[derive(Debug)]
 pub struct Backends {

@@ -576,6 +576,37 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_answers_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = plan(&body, info(&SEND, Some("a")), &routing());
+        }
+
+        #[test]
+        fn answers_built_from_contract_fields_plan_or_say_why(
+            destination in proptest::option::of("(/topic|/queue|/user/bob/queue|/app|/x)/[a-z]{0,3}"),
+            user in proptest::option::of(proptest::prop_oneof![
+                proptest::strategy::Just("true".to_string()),
+                proptest::strategy::Just("false".to_string()),
+                "\"[a-z%2F]{0,4}\"",
+            ]),
+            reply in proptest::prelude::any::<bool>(),
+            base64 in proptest::prelude::any::<bool>(),
+            body in proptest::prop_oneof!["\"[A-Za-z0-9+/=%]{0,8}\"", "\\{\"k\": [1-9][0-9]{0,2}\\}"],
+        ) {
+            let mut fields = vec![format!("\"body\": {body}")];
+            if let Some(d) = destination { fields.push(format!("\"destination\": \"{d}\"")); }
+            if let Some(u) = user { fields.push(format!("\"user\": {u}")); }
+            if reply { fields.push("\"reply\": true".into()); }
+            if base64 { fields.push("\"base64\": true".into()); }
+            let answer = format!("{{\"messages\": [{{{}}}]}}", fields.join(", "));
+            match plan(answer.as_bytes(), info(&SEND, Some("alice")), &routing()) {
+                Ok(planned) => proptest::prop_assert_eq!(planned.len(), 1),
+                Err(e) => proptest::prop_assert!(e.0.starts_with("messages[0]: "), "{}", e),
+            }
+        }
+    }
+
     #[test]
     fn answers_that_break_the_contract_say_where() {
         let subscribe = AppFrame::Subscribe {
