@@ -43,7 +43,7 @@ impl Answer {
                 quote(&self.body)
             ))),
             500..=599 => {
-                tracing::warn!(backend = %name, url = %client.url, %status, body = %String::from_utf8_lossy(&self.body[..self.body.len().min(QUOTED_BYTES)]), "backend failed");
+                tracing::debug!(backend = %name, url = %client.url, %status, body = %String::from_utf8_lossy(&self.body[..self.body.len().min(QUOTED_BYTES)]), "backend failed");
                 Err(BackendError::Unavailable(format!(
                     "{name} answered {status}"
                 )))

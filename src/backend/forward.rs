@@ -317,8 +317,13 @@ impl Backend {
     /// A frame failed: ERROR and close, or (`on_error = "user-queue"`) a message on the
     /// session's `/user/queue/errors`, and the frame counts as handled.
     fn failed(&self, broker: &Broker, request: AppRequest, error: BackendError) {
-        self.stats.failed.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(backend = %self.name, session = %request.session, destination = %request.destination, %error, "frame not taken by the backend");
+        let failed = self.stats.failed.fetch_add(1, Ordering::Relaxed) + 1;
+        // A dead backend fails every frame: warn at the 1st, 2nd, 4th, 8th... failure.
+        if failed.is_power_of_two() {
+            tracing::warn!(backend = %self.name, session = %request.session, destination = %request.destination, %error, failed, "frame not taken by the backend");
+        } else {
+            tracing::debug!(backend = %self.name, session = %request.session, destination = %request.destination, %error, "frame not taken by the backend");
+        }
         match self.on_error {
             OnError::Close => request.completion.fail(error),
             OnError::UserQueue => {
