@@ -4,6 +4,7 @@ the issue's targets, and an SVG chart of delivered msgs/s against subscriber cou
 
     bench_report.py results.jsonl [--env env.json] [--md report.md] [--svg fanout.svg]
     bench_report.py --one '<json result of one run>'     (one progress line)
+    bench_report.py --wrk '<wrk --latency output>'       (wrk's run as a result line)
 
 Standard library only, so it runs on a fresh machine.
 """
@@ -14,7 +15,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-GATEWAYS = ("gateway", "gateway-stomp", "gateway-proxy", "gateway-proxy-node")
+GATEWAYS = ("gateway", "gateway-stomp", "gateway-proxy", "gateway-proxy-node", "gateway-app")
 METRICS = [
     # key, header, format
     ("msgs_per_s", "msgs/s", "{:,.0f}"),
@@ -60,6 +61,31 @@ def one(js):
     if d.get("error"):
         parts.append("error: " + str(d["error"]))
     return ", ".join(parts)
+
+
+def wrk_result(text):
+    """wrk --latency output as a result: requests/s, count, p50/p99 (wrk -c100: 100 clients)."""
+    def us(value):
+        num = float(value.rstrip("usmn"))
+        unit = value[len(value.rstrip("usmn")):]
+        return num * {"us": 1, "ms": 1e3, "s": 1e6}.get(unit, 1)
+    d = {"scenario": "wrk", "label": "wrk", "clients": 100, "ok": 0}
+    for line in text.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            d["msgs_per_s"] = float(parts[1])
+        elif "requests in" in line:
+            d["msgs"] = int(parts[0])
+            d["ok"] = 100
+        elif parts[:1] == ["50%"]:
+            d["p50_us"] = us(parts[1])
+        elif parts[:1] == ["99%"]:
+            d["p99_us"] = us(parts[1])
+        elif "Socket errors" in line or "Non-2xx" in line:
+            d["error"] = line.strip()
+    if "msgs_per_s" not in d:
+        d["error"] = "wrk printed no Requests/sec: " + text.strip()[-200:]
+    return d
 
 
 def load(paths):
@@ -163,6 +189,10 @@ def targets(med):
     v = g("idle-proxy-ws-5k", "gateway-proxy", "rss_per_session")
     add("idle proxied websocket session RSS/session (gateway only)", v and f"{v/1024:.2f} KiB", "≤ 10 KiB",
         v is not None and v <= 10 * 1024)
+    r = ratio(g("app-rt-100", "gateway-app", "msgs_per_s"), g("app-rt-100", "wrk", "msgs_per_s"))
+    add("/app round trips 100 clients vs wrk on the same backend", r and f"{r:.2f}×", "≥ 0.7×",
+        r is not None and r >= 0.7,
+        f"broker-only loop {g('app-rt-100', 'gateway-broker', 'msgs_per_s') or 0:,.0f}/s")
     for i in ("fanout-ws-1k", "fanout-raw-1k", "fanout-ws-10k"):
         r = ratio(g(i, "gateway", "msgs_per_s"), g(i, "ceiling", "msgs_per_s"))
         c = ratio(g(i, "ceiling", "server_cpu_us_per_msg"), g(i, "gateway", "server_cpu_us_per_msg"))
@@ -296,12 +326,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results", nargs="*", help="results.jsonl files; later ones replace earlier pairs")
     ap.add_argument("--one")
+    ap.add_argument("--wrk")
     ap.add_argument("--env")
     ap.add_argument("--md")
     ap.add_argument("--svg")
     a = ap.parse_args()
     if a.one:
         print(one(a.one))
+        return
+    if a.wrk is not None:
+        print(json.dumps(wrk_result(a.wrk)))
         return
     runs, order = load(a.results)
     if not order:

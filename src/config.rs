@@ -54,6 +54,9 @@ pub struct Config {
     /// The admin listener (publish API, presence, metrics, health, dashboard).
     #[serde(default)]
     pub admin: crate::admin::AdminConfig,
+    /// HTTP application backends: `/app` destinations and lifecycle hooks (`[[backend]]`).
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<crate::backend::BackendConfig>,
     /// The directory relative file names (key files) are resolved against: the config
     /// file's directory, or the working directory.
     #[serde(skip)]
@@ -171,6 +174,7 @@ impl Config {
             auth: crate::auth::AuthConfig::default(),
             stomp: crate::stomp::StompConfig::default(),
             admin: crate::admin::AdminConfig::embedded(),
+            backends: Vec::new(),
             base_dir: std::path::PathBuf::from("."),
         }
     }
@@ -259,11 +263,12 @@ impl Config {
         if !self.stomp.allow_anonymous
             && self.stomp.principal_header.is_none()
             && self.auth.jwt.is_none()
+            && self.auth.users_file.is_none()
         {
             problems.invalid(
                 "stomp.allow_anonymous",
-                "false refuses every STOMP client: without [auth.jwt] or [stomp] \
-                 principal_header no session can have a user",
+                "false refuses every STOMP client: without [auth.jwt], [auth] users_file or \
+                 [stomp] principal_header no session can have a user",
             );
         }
         let mut seen = std::collections::HashSet::new();
@@ -313,6 +318,9 @@ impl Config {
                     ),
                 );
             }
+        }
+        if let Err(e) = crate::backend::config::validate(&self.backends, &self.stomp) {
+            problems.add(e);
         }
         problems
     }

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod apps;
 pub mod auth;
+pub mod backend;
 pub mod config;
 pub mod drain;
 pub mod front;

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::apps;
 use crate::auth::Authenticator;
+use crate::backend::Backends;
 use crate::config::{Config, ConfigError, ServerConfig, ServiceConfig};
 use crate::drain::{Drain, Sessions, Tracking};
 use crate::front::{self, Ended, FrontLimits, GuardedIo};
@@ -32,7 +33,10 @@ use crate::sockjs::http::{
 };
 use crate::sockjs::{Peer, Service};
 use crate::stomp::tcp::{TcpSettings, serve_tcp_limited};
-use crate::stomp::{Authenticator as StompAuthenticator, StompApp, TokenAuthenticator};
+use crate::stomp::{
+    AppHandler, Authenticator as StompAuthenticator, PasswordAuthenticator, StompApp,
+    TokenAuthenticator,
+};
 
 /// A configured gateway, ready to serve.
 pub struct Gateway {
@@ -60,7 +64,7 @@ impl Gateway {
             tracing::warn!("{warning}");
         }
         let auth = Authenticator::from_config(&config.auth, &config.base_dir)?;
-        let stomp = stomp_app(config, &auth);
+        let stomp = stomp_app(config, &auth)?;
         let sessions = Sessions::new();
         let mut services = Vec::with_capacity(config.services.len());
         for (i, s) in config.services.iter().enumerate() {
@@ -278,19 +282,30 @@ fn refusal_response(refused: ConnectionRefused) -> Vec<u8> {
     .into_bytes()
 }
 
-/// The STOMP core with the configured authentication: JWTs when `[auth.jwt]` is set, else
-/// the carrier's principal, or the CONNECT header `[stomp] principal_header` names when set.
-fn stomp_app(config: &Config, auth: &Arc<Authenticator>) -> StompApp {
-    let authenticator: Option<Arc<dyn StompAuthenticator>> = if auth.verifies_tokens() {
-        let header = Some(config.auth.connect_header.clone()).filter(|h| !h.is_empty());
-        Some(Arc::new(TokenAuthenticator {
-            verifier: auth.clone(),
-            header,
-        }))
-    } else {
-        None
+/// The STOMP core with the configured authentication (password logins when `[auth]
+/// users_file` is set, JWTs when `[auth.jwt]` is, else the carrier's principal, or the CONNECT header `[stomp] principal_header`
+/// names when set) and the `[[backend]]`s.
+fn stomp_app(config: &Config, auth: &Arc<Authenticator>) -> Result<StompApp, ConfigError> {
+    let tokens = auth.verifies_tokens().then(|| TokenAuthenticator {
+        verifier: auth.clone(),
+        header: Some(config.auth.connect_header.clone()).filter(|h| !h.is_empty()),
+    });
+    let authenticator: Option<Arc<dyn StompAuthenticator>> = match (auth.users(), tokens) {
+        (Some(users), tokens) => Some(Arc::new(PasswordAuthenticator {
+            users: users.clone(),
+            tokens,
+            allow_anonymous: auth.anonymous_allowed(),
+        })),
+        (None, Some(tokens)) => Some(Arc::new(tokens)),
+        (None, None) => None,
     };
-    StompApp::with_hooks(config.stomp.clone(), authenticator, None)
+    let backends = Backends::from_config(&config.backends, &config.stomp)?;
+    let app_handler = backends.map(|b| b as Arc<dyn AppHandler>);
+    Ok(StompApp::with_hooks(
+        config.stomp.clone(),
+        authenticator,
+        app_handler,
+    ))
 }
 
 /// The proxy of a service, with the service's own send limits applied to its upstream.

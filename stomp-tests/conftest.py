@@ -5,11 +5,13 @@ repository root). It runs on 127.0.0.1:0 with ``--stomp-listen 127.0.0.1:0``; bo
 are read from its log on stderr (the HTTP line is logged last). Every wait is bounded.
 """
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -64,20 +66,25 @@ def _binary():
     return path
 
 
-@pytest.fixture(scope="session")
-def gateway():
-    binary = _binary()
-    if not os.access(binary, os.X_OK):
+def binary():
+    """The gateway binary under test."""
+    return _binary()
+
+
+@contextlib.contextmanager
+def running_gateway(config_text, workdir):
+    """Run a gateway with ``config_text`` (written to ``workdir``) until the block ends."""
+    path = _binary()
+    if not os.access(path, os.X_OK):
         pytest.exit("gateway binary %s not found (run 'cargo build --bins' or set GATEWAY_BIN)"
-                    % binary, returncode=2)
-    workdir = tempfile.mkdtemp(prefix="stomp-tests-")
+                    % path, returncode=2)
     config = os.path.join(workdir, "gateway.toml")
     with open(config, "w", encoding="utf-8") as f:
-        f.write(CONFIG)
+        f.write(config_text)
     log_path = os.path.join(workdir, "gateway.log")
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [binary, "--config", config, "--listen", "127.0.0.1:0", "--stomp-listen", "127.0.0.1:0"],
+        [path, "--config", config, "--listen", "127.0.0.1:0", "--stomp-listen", "127.0.0.1:0"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd=REPO)
     try:
         deadline = time.monotonic() + START_TIMEOUT
@@ -99,14 +106,44 @@ def gateway():
                         % (START_TIMEOUT, proc.poll(), text), returncode=2)
         yield Gateway(stomp_addr, http_addr, log_path)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        _stop(proc)
         log.close()
+
+
+@contextlib.contextmanager
+def running_backend(*args):
+    """Run ``fixtures/test_backend.py`` (the tests' HTTP application backend) on a free
+    loopback port; yields its ``http://127.0.0.1:PORT``."""
+    script = os.path.join(REPO, "fixtures", "test_backend.py")
+    proc = subprocess.Popen([sys.executable, script, "--port", "0", *args],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    try:
+        ready = []
+        reader = threading.Thread(target=lambda: ready.append(proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(START_TIMEOUT)
+        line = ready[0] if ready else ""
+        if not line.startswith("listening on "):
+            pytest.exit("the test backend did not start: %r" % line, returncode=2)
+        yield "http://" + line.split()[-1]
+    finally:
+        _stop(proc)
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def gateway():
+    with running_gateway(CONFIG, tempfile.mkdtemp(prefix="stomp-tests-")) as gw:
+        yield gw
 
 
 @pytest.fixture

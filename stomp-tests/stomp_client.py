@@ -177,22 +177,26 @@ class Pool:
         self.gateway = gateway
         self.open = []
 
-    def _start(self, conn, version, login, headers):
+    def _start(self, conn, version, login, headers, passcode=None, expect_error=False):
         rec = Recorder()
         conn.set_listener("recorder", rec)
         client = Client(conn, rec, version)
         self.open.append(client)
-        conn.connect(username=login, wait=False, headers=headers or {})
+        conn.connect(username=login, passcode=passcode, wait=False, headers=headers or {})
+        if expect_error:
+            client.error = rec.frame("ERROR")
+            return client
         client.connected = rec.frame("CONNECTED")
         errors = rec.of("ERROR")
         assert not errors, rec.describe()
         return client
 
-    def tcp(self, version, login=None, headers=None):
-        """A STOMP ``version`` client over plain TCP, connected (CONNECTED received)."""
+    def tcp(self, version, login=None, headers=None, passcode=None, expect_error=False):
+        """A STOMP ``version`` client over plain TCP, connected (CONNECTED received), or with
+        ``expect_error`` the client whose CONNECT was answered with ERROR (``client.error``)."""
         conn = CONNECTIONS[version]([self.gateway.stomp_addr], reconnect_attempts_max=1,
                                     timeout=WAIT)
-        return self._start(conn, version, login, headers)
+        return self._start(conn, version, login, headers, passcode, expect_error)
 
     def websocket(self, offer=("v10.stomp", "v11.stomp", "v12.stomp"), binary_mode=False,
                   login=None, headers=None):

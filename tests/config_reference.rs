@@ -4,6 +4,7 @@
 
 use sockjs_gateway::admin::AdminConfig;
 use sockjs_gateway::auth::{AuthConfig, JwtConfig};
+use sockjs_gateway::backend::BackendConfig;
 use sockjs_gateway::config::types::field_names;
 use sockjs_gateway::config::{Config, ServerConfig, ServiceConfig};
 use sockjs_gateway::stomp::StompConfig;
@@ -20,6 +21,7 @@ fn sections() -> Vec<(&'static str, &'static [&'static str])> {
         ("stomp", field_names::<StompConfig>()),
         ("stomp.acl", field_names::<AclRule>()),
         ("admin", field_names::<AdminConfig>()),
+        ("backend", field_names::<BackendConfig>()),
     ]
 }
 

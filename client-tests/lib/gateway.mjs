@@ -48,7 +48,8 @@ function tomlValue(v) {
 
 // services: [{prefix, app, ...other per-service keys}]
 // stomp: optional {key: value} for the [stomp] table (STOMP core settings).
-export function configToml(services, stomp) {
+// extraToml: optional raw TOML appended as is (e.g. [[backend]] tables).
+export function configToml(services, stomp, extraToml) {
   const out = ['[server]', 'listen = "127.0.0.1:0"', ''];
   for (const svc of services) {
     out.push('[[service]]');
@@ -64,6 +65,7 @@ export function configToml(services, stomp) {
     }
     out.push('');
   }
+  if (extraToml) out.push(extraToml);
   return out.join('\n');
 }
 
@@ -87,11 +89,11 @@ export function stompService(sockjsUrl) {
 export const STOMP_SETTINGS = { principal_header: 'uid', allow_client_send_to_user: true };
 
 // configFile: an existing TOML file to use as it is (services and stomp are then ignored).
-export async function startGateway({ services, stomp, configFile: givenConfig, args = [] }) {
+export async function startGateway({ services, stomp, extraToml, configFile: givenConfig, args = [] }) {
   const bin = gatewayBinary();
   const dir = mkdtempSync(path.join(tmpdir(), 'sockjs-gw-client-tests-'));
   const configFile = givenConfig || path.join(dir, 'gateway.toml');
-  if (!givenConfig) writeFileSync(configFile, configToml(services, stomp));
+  if (!givenConfig) writeFileSync(configFile, configToml(services, stomp, extraToml));
 
   const child = spawn(bin, ['--config', configFile, '--listen', '127.0.0.1:0', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -182,7 +184,7 @@ export async function startGateway({ services, stomp, configFile: givenConfig, a
     });
   } catch (err) {
     await stop();
-    err.message += `\nconfig: ${configFile}\n${givenConfig ? '' : configToml(services, stomp)}\ngateway output:\n${logTail()}`;
+    err.message += `\nconfig: ${configFile}\n${givenConfig ? '' : configToml(services, stomp, extraToml)}\ngateway output:\n${logTail()}`;
     throw err;
   }
 

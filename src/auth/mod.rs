@@ -5,6 +5,8 @@
 //! handshake (`?access_token=`, an `Authorization: Bearer` header, or a named cookie) for
 //! clients that cannot set headers, or later in-band (the STOMP CONNECT frame), so this
 //! module only verifies; carriers and apps decide where to look.
+//!
+//! Passwords (STOMP `login`/`passcode`) are checked against a users file (`users.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,12 +20,14 @@ use serde_json::Value;
 use crate::config::types::ConfigError;
 use crate::session::Principal;
 
+pub mod users;
+
 /// The `[auth]` table.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Whether clients without a token are served. Defaults to true without `[auth.jwt]`
-    /// and to false with it.
+    /// Whether clients without a token (or a password login) are served. Defaults to true
+    /// without `[auth.jwt]` and `users_file`, and to false with either.
     pub anonymous: Option<bool>,
     /// JWT verification; absent means tokens are not accepted.
     pub jwt: Option<JwtConfig>,
@@ -38,6 +42,14 @@ pub struct AuthConfig {
     /// A STOMP CONNECT header that may carry the token, besides `Authorization: Bearer` and
     /// `passcode`; empty disables it.
     pub connect_header: String,
+    /// A users file for STOMP `login`/`passcode` logins (`users.rs` describes the format),
+    /// relative to the config file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users_file: Option<String>,
+    /// How many password checks may run at once (each takes tens of milliseconds of CPU);
+    /// unset: one per CPU core.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_workers: Option<usize>,
 }
 
 impl Default for AuthConfig {
@@ -50,6 +62,8 @@ impl Default for AuthConfig {
             query_param: "access_token".into(),
             cookie: String::new(),
             connect_header: "token".into(),
+            users_file: None,
+            password_workers: None,
         }
     }
 }
@@ -131,6 +145,8 @@ pub struct Authenticator {
     query_param: Option<String>,
     /// Handshake cookie, if enabled.
     cookie: Option<String>,
+    /// The users file for password logins, if configured.
+    users: Option<Arc<users::UserStore>>,
 }
 
 impl Authenticator {
@@ -141,13 +157,18 @@ impl Authenticator {
             None => None,
         };
         let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        let users = match &config.users_file {
+            Some(file) => Some(Arc::new(load_users(config, base_dir, file)?)),
+            None => None,
+        };
         Ok(Arc::new(Authenticator {
-            anonymous: config.anonymous.unwrap_or(jwt.is_none()),
+            anonymous: config.anonymous.unwrap_or(jwt.is_none() && users.is_none()),
             jwt,
             principal_claim: config.principal_claim.clone(),
             roles_claim: config.roles_claim.clone(),
             query_param: non_empty(&config.query_param),
             cookie: non_empty(&config.cookie),
+            users,
         }))
     }
 
@@ -160,7 +181,13 @@ impl Authenticator {
             roles_claim: "roles".into(),
             query_param: None,
             cookie: None,
+            users: None,
         })
+    }
+
+    /// The users file for password logins, if configured.
+    pub fn users(&self) -> Option<&Arc<users::UserStore>> {
+        self.users.as_ref()
     }
 
     /// Whether a JWT verifier is configured.
@@ -306,6 +333,28 @@ pub fn bearer(value: &str) -> Option<&str> {
 /// Whether a principal's credential has expired at `now`.
 pub fn is_expired(principal: &Principal, now: SystemTime) -> bool {
     principal.expires_at.is_some_and(|exp| exp <= now)
+}
+
+/// Load `[auth] users_file`, sizing the password workers.
+fn load_users(
+    config: &AuthConfig,
+    base_dir: &Path,
+    file: &str,
+) -> Result<users::UserStore, ConfigError> {
+    let workers = match config.password_workers {
+        Some(0) => {
+            return Err(ConfigError::Invalid {
+                key: "auth.password_workers".into(),
+                message: "must be greater than 0 (omit it for one per CPU core)".into(),
+            });
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    users::UserStore::load(&base_dir.join(file), workers).map_err(|message| ConfigError::Invalid {
+        key: "auth.users_file".into(),
+        message,
+    })
 }
 
 fn build_jwt(j: &JwtConfig, base_dir: &Path) -> Result<(DecodingKey, Validation), ConfigError> {

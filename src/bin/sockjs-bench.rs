@@ -5,6 +5,8 @@
 //!
 //! Scenarios print one JSON object on stdout; progress goes to stderr.
 
+#[path = "sockjs_bench/app_backend.rs"]
+mod app_backend;
 #[path = "sockjs_bench/ceiling.rs"]
 mod ceiling;
 #[path = "sockjs_bench/client.rs"]
@@ -83,6 +85,23 @@ enum Command {
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
+    },
+    /// C STOMP clients in a closed loop through an `/app` backend: SEND {destination}-i
+    /// (pass --destination /app/bench), wait for the answer on /topic/bench-i; round trips/s
+    /// and latency (--destination /topic/bench: the same loop through the broker alone).
+    AppRoundtrip {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        timing: Timing,
+    },
+    /// A fast HTTP application backend for app-roundtrip (and for wrk against it directly).
+    AppBackend {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Write the first request body here (wrk replays it).
+        #[arg(long)]
+        sample: Option<std::path::PathBuf>,
     },
 }
 
@@ -219,10 +238,21 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::AppBackend { listen, sample } => {
+            return match runtime.block_on(app_backend::run(*listen, sample.clone())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("app-backend: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Idle { common, .. }
         | Command::Echo { common, .. }
         | Command::Fanout { common, .. } => (common.build(false), common.max_seconds),
-        Command::StompFanout { common, .. } => (common.build(true), common.max_seconds),
+        Command::StompFanout { common, .. } | Command::AppRoundtrip { common, .. } => {
+            (common.build(true), common.max_seconds)
+        }
     };
     let common = match common {
         Ok(c) => c,
@@ -268,9 +298,13 @@ fn main() -> ExitCode {
                     };
                     scenarios::fanout(common, o).await
                 }
-                Command::CeilingServer { .. } | Command::EchoServer { .. } => {
-                    serde_json::Value::Null
+                Command::AppRoundtrip { timing, .. } => {
+                    scenarios::app_roundtrip(common, secs(timing.warmup), secs(timing.duration))
+                        .await
                 }
+                Command::CeilingServer { .. }
+                | Command::EchoServer { .. }
+                | Command::AppBackend { .. } => serde_json::Value::Null,
             }
         };
         tokio::time::timeout(Duration::from_secs(max), run).await

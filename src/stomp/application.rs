@@ -1,72 +1,241 @@
-//! The seam to application backends: what `/app` destinations are handed to (spec §7.2).
+//! The seam to application backends: what `/app` destinations are handed to (spec §7.2), and
+//! the lifecycle hooks a backend may take part in (CONNECT, end of session).
 //!
-//! The STOMP core calls an [`AppHandler`] synchronously while processing the frame, so the
-//! RECEIPT that follows means "the backend accepted it". A handler that talks to a remote
-//! service queues the request itself and returns at once; it must never block. Backends answer
-//! at any time through the [`Broker`](super::broker::Broker) (`publish`, `send_to_user`,
-//! `send_to_session`), which they get from `StompApp::broker`.
+//! The STOMP core never waits for a backend. A frame for an application destination becomes
+//! an [`AppRequest`] that the [`AppHandler`] takes by value and returns from at once; the
+//! handler answers later through the request's [`Completion`], exactly once: accepted,
+//! answered with a subscription reply, or failed. What an answer means for the client (the
+//! RECEIPT, in frame order; ERROR with `receipt-id`, then close) is decided by the connection,
+//! which owns the session's protocol state, so a backend never writes protocol frames itself.
+//! Messages a backend sends back go through the [`Broker`] it is attached to (`publish`,
+//! `send_to_user`, `send_to_session`), like every other publish: the broker is the one router.
+//!
+//! A CONNECT may also be decided asynchronously by a connect hook ([`AppHandler::check_connect`]):
+//! the connection task awaits it, since nothing else is processed before CONNECTED.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 
-/// A SEND to an application destination.
+use super::broker::{Broker, Published};
+use super::stats::DisconnectCause;
+use crate::session::{Principal, SessionInfo};
+
+/// Which client frame an [`AppRequest`] carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppFrame {
+    /// A SEND (Spring's `@MessageMapping`).
+    Send,
+    /// A SUBSCRIBE (Spring's `@SubscribeMapping`): request and reply on subscribe.
+    Subscribe {
+        /// The subscription id the reply goes to.
+        subscription: String,
+    },
+}
+
+/// A frame to an application destination, handed to the backend by value.
 #[derive(Debug)]
-pub struct AppSend<'a> {
-    /// The sending session's STOMP session id.
-    pub session: &'a str,
-    /// The sending session's principal.
-    pub user: Option<&'a str>,
+pub struct AppRequest {
+    /// SEND or SUBSCRIBE.
+    pub frame: AppFrame,
+    /// The client's STOMP session id.
+    pub session: String,
+    /// The client's principal, if any.
+    pub user: Option<String>,
     /// The full destination, e.g. `/app/x`.
-    pub destination: &'a str,
+    pub destination: String,
     /// The destination without its application prefix, e.g. `/x`.
-    pub stripped: &'a str,
-    /// Every SEND header (content-type and user headers included).
-    pub headers: &'a [(String, String)],
-    /// The body.
-    pub body: &'a Bytes,
-}
-
-/// A SUBSCRIBE to an application destination (Spring's `@SubscribeMapping`).
-#[derive(Debug)]
-pub struct AppSubscribe<'a> {
-    /// The subscribing session's STOMP session id.
-    pub session: &'a str,
-    /// The subscribing session's principal.
-    pub user: Option<&'a str>,
-    /// The full destination, e.g. `/app/init`.
-    pub destination: &'a str,
-    /// The destination without its application prefix.
-    pub stripped: &'a str,
-    /// The subscription id.
-    pub subscription: &'a str,
-    /// Every SUBSCRIBE header.
-    pub headers: &'a [(String, String)],
-}
-
-/// The single MESSAGE a subscribe-reply backend answers with.
-#[derive(Debug, Clone)]
-pub struct AppReply {
-    /// Headers for the MESSAGE (control headers are replaced by ours).
+    pub stripped: String,
+    /// Every header of the frame, in order (duplicates kept).
     pub headers: Vec<(String, String)>,
-    /// The body.
+    /// The body (empty for SUBSCRIBE).
     pub body: Bytes,
+    /// The `receipt` the client will see on an ERROR for this frame: the frame's own, or the
+    /// COMMIT's for a SEND buffered in a transaction.
+    pub receipt: Option<String>,
+    /// Where the answer goes; complete it exactly once.
+    pub completion: Completion,
 }
 
-/// Why a backend did not take a frame; answered with ERROR `Backend error` and close.
+/// Why a backend did not take a frame; the client gets ERROR `Backend error` with this text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
-    /// The backend cannot be reached.
+    /// The backend could not be reached, did not answer in time, or answered 5xx.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
-    /// The backend refused the frame.
+    /// The backend refused the frame (4xx).
     #[error("backend rejected the frame: {0}")]
     Rejected(String),
+    /// The backend answered something that is not the contract.
+    #[error("backend answered garbage: {0}")]
+    Invalid(String),
+    /// Too many frames are waiting for the backend already.
+    #[error("backend busy: {0}")]
+    Busy(String),
+    /// No backend owns the destination.
+    #[error("no backend: {0}")]
+    NoBackend(String),
 }
 
-/// Handles frames addressed to application prefixes.
-pub trait AppHandler: Send + Sync + 'static {
-    /// A SEND; `Ok` means accepted.
-    fn on_send(&self, send: &AppSend<'_>) -> Result<(), BackendError>;
+/// How a backend answered one [`AppRequest`].
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Taken (2xx); its replies, if any, were published already.
+    Accepted,
+    /// Taken, with the one MESSAGE for the SUBSCRIBE's subscription.
+    Reply(Arc<Published>),
+    /// Not taken.
+    Failed(BackendError),
+}
 
-    /// A SUBSCRIBE; `Ok(Some(reply))` delivers one MESSAGE to that subscription only.
-    fn on_subscribe(&self, subscribe: &AppSubscribe<'_>) -> Result<Option<AppReply>, BackendError>;
+/// One answer, as the connection receives it.
+#[derive(Debug)]
+pub(crate) struct Completed {
+    /// The connection's slot for the request.
+    pub(crate) slot: u64,
+    /// The answer.
+    pub(crate) outcome: Outcome,
+}
+
+/// The answer channel of one [`AppRequest`]. Dropping it unanswered fails the frame, so a
+/// request can never be lost silently.
+#[derive(Debug)]
+pub struct Completion {
+    /// The connection's slot for the request.
+    slot: u64,
+    /// The connection's answer queue; None once answered.
+    tx: Option<mpsc::Sender<Completed>>,
+}
+
+impl Completion {
+    /// A completion for `slot` answering into `tx`. The connection sizes `tx` to its limit of
+    /// waiting frames, so an answer always fits.
+    pub(crate) fn new(slot: u64, tx: mpsc::Sender<Completed>) -> Completion {
+        Completion { slot, tx: Some(tx) }
+    }
+
+    /// The backend took the frame; its replies were published.
+    pub fn accept(mut self) {
+        self.answer(Outcome::Accepted);
+    }
+
+    /// The backend took a SUBSCRIBE and answered with one MESSAGE for that subscription
+    /// only. For a SEND this is the same as [`Completion::accept`].
+    pub fn reply(mut self, message: Arc<Published>) {
+        self.answer(Outcome::Reply(message));
+    }
+
+    /// The backend did not take the frame.
+    pub fn fail(mut self, error: BackendError) {
+        self.answer(Outcome::Failed(error));
+    }
+
+    /// Whether the session is gone, so nobody will read the answer.
+    pub fn is_abandoned(&self) -> bool {
+        self.tx.as_ref().is_none_or(mpsc::Sender::is_closed)
+    }
+
+    fn answer(&mut self, outcome: Outcome) {
+        let Some(tx) = self.tx.take() else {
+            return;
+        };
+        let completed = Completed {
+            slot: self.slot,
+            outcome,
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(completed) {
+            tracing::error!(
+                slot = self.slot,
+                "backend answer does not fit the session's answer queue; dropped"
+            );
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        self.answer(Outcome::Failed(BackendError::Unavailable(
+            "the request was dropped before the backend answered".into(),
+        )));
+    }
+}
+
+/// What a connect hook looks at.
+#[derive(Debug)]
+pub struct ConnectCheck<'a> {
+    /// The STOMP session id the session will have.
+    pub session: &'a str,
+    /// What the carrier knew: transport, remote address, handshake headers and URL.
+    pub info: &'a SessionInfo,
+    /// The CONNECT headers, raw (credentials included: the hook is trusted).
+    pub headers: &'a [(String, String)],
+    /// The principal the gateway's authenticator established, if any.
+    pub principal: Option<&'a Principal>,
+}
+
+/// A connect hook's "allow".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectGrant {
+    /// The session's principal from now on (None: anonymous).
+    pub principal: Option<Principal>,
+    /// Extra CONNECTED headers.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Why a connect hook did not allow a CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectRefusal {
+    /// The hook said no; the reason goes into ERROR `Authentication failed`.
+    #[error("{0}")]
+    Denied(String),
+    /// The hook could not decide; ERROR `Backend error`.
+    #[error("connect hook failed: {0}")]
+    Failed(BackendError),
+}
+
+/// A connect hook's pending decision.
+pub type ConnectDecision =
+    Pin<Box<dyn Future<Output = Result<ConnectGrant, ConnectRefusal>> + Send>>;
+
+/// A connected session ended (after its last frame was handed over).
+#[derive(Debug, Clone)]
+pub struct SessionEnded {
+    /// The STOMP session id.
+    pub session: String,
+    /// The principal, if any.
+    pub user: Option<String>,
+    /// The close code.
+    pub code: u16,
+    /// The close reason.
+    pub reason: String,
+    /// Why it ended.
+    pub cause: DisconnectCause,
+}
+
+/// Handles frames addressed to application prefixes, and the lifecycle hooks.
+pub trait AppHandler: Send + Sync + 'static {
+    /// Called once when the STOMP core is built: the broker replies are published through.
+    fn attach(&self, broker: Arc<Broker>);
+
+    /// Take a frame and return at once; answer `request.completion` exactly once, later.
+    fn forward(&self, request: AppRequest);
+
+    /// How many frames of one session may wait for answers at once; the connection refuses
+    /// more with ERROR `Backend error`.
+    fn max_pending_per_session(&self) -> usize;
+
+    /// Decide a CONNECT that the authenticator let through, if a connect hook is configured;
+    /// None lets it through as the authenticator decided.
+    fn check_connect(&self, request: &ConnectCheck<'_>) -> Option<ConnectDecision> {
+        let _ = request;
+        None
+    }
+
+    /// A session that had been CONNECTED ended. Must return at once.
+    fn session_ended(&self, ended: SessionEnded) {
+        let _ = ended;
+    }
 }

@@ -6,9 +6,16 @@
 //! and, only when `principal_header` opts in, the value of one CONNECT header (`uid`,
 //! `login`) as the client asserts it; the JWT authenticator replaces it without touching the
 //! connection state machine. Implementations must never log the `passcode`.
+//!
+//! A decision may take time: a password hash costs tens of milliseconds of CPU, so the
+//! [`PasswordAuthenticator`] answers [`Verdict::Later`] with a check that runs on the blocking
+//! pool, and the connection awaits it (nothing else is processed before CONNECTED).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::auth::users::UserStore;
 use crate::session::{Principal, SessionInfo};
 
 /// What an authenticator gets to look at.
@@ -38,10 +45,29 @@ pub enum AuthError {
     Rejected(String),
 }
 
+/// A decision that is still being made.
+pub type PendingAuth =
+    Pin<Box<dyn Future<Output = Result<Option<Principal>, AuthError>> + Send + 'static>>;
+
+/// An authenticator's answer: `Ok(Some(principal))` for an authenticated session, `Ok(None)`
+/// for an anonymous one, at once or later.
+pub enum Verdict {
+    /// Decided at once.
+    Now(Result<Option<Principal>, AuthError>),
+    /// Decided when this completes; it must not block the async worker.
+    Later(PendingAuth),
+}
+
+impl From<Result<Option<Principal>, AuthError>> for Verdict {
+    fn from(result: Result<Option<Principal>, AuthError>) -> Verdict {
+        Verdict::Now(result)
+    }
+}
+
 /// Decides the principal of a connecting session.
 pub trait Authenticator: Send + Sync + 'static {
-    /// `Ok(Some(principal))` for an authenticated session, `Ok(None)` for an anonymous one.
-    fn authenticate(&self, request: &ConnectRequest<'_>) -> Result<Option<Principal>, AuthError>;
+    /// Decide a CONNECT; a slow check answers [`Verdict::Later`].
+    fn authenticate(&self, request: &ConnectRequest<'_>) -> Verdict;
 
     /// A CONNECT header this authenticator reads a credential from, besides `passcode` and
     /// `Authorization` (which are always treated as secret); it is left out of events.
@@ -75,7 +101,13 @@ pub struct HeaderAuthenticator {
 }
 
 impl Authenticator for HeaderAuthenticator {
-    fn authenticate(&self, request: &ConnectRequest<'_>) -> Result<Option<Principal>, AuthError> {
+    fn authenticate(&self, request: &ConnectRequest<'_>) -> Verdict {
+        self.decide(request).into()
+    }
+}
+
+impl HeaderAuthenticator {
+    fn decide(&self, request: &ConnectRequest<'_>) -> Result<Option<Principal>, AuthError> {
         if let Some(principal) = &request.info.principal {
             return Ok(Some(Principal::clone(principal)));
         }
@@ -105,7 +137,17 @@ pub struct TokenAuthenticator {
 }
 
 impl Authenticator for TokenAuthenticator {
-    fn authenticate(&self, request: &ConnectRequest<'_>) -> Result<Option<Principal>, AuthError> {
+    fn authenticate(&self, request: &ConnectRequest<'_>) -> Verdict {
+        self.decide(request).into()
+    }
+
+    fn credential_header(&self) -> Option<&str> {
+        self.header.as_deref()
+    }
+}
+
+impl TokenAuthenticator {
+    fn decide(&self, request: &ConnectRequest<'_>) -> Result<Option<Principal>, AuthError> {
         if let Some(principal) = &request.info.principal {
             return Ok(Some(Principal::clone(principal)));
         }
@@ -128,8 +170,51 @@ impl Authenticator for TokenAuthenticator {
             )),
         }
     }
+}
+
+/// Password logins (`login` + `passcode`) against the users file, for clients such as
+/// stomp.py that cannot present a token. A principal the handshake established is taken as
+/// is. A CONNECT whose `login` is not a user of the file goes to the token authenticator when
+/// JWTs are configured (stomp.py-style clients send a token as `passcode`); without one it is
+/// checked anyway, against a dummy hash, so unknown users and wrong passwords look alike. A
+/// CONNECT without `login` is a token login, or anonymous when allowed.
+pub struct PasswordAuthenticator {
+    /// The users file.
+    pub users: Arc<UserStore>,
+    /// Token logins, when `[auth.jwt]` is configured.
+    pub tokens: Option<TokenAuthenticator>,
+    /// Whether a CONNECT with neither a login nor a token is served anonymously.
+    pub allow_anonymous: bool,
+}
+
+impl Authenticator for PasswordAuthenticator {
+    fn authenticate(&self, request: &ConnectRequest<'_>) -> Verdict {
+        if let Some(principal) = &request.info.principal {
+            return Verdict::Now(Ok(Some(Principal::clone(principal))));
+        }
+        let login = request.header("login").filter(|l| !l.is_empty());
+        match (login, &self.tokens) {
+            (Some(login), tokens) if tokens.is_none() || self.users.contains(login) => {
+                let users = self.users.clone();
+                let name = login.to_owned();
+                let password = request.header("passcode").unwrap_or_default().to_owned();
+                Verdict::Later(Box::pin(async move {
+                    users
+                        .check(name, password)
+                        .await
+                        .map(Some)
+                        .map_err(|e| AuthError::Rejected(e.to_string()))
+                }))
+            }
+            (_, Some(tokens)) => tokens.authenticate(request),
+            (_, None) if self.allow_anonymous => Verdict::Now(Ok(None)),
+            (_, None) => Verdict::Now(Err(AuthError::Rejected(
+                "authentication required: log in with login and passcode".into(),
+            ))),
+        }
+    }
 
     fn credential_header(&self) -> Option<&str> {
-        self.header.as_deref()
+        self.tokens.as_ref().and_then(|t| t.header.as_deref())
     }
 }

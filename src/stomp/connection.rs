@@ -9,9 +9,16 @@
 //! Every protocol error is fatal (spec §9, "one rule"): the connection sends ERROR (with the
 //! offending frame's `receipt-id`), asks the carrier to close (carriers flush before closing),
 //! and ignores everything after.
+//!
+//! Nothing here waits. A frame for an `/app` destination is handed to the application handler
+//! and answered later (`pending.rs` keeps the receipts in frame order meanwhile); a CONNECT
+//! whose authentication or connect hook takes time parks the connection in
+//! `Phase::Authenticating` and [`run`] awaits the decision, reading nothing else until then.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,9 +26,13 @@ use bytes::Bytes;
 
 use super::Core;
 use super::acl::{AclAction, Caller, Policy};
-use super::application::{AppSend, AppSubscribe};
-use super::auth::{ConnectRequest, is_credential_header};
-use super::broker::{AckKind, AckMode, AckOutcome, AckTarget, BrokerError, SubscribeRequest};
+use super::application::{
+    AppFrame, AppRequest, Completed, ConnectCheck, ConnectGrant, ConnectRefusal, SessionEnded,
+};
+use super::auth::{AuthError, ConnectRequest, Verdict, is_credential_header};
+use super::broker::{
+    AckKind, AckMode, AckOutcome, AckTarget, BrokerError, Published, SubscribeRequest,
+};
 use super::config::{HeartBeat, MAX_HEARTBEAT_MS, Unroutable};
 use super::destination::{
     Pattern, PatternError, Route, is_pattern, split_user_destination, user_subscription_target,
@@ -29,6 +40,7 @@ use super::destination::{
 };
 use super::frame::{Command, Frame, FrameError, FrameParser, Version};
 use super::outbound::{Carriage, Outbound, now_ms};
+use super::pending::{Pending, Settled, Target};
 use super::presence::{Kick, SessionControl, SessionRecord};
 use super::selector::Selector;
 use super::stats::{DisconnectCause, StompEvent, bump};
@@ -227,11 +239,35 @@ struct Established {
     roles: Vec<String>,
 }
 
+/// What a CONNECT negotiated, kept while its authentication or connect hook is awaited.
+#[derive(Debug, Clone, Copy)]
+struct Negotiated {
+    /// The protocol version.
+    version: Version,
+    /// The heart-beat intervals.
+    heartbeats: Heartbeats,
+}
+
+/// A CONNECT's pending decision: its authentication, then the connect hook.
+type ConnectCheckFuture = Pin<Box<dyn Future<Output = Result<ConnectGrant, StompError>> + Send>>;
+
+/// A DISCONNECT that waits for frames a backend has not answered yet (spec §5.7: every frame
+/// received before it is processed first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Draining {
+    /// It asked for a receipt; the receipt is held behind the waiting frames.
+    WithReceipt,
+    /// It did not.
+    WithoutReceipt,
+}
+
 /// Where the connection is in its life.
 #[derive(Debug)]
 enum Phase {
     /// Only CONNECT, STOMP and heart-beat EOLs are allowed.
     AwaitingConnect,
+    /// CONNECT arrived and is being decided; later input waits unread.
+    Authenticating(Box<Negotiated>),
     /// CONNECTED was sent.
     Connected(Established),
     /// DISCONNECT, ERROR or a timeout ended it; input is ignored.
@@ -272,6 +308,15 @@ pub struct Connection {
     closed_by_us: Option<(DisconnectCause, u16, String)>,
     /// How presence asks this session to close, once it is connected.
     control: Option<Arc<SessionControl>>,
+    /// Frames waiting for a backend and the receipts held behind them; made on first use.
+    pending: Option<Box<Pending>>,
+    /// The decision a CONNECT waits for.
+    connect_check: Option<ConnectCheckFuture>,
+    /// A DISCONNECT waiting for backend answers; input after it is ignored.
+    draining: Option<Draining>,
+    /// The principal of a session that reached CONNECTED (`Some(None)`: anonymous), for the
+    /// end-of-session hook.
+    connected_as: Option<Option<String>>,
 }
 
 impl Connection {
@@ -298,6 +343,10 @@ impl Connection {
             buffered: false,
             closed_by_us: None,
             control: None,
+            pending: None,
+            connect_check: None,
+            draining: None,
+            connected_as: None,
         }
     }
 
@@ -317,7 +366,7 @@ impl Connection {
             .stats
             .bytes_in
             .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        if matches!(self.phase, Phase::Closed) {
+        if matches!(self.phase, Phase::Closed) || self.draining.is_some() {
             return Flow::Closed;
         }
         self.parser.push(data);
@@ -325,13 +374,20 @@ impl Connection {
         self.process_buffered()
     }
 
-    /// Process up to [`FRAMES_PER_TURN`] frames already received.
+    /// Process up to [`FRAMES_PER_TURN`] frames already received, in order, applying backend
+    /// answers as they arrive; stops early while a CONNECT is being decided.
     pub fn process_buffered(&mut self) -> Flow {
         self.buffered = false;
         if matches!(self.phase, Phase::Closed) {
             return Flow::Closed;
         }
         for _ in 0..FRAMES_PER_TURN {
+            if matches!(self.phase, Phase::Authenticating(_)) {
+                return Flow::Open;
+            }
+            if self.settle_answers() == Flow::Closed {
+                return Flow::Closed;
+            }
             match self.parser.next_frame() {
                 Ok(None) => return Flow::Open,
                 Ok(Some(frame)) => {
@@ -339,7 +395,7 @@ impl Connection {
                         self.reject_for_rate(&frame);
                         return Flow::Closed;
                     }
-                    if self.process(frame) == Flow::Closed {
+                    if self.process(frame) == Flow::Closed || self.draining.is_some() {
                         return Flow::Closed;
                     }
                 }
@@ -406,6 +462,12 @@ impl Connection {
     fn handle_frame(&mut self, frame: Frame) -> Result<Flow, StompError> {
         let version = match &self.phase {
             Phase::Closed => return Ok(Flow::Closed),
+            Phase::Authenticating(_) => {
+                return Err(StompError::new(
+                    "Not connected",
+                    format!("{} while CONNECT is being decided", frame.command),
+                ));
+            }
             Phase::AwaitingConnect => {
                 return match frame.command {
                     Command::Connect | Command::Stomp => self.connect(frame),
@@ -460,7 +522,94 @@ impl Connection {
         let version = negotiate_version(frame.get("accept-version"))?;
         self.check_virtual_host(frame.get("host"))?;
         let heartbeats = self.negotiate_heartbeats(&frame, version)?;
-        let principal = self.authenticate(&frame)?;
+        let negotiated = Negotiated {
+            version,
+            heartbeats,
+        };
+        let request = ConnectRequest {
+            headers: &frame.headers,
+            info: &self.info,
+        };
+        let check: ConnectCheckFuture = match self.core.authenticator.authenticate(&request) {
+            Verdict::Now(result) => {
+                let principal = checked_principal(result)?;
+                let hook = self.core.app_handler.as_ref().and_then(|handler| {
+                    handler.check_connect(&ConnectCheck {
+                        session: &self.id,
+                        info: &self.info,
+                        headers: &frame.headers,
+                        principal: principal.as_ref(),
+                    })
+                });
+                let Some(decision) = hook else {
+                    let grant = ConnectGrant {
+                        principal,
+                        headers: Vec::new(),
+                    };
+                    self.establish(negotiated, grant);
+                    return Ok(Flow::Open);
+                };
+                Box::pin(async move { decision.await.map_err(refused) })
+            }
+            Verdict::Later(authentication) => {
+                let handler = self.core.app_handler.clone();
+                let (session, info, headers) = (self.id.clone(), self.info.clone(), frame.headers);
+                Box::pin(async move {
+                    let principal = checked_principal(authentication.await)?;
+                    let hook = handler.as_ref().and_then(|handler| {
+                        handler.check_connect(&ConnectCheck {
+                            session: &session,
+                            info: &info,
+                            headers: &headers,
+                            principal: principal.as_ref(),
+                        })
+                    });
+                    match hook {
+                        Some(decision) => decision.await.map_err(refused),
+                        None => Ok(ConnectGrant {
+                            principal,
+                            headers: Vec::new(),
+                        }),
+                    }
+                })
+            }
+        };
+        self.phase = Phase::Authenticating(Box::new(negotiated));
+        self.connect_check = Some(check);
+        Ok(Flow::Open)
+    }
+
+    /// The decision a CONNECT waited for arrived: send CONNECTED (then process the frames
+    /// that arrived behind the CONNECT) or ERROR.
+    pub fn connect_decided(&mut self, decision: Result<ConnectGrant, StompError>) -> Flow {
+        let Phase::Authenticating(negotiated) = &self.phase else {
+            return Flow::Closed;
+        };
+        let negotiated = **negotiated;
+        self.connect_check = None;
+        let grant = decision.and_then(|grant| match &grant.principal {
+            Some(principal) => check_principal_name(&principal.name).map(|()| grant),
+            None => Ok(grant),
+        });
+        match grant {
+            Ok(grant) => {
+                self.establish(negotiated, grant);
+                self.process_buffered()
+            }
+            Err(err) => {
+                self.fail(err, None);
+                Flow::Closed
+            }
+        }
+    }
+
+    /// Send CONNECTED and become connected.
+    fn establish(&mut self, negotiated: Negotiated, grant: ConnectGrant) {
+        let Negotiated {
+            version,
+            heartbeats,
+        } = negotiated;
+        let principal = grant.principal;
         let expires_ms = principal.as_ref().and_then(|p| p.expires_at).map(|exp| {
             let left = exp
                 .duration_since(std::time::SystemTime::now())
@@ -490,7 +639,11 @@ impl Connection {
             sender: self.sender.clone(),
         };
         self.control = Some(self.core.presence.register(&self.id, record));
-        let _ = out.send_frame(&self.connected_frame(version, user.as_deref()));
+        let mut connected = self.connected_frame(version, user.as_deref());
+        for (name, value) in grant.headers {
+            connected.add_header(name, value);
+        }
+        let _ = out.send_frame(&connected);
         bump(&self.core.stats.connected_sent);
         if heartbeats.server_ms > 0 {
             self.sender.suppress_heartbeats(true);
@@ -503,6 +656,7 @@ impl Connection {
             client_heartbeat_ms: heartbeats.client_ms,
             server_heartbeat_ms: heartbeats.server_ms,
         });
+        self.connected_as = Some(user.clone());
         self.phase = Phase::Connected(Established {
             out,
             user,
@@ -510,7 +664,6 @@ impl Connection {
             expires_ms,
             roles,
         });
-        Ok(Flow::Open)
     }
 
     fn check_virtual_host(&self, host: Option<&str>) -> Result<(), StompError> {
@@ -547,25 +700,6 @@ impl Connection {
             })?,
         };
         Ok(Heartbeats::negotiate(client, self.core.config.heart_beat))
-    }
-
-    fn authenticate(&self, frame: &Frame) -> Result<Option<crate::session::Principal>, StompError> {
-        let request = ConnectRequest {
-            headers: &frame.headers,
-            info: &self.info,
-        };
-        let failed = |detail: String| StompError::new("Authentication failed", detail);
-        let user = self
-            .core
-            .authenticator
-            .authenticate(&request)
-            .map_err(|err| failed(err.to_string()))?;
-        if let Some(principal) = &user
-            && principal.name.contains("%2F")
-        {
-            return Err(failed("user names must not contain %2F".into()));
-        }
-        Ok(user)
     }
 
     fn connected_frame(&self, version: Version, user: Option<&str>) -> Frame {
@@ -634,11 +768,13 @@ impl Connection {
             let tx = tx.to_owned();
             return self.buffer_in_transaction(&tx, frame);
         }
-        self.route_send(&frame)
+        let receipt = frame.get("receipt").map(str::to_owned);
+        self.route_send(frame, receipt)
     }
 
     /// Route a SEND (spec §7.1): user prefix, application prefix, broker, or unroutable.
-    fn route_send(&self, frame: &Frame) -> Result<(), StompError> {
+    /// `blame` is the receipt an ERROR for it carries (the SEND's, or its COMMIT's).
+    fn route_send(&mut self, frame: Frame, blame: Option<String>) -> Result<(), StompError> {
         let destination = frame.get("destination").unwrap_or_default();
         let core = &self.core;
         core.traffic.record(destination);
@@ -654,7 +790,11 @@ impl Connection {
                     .send_to_user(&user, &actual, Some(&self.id), message);
                 Ok(())
             }
-            Route::Application { stripped } => self.forward_send(frame, destination, &stripped),
+            Route::Application { stripped } => {
+                let destination = destination.to_owned();
+                let Frame { headers, body, .. } = frame;
+                self.forward(AppFrame::Send, headers, body, destination, stripped, blame)
+            }
             Route::Broker => {
                 if let Some(owner) = user_suffix(destination)
                     && owner != self.id
@@ -671,27 +811,48 @@ impl Connection {
         }
     }
 
-    fn forward_send(
-        &self,
-        frame: &Frame,
-        destination: &str,
-        stripped: &str,
+    /// Hand a frame to the application handler; its answer comes back through `pending`.
+    fn forward(
+        &mut self,
+        kind: AppFrame,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+        destination: String,
+        stripped: String,
+        blame: Option<String>,
     ) -> Result<(), StompError> {
-        let Some(handler) = &self.core.app_handler else {
-            return Err(no_backend(destination));
+        let Some(handler) = self.core.app_handler.clone() else {
+            return Err(no_backend(&destination));
         };
-        let established = self.established()?;
-        let send = AppSend {
-            session: &self.id,
-            user: established.user.as_deref(),
+        let user = self.established()?.user.clone();
+        let target = match &kind {
+            AppFrame::Send => Target::Send,
+            AppFrame::Subscribe { subscription } => Target::Subscription {
+                id: subscription.clone(),
+                destination: destination.clone(),
+            },
+        };
+        let pending = self
+            .pending
+            .get_or_insert_with(|| Box::new(Pending::new(handler.max_pending_per_session())));
+        let Some(completion) = pending.begin(blame.clone(), target) else {
+            return Err(backend_error(format!(
+                "more than {} frames of this session wait for backends",
+                pending.capacity()
+            )));
+        };
+        handler.forward(AppRequest {
+            frame: kind,
+            session: self.id.clone(),
+            user,
             destination,
             stripped,
-            headers: &frame.headers,
-            body: &frame.body,
-        };
-        handler
-            .on_send(&send)
-            .map_err(|err| StompError::new("Backend error", err.to_string()))
+            headers,
+            body,
+            receipt: blame,
+            completion,
+        });
+        Ok(())
     }
 
     fn unroutable(&self, destination: &str) -> Result<(), StompError> {
@@ -756,7 +917,7 @@ impl Connection {
                 SubRoute::Broker,
             ),
             Route::Application { stripped } => {
-                self.subscribe_application(frame, destination, &stripped, id)?;
+                self.subscribe_application(frame, destination, stripped, id)?;
                 (destination.to_owned(), None, SubRoute::Application)
             }
             Route::Broker => (destination.to_owned(), None, SubRoute::Broker),
@@ -834,35 +995,28 @@ impl Connection {
             .map_err(|err| invalid_pattern(destination, &err))
     }
 
+    /// Forward a SUBSCRIBE to an `/app` destination (`@SubscribeMapping`); no broker
+    /// subscription is registered, and the backend's one reply goes to this subscription.
     fn subscribe_application(
-        &self,
+        &mut self,
         frame: &Frame,
         destination: &str,
-        stripped: &str,
+        stripped: String,
         id: &str,
     ) -> Result<(), StompError> {
-        let Some(handler) = &self.core.app_handler else {
-            return Err(no_backend(destination));
+        let kind = AppFrame::Subscribe {
+            subscription: id.to_owned(),
         };
-        let established = self.established()?;
-        let request = AppSubscribe {
-            session: &self.id,
-            user: established.user.as_deref(),
-            destination,
+        let blame = frame.get("receipt").map(str::to_owned);
+        let headers = frame.headers.clone();
+        self.forward(
+            kind,
+            headers,
+            Bytes::new(),
+            destination.to_owned(),
             stripped,
-            subscription: id,
-            headers: &frame.headers,
-        };
-        let reply = handler
-            .on_subscribe(&request)
-            .map_err(|err| StompError::new("Backend error", err.to_string()))?;
-        if let Some(reply) = reply {
-            let message = self.core.broker.message(&reply.headers, reply.body);
-            self.core
-                .broker
-                .send_to_subscription(&established.out, id, destination, &message);
-        }
-        Ok(())
+            blame,
+        )
     }
 
     fn unsubscribe(&mut self, frame: &Frame, version: Version) -> Result<(), StompError> {
@@ -952,9 +1106,10 @@ impl Connection {
         let transaction = self.take_transaction(frame)?;
         bump(&self.core.stats.commits);
         let version = self.established()?.out.version();
+        let blame = frame.get("receipt").map(str::to_owned);
         for buffered in transaction.frames {
             match buffered.command {
-                Command::Send => self.route_send(&buffered)?,
+                Command::Send => self.route_send(buffered, blame.clone())?,
                 Command::Ack => self.apply_ack(&ack_target(&buffered, version)?, AckKind::Ack),
                 Command::Nack => self.apply_ack(&ack_target(&buffered, version)?, AckKind::Nack),
                 _ => {}
@@ -983,7 +1138,22 @@ impl Connection {
     }
 
     fn disconnect(&mut self, frame: &Frame) -> Flow {
-        match frame.get("receipt") {
+        if self.pending.as_ref().is_some_and(|p| !p.is_idle()) {
+            // Spec §5.7: every earlier frame is processed first. `process` holds the receipt
+            // behind the frames still waiting for a backend; the close follows it.
+            self.draining = Some(match frame.get("receipt") {
+                Some(_) => Draining::WithReceipt,
+                None => Draining::WithoutReceipt,
+            });
+            return Flow::Open;
+        }
+        self.finish_disconnect(frame.get("receipt"));
+        Flow::Closed
+    }
+
+    /// DISCONNECT's end: the receipt (or Spring's ERROR), then the close.
+    fn finish_disconnect(&mut self, receipt: Option<&str>) {
+        match receipt {
             Some(receipt) => self.send_receipt(receipt),
             None if self.core.config.spring_disconnect_error => {
                 let error = Frame::new(Command::Error).header("message", "Session closed.");
@@ -992,11 +1162,92 @@ impl Connection {
             None => {}
         }
         self.close_with(DisconnectCause::Disconnect, 1000, "Normal closure");
-        Flow::Closed
     }
 
-    fn send_receipt(&self, receipt: &str) {
+    /// Send RECEIPT now, or hold it behind frames that wait for a backend (spec §5.1:
+    /// receipts go out in frame order).
+    fn send_receipt(&mut self, receipt: &str) {
+        if let Some(pending) = self.pending.as_mut()
+            && pending.hold_receipt(receipt)
+        {
+            return;
+        }
         self.send_frame(&Frame::new(Command::Receipt).header("receipt-id", receipt));
+    }
+
+    /// Apply the backend answers that have already arrived.
+    fn settle_answers(&mut self) -> Flow {
+        while let Some(answer) = self.pending.as_mut().and_then(|p| p.try_next()) {
+            if self.answered(answer) == Flow::Closed {
+                return Flow::Closed;
+            }
+        }
+        Flow::Open
+    }
+
+    /// A backend answered a forwarded frame: deliver a subscription reply, fail the session,
+    /// and send the receipts that were waiting for it.
+    pub(crate) fn answered(&mut self, answer: Completed) -> Flow {
+        if matches!(self.phase, Phase::Closed) {
+            return Flow::Closed;
+        }
+        let Some(pending) = self.pending.as_mut() else {
+            return Flow::Open;
+        };
+        match pending.settle(answer) {
+            Settled::Accepted | Settled::Unknown => {}
+            Settled::Reply {
+                subscription,
+                destination,
+                message,
+            } => self.deliver_reply(&subscription, &destination, &message),
+            Settled::Failed { blame, error } => {
+                tracing::debug!(session = %self.id, %error, "backend did not take a frame");
+                self.fail(backend_error(error.to_string()), blame.as_deref());
+                return Flow::Closed;
+            }
+        }
+        self.send_due_receipts()
+    }
+
+    /// Send the receipts no waiting frame holds back any more; end a DISCONNECT that waited.
+    fn send_due_receipts(&mut self) -> Flow {
+        let Some(pending) = self.pending.as_mut() else {
+            return Flow::Open;
+        };
+        let due = pending.due_receipts();
+        let idle = pending.is_idle();
+        for receipt in due {
+            self.send_frame(&Frame::new(Command::Receipt).header("receipt-id", receipt));
+        }
+        if idle && let Some(draining) = self.draining.take() {
+            match draining {
+                // Its receipt has just been sent, in order.
+                Draining::WithReceipt => {
+                    self.close_with(DisconnectCause::Disconnect, 1000, "Normal closure")
+                }
+                Draining::WithoutReceipt => self.finish_disconnect(None),
+            }
+            return Flow::Closed;
+        }
+        Flow::Open
+    }
+
+    /// The one MESSAGE a backend answered a SUBSCRIBE with, to that subscription only, unless
+    /// the client has unsubscribed since.
+    fn deliver_reply(&self, subscription: &str, destination: &str, message: &Published) {
+        if self.subscriptions.get(subscription) != Some(&SubRoute::Application) {
+            tracing::debug!(session = %self.id, subscription, "subscribe reply for a subscription that ended; dropped");
+            return;
+        }
+        if let Phase::Connected(established) = &self.phase {
+            self.core.broker.send_to_subscription(
+                &established.out,
+                subscription,
+                destination,
+                message,
+            );
+        }
     }
 
     /// Send through the established outbound side, or a 1.2 one before CONNECTED.
@@ -1036,10 +1287,27 @@ impl Connection {
 
     fn close_with(&mut self, cause: DisconnectCause, code: u16, reason: &str) {
         self.sender.close(code, reason);
+        self.connect_check = None;
         self.end_session_state();
         self.phase = Phase::Closed;
         if self.closed_by_us.is_none() {
             self.closed_by_us = Some((cause, code, reason.to_owned()));
+        }
+        // The STOMP session is over now, even if the carrier lingers (an HTTP transport's
+        // session waits out its disconnect delay): tell the backends at once.
+        self.tell_backends_ended(cause, code, reason);
+    }
+
+    /// Tell the application handler that a session which reached CONNECTED ended; once.
+    fn tell_backends_ended(&mut self, cause: DisconnectCause, code: u16, reason: &str) {
+        if let (Some(handler), Some(user)) = (&self.core.app_handler, self.connected_as.take()) {
+            handler.session_ended(SessionEnded {
+                session: self.id.clone(),
+                user,
+                code,
+                reason: reason.to_owned(),
+                cause,
+            });
         }
     }
 
@@ -1068,7 +1336,7 @@ impl Connection {
     pub fn next_deadline_ms(&self) -> Option<u64> {
         match &self.phase {
             Phase::Closed => None,
-            Phase::AwaitingConnect => Some(self.connect_deadline_ms()),
+            Phase::AwaitingConnect | Phase::Authenticating(_) => Some(self.connect_deadline_ms()),
             Phase::Connected(established) => {
                 let hb = established.heartbeats;
                 let write = Self::write_deadline_ms(established);
@@ -1116,7 +1384,7 @@ impl Connection {
     pub fn on_tick(&mut self, now: u64) -> Flow {
         match &self.phase {
             Phase::Closed => Flow::Closed,
-            Phase::AwaitingConnect => {
+            Phase::AwaitingConnect | Phase::Authenticating(_) => {
                 if now >= self.connect_deadline_ms() {
                     bump(&self.core.stats.connect_failures);
                     tracing::debug!(session = self.info.log_id, stomp_session = %self.id, "no CONNECT within the connect timeout");
@@ -1206,6 +1474,7 @@ impl Connection {
         }
         stats.session_closed(self.info.transport, cause);
         tracing::debug!(session = self.info.log_id, stomp_session = %self.id, transport = %self.info.transport, remote = %self.info.remote_addr, ?cause, code, %reason, "STOMP session ended");
+        self.tell_backends_ended(cause, code, &reason);
         self.core.events.emit(StompEvent::Disconnect {
             session: self.id.clone(),
             user,
@@ -1224,6 +1493,45 @@ fn cause_of(cause: CloseCause) -> DisconnectCause {
         CloseCause::SendLimit => DisconnectCause::SendLimit,
         CloseCause::Shutdown => DisconnectCause::Shutdown,
     }
+}
+
+/// ERROR `Authentication failed` with `detail`.
+fn authentication_failed(detail: String) -> StompError {
+    StompError::new("Authentication failed", detail)
+}
+
+/// An authenticator's answer as the connection uses it.
+fn checked_principal(
+    result: Result<Option<crate::session::Principal>, AuthError>,
+) -> Result<Option<crate::session::Principal>, StompError> {
+    let principal = result.map_err(|err| authentication_failed(err.to_string()))?;
+    if let Some(principal) = &principal {
+        check_principal_name(&principal.name)?;
+    }
+    Ok(principal)
+}
+
+/// User names are written into user destinations, where `%2F` stands for `/` (spec §7.5).
+fn check_principal_name(name: &str) -> Result<(), StompError> {
+    if name.contains("%2F") {
+        return Err(authentication_failed(
+            "user names must not contain %2F".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// What a connect hook's refusal is answered with.
+fn refused(refusal: ConnectRefusal) -> StompError {
+    match refusal {
+        ConnectRefusal::Denied(reason) => authentication_failed(reason),
+        ConnectRefusal::Failed(err) => backend_error(err.to_string()),
+    }
+}
+
+/// ERROR `Backend error` with `detail`.
+fn backend_error(detail: String) -> StompError {
+    StompError::new("Backend error", detail)
 }
 
 fn no_backend(destination: &str) -> StompError {
@@ -1291,10 +1599,19 @@ fn ack_target(frame: &Frame, version: Version) -> Result<AckTarget, StompError> 
     }
 }
 
-/// The per-session task: feed messages in order, run timers, and clean up exactly once.
+/// The per-session task: feed messages in order, apply backend answers, run timers, and clean
+/// up exactly once. While a CONNECT is being decided nothing else is read, so what the client
+/// sent behind it waits in the carrier's bounded inbound queue.
 pub async fn run(core: Arc<Core>, mut handle: SessionHandle) {
     let mut connection = Connection::new(core, handle.info().clone(), handle.sender().clone());
     let transport_close = loop {
+        // One inbound message may carry thousands of frames: they are run
+        // [`FRAMES_PER_TURN`] at a time, letting other sessions run in between.
+        if connection.has_buffered_frames() {
+            tokio::task::yield_now().await;
+            connection.process_buffered();
+            continue;
+        }
         let deadline = connection.next_deadline_ms();
         let timer = async {
             match deadline {
@@ -1312,6 +1629,17 @@ pub async fn run(core: Arc<Core>, mut handle: SessionHandle) {
                 None => std::future::pending().await,
             }
         };
+        if connection.connect_check.is_some() {
+            tokio::select! {
+                decision = decided(&mut connection.connect_check) => {
+                    connection.connect_decided(decision);
+                }
+                () = timer => {
+                    connection.on_tick(now_ms());
+                }
+            }
+            continue;
+        }
         tokio::select! {
             event = handle.recv() => match event {
                 Some(SessionEvent::Message(message)) => {
@@ -1319,15 +1647,14 @@ pub async fn run(core: Arc<Core>, mut handle: SessionHandle) {
                         Inbound::Text(text) => text.as_bytes(),
                         Inbound::Binary(bytes) => bytes,
                     };
-                    let mut flow = connection.receive(data);
-                    while flow == Flow::Open && connection.has_buffered_frames() {
-                        tokio::task::yield_now().await;
-                        flow = connection.process_buffered();
-                    }
+                    connection.receive(data);
                 }
                 Some(SessionEvent::Closed(info)) => break Some(info),
                 None => break None,
             },
+            answer = next_answer(&mut connection.pending) => {
+                connection.answered(answer);
+            }
             () = timer => {
                 connection.on_tick(now_ms());
             }
@@ -1337,6 +1664,22 @@ pub async fn run(core: Arc<Core>, mut handle: SessionHandle) {
         }
     };
     connection.finish(transport_close);
+}
+
+/// The decision a CONNECT waits for; never completes when there is none.
+async fn decided(check: &mut Option<ConnectCheckFuture>) -> Result<ConnectGrant, StompError> {
+    match check {
+        Some(future) => future.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next backend answer; never completes when nothing was forwarded.
+async fn next_answer(pending: &mut Option<Box<Pending>>) -> Completed {
+    match pending {
+        Some(pending) => pending.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]
@@ -1622,44 +1965,94 @@ mod tests {
         assert_eq!(message.get("subscription"), Some("0"));
     }
 
+    /// An application handler answering in process: `/fail` fails, `/hold` waits until the
+    /// test releases it, SUBSCRIBE gets a snapshot, SEND is published to `/topic` + the rest.
+    #[derive(Default)]
     struct EchoBackend {
-        broker: std::sync::Mutex<Option<Arc<crate::stomp::Broker>>>,
+        broker: std::sync::OnceLock<Arc<crate::stomp::Broker>>,
+        held: std::sync::Mutex<Vec<AppRequest>>,
+        hook: Option<Result<ConnectGrant, ConnectRefusal>>,
     }
 
     impl crate::stomp::AppHandler for EchoBackend {
-        fn on_send(&self, send: &AppSend<'_>) -> Result<(), crate::stomp::BackendError> {
-            if send.stripped == "/fail" {
-                return Err(crate::stomp::BackendError::Rejected("no".into()));
-            }
-            if let Some(broker) = self.broker.lock().unwrap().as_ref() {
-                let message = broker.message(send.headers, send.body.clone());
-                broker.publish(&format!("/topic{}", send.stripped), message);
-            }
-            Ok(())
+        fn attach(&self, broker: Arc<crate::stomp::Broker>) {
+            let _ = self.broker.set(broker);
         }
 
-        fn on_subscribe(
+        fn forward(&self, request: AppRequest) {
+            let broker = self.broker.get().unwrap();
+            match (&request.frame, request.stripped.as_str()) {
+                (_, "/fail") => request
+                    .completion
+                    .fail(crate::stomp::BackendError::Rejected("no".into())),
+                (_, "/hold") => self.held.lock().unwrap().push(request),
+                (AppFrame::Subscribe { .. }, stripped) => {
+                    let headers = [("x-init".to_string(), stripped.to_string())];
+                    let message = broker.message(&headers, Bytes::from_static(b"snapshot"));
+                    request.completion.reply(message);
+                }
+                (AppFrame::Send, stripped) => {
+                    let message = broker.message(&request.headers, request.body.clone());
+                    broker.publish(&format!("/topic{stripped}"), message);
+                    request.completion.accept();
+                }
+            }
+        }
+
+        fn max_pending_per_session(&self) -> usize {
+            2
+        }
+
+        fn check_connect(
             &self,
-            subscribe: &AppSubscribe<'_>,
-        ) -> Result<Option<crate::stomp::AppReply>, crate::stomp::BackendError> {
-            Ok(Some(crate::stomp::AppReply {
-                headers: vec![("x-init".into(), subscribe.stripped.into())],
-                body: Bytes::from_static(b"snapshot"),
-            }))
+            _request: &ConnectCheck<'_>,
+        ) -> Option<crate::stomp::ConnectDecision> {
+            let answer = self.hook.clone()?;
+            Some(Box::pin(std::future::ready(answer)))
         }
     }
 
-    #[test]
-    fn app_destinations_reach_the_backend() {
-        let backend = Arc::new(EchoBackend {
-            broker: std::sync::Mutex::new(None),
-        });
+    impl EchoBackend {
+        fn release(&self, fail: bool) {
+            for request in self.held.lock().unwrap().drain(..) {
+                match fail {
+                    false => request.completion.accept(),
+                    true => request
+                        .completion
+                        .fail(crate::stomp::BackendError::Unavailable("down".into())),
+                }
+            }
+        }
+    }
+
+    fn with_backend(backend: EchoBackend) -> (Arc<Core>, Arc<EchoBackend>) {
+        let backend = Arc::new(backend);
         let core = Arc::new(Core::new(
             StompConfig::default(),
             None,
             Some(backend.clone()),
         ));
-        *backend.broker.lock().unwrap() = Some(core.broker.clone());
+        (core, backend)
+    }
+
+    impl Client {
+        /// Apply the answers the backend gave since the last input.
+        fn settle(&mut self) {
+            self.connection.settle_answers();
+        }
+
+        fn receipts(&self) -> Vec<String> {
+            self.frames()
+                .iter()
+                .filter(|f| f.command == Command::Receipt)
+                .filter_map(|f| f.get("receipt-id").map(str::to_owned))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn app_destinations_reach_the_backend() {
+        let (core, _backend) = with_backend(EchoBackend::default());
         let mut c = Client::connect(&core, "1.2");
         c.feed("SUBSCRIBE\nid:0\ndestination:/topic/echo\n\n\0SUBSCRIBE\nid:init\ndestination:/app/init\n\n\0");
         let reply = c.last();
@@ -1673,8 +2066,151 @@ mod tests {
             Some("/topic/echo")
         );
         assert_eq!(frames[frames.len() - 1].get("receipt-id"), Some("r"));
-        c.feed("UNSUBSCRIBE\nid:init\n\n\0SEND\ndestination:/app/fail\n\n\0");
+        c.feed("UNSUBSCRIBE\nid:init\n\n\0SEND\ndestination:/app/fail\nreceipt:f\n\n\0");
         assert_error(&c, "Backend error");
+        assert_eq!(c.last().get("receipt-id"), Some("f"));
+    }
+
+    #[test]
+    fn receipts_behind_a_waiting_backend_frame_leave_in_frame_order() {
+        let (core, backend) = with_backend(EchoBackend::default());
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("SUBSCRIBE\nid:0\ndestination:/topic/x\nreceipt:s\n\n\0");
+        assert_eq!(c.receipts(), ["s"]);
+        c.sink.clear();
+        c.feed("SEND\ndestination:/app/hold\nreceipt:a\n\n1\0SEND\ndestination:/topic/x\nreceipt:b\n\n2\0");
+        let frames = c.frames();
+        assert_eq!(
+            frames.len(),
+            1,
+            "the broker SEND is published at once: {frames:?}"
+        );
+        assert_eq!(frames[0].command, Command::Message);
+        assert!(c.receipts().is_empty(), "b waits behind a");
+        backend.release(false);
+        c.settle();
+        assert_eq!(c.receipts(), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_failed_backend_frame_errors_with_its_receipt_and_later_receipts_never_come() {
+        let (core, backend) = with_backend(EchoBackend::default());
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("SEND\ndestination:/app/hold\nreceipt:a\n\n\0SEND\ndestination:/topic/x\nreceipt:b\n\n\0");
+        backend.release(true);
+        c.settle();
+        assert_error(&c, "Backend error");
+        assert_eq!(c.last().get("receipt-id"), Some("a"));
+        assert!(c.receipts().is_empty());
+    }
+
+    #[test]
+    fn frames_waiting_for_backends_are_bounded() {
+        let (core, _backend) = with_backend(EchoBackend::default());
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("SEND\ndestination:/app/hold\n\n\0SEND\ndestination:/app/hold\n\n\0");
+        assert_eq!(c.sink.closed_with(), None);
+        c.feed("SEND\ndestination:/app/hold\nreceipt:third\n\n\0");
+        assert_error(&c, "Backend error");
+        let detail = String::from_utf8_lossy(&c.last().body).into_owned();
+        assert!(detail.contains("more than 2 frames"), "{detail}");
+    }
+
+    #[test]
+    fn disconnect_waits_for_backend_answers_then_receipts_and_closes() {
+        let (core, backend) = with_backend(EchoBackend::default());
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("SUBSCRIBE\nid:0\ndestination:/topic/x\n\n\0");
+        c.feed("SEND\ndestination:/app/hold\nreceipt:a\n\n\0DISCONNECT\nreceipt:d\n\n\0SEND\ndestination:/topic/x\n\nlate\0");
+        assert!(c.frames().is_empty(), "{:?}", c.frames());
+        assert_eq!(c.sink.closed_with(), None);
+        assert_eq!(
+            c.feed("SEND\ndestination:/topic/x\n\nlater\0"),
+            Flow::Closed
+        );
+        backend.release(false);
+        c.settle();
+        assert_eq!(c.receipts(), ["a", "d"]);
+        assert_eq!(c.frames().len(), 2, "frames after DISCONNECT are ignored");
+        assert_eq!(c.sink.closed_with(), Some((1000, "Normal closure".into())));
+    }
+
+    #[test]
+    fn a_commit_forwards_its_app_sends_and_errors_carry_the_commit_receipt() {
+        let (core, backend) = with_backend(EchoBackend::default());
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("BEGIN\ntransaction:t\n\n\0SEND\ndestination:/app/hold\ntransaction:t\n\n\0COMMIT\ntransaction:t\nreceipt:c\n\n\0");
+        assert!(c.receipts().is_empty());
+        backend.release(true);
+        c.settle();
+        assert_error(&c, "Backend error");
+        assert_eq!(c.last().get("receipt-id"), Some("c"));
+    }
+
+    #[test]
+    fn a_subscribe_reply_after_unsubscribe_is_dropped() {
+        let (core, backend) = with_backend(EchoBackend::default());
+        let mut c = Client::connect(&core, "1.2");
+        c.feed("SUBSCRIBE\nid:s\ndestination:/app/hold\n\n\0UNSUBSCRIBE\nid:s\nreceipt:u\n\n\0");
+        for request in backend.held.lock().unwrap().drain(..) {
+            let message = core.broker.message(&[], Bytes::from_static(b"late"));
+            request.completion.reply(message);
+        }
+        c.settle();
+        let frames = c.frames();
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!(frames[0].get("receipt-id"), Some("u"));
+    }
+
+    #[test]
+    fn the_connect_hook_decides_the_principal_and_adds_connected_headers() {
+        let grant = ConnectGrant {
+            principal: Some(crate::session::Principal {
+                name: "bob".into(),
+                roles: vec![],
+                expires_at: None,
+            }),
+            headers: vec![("x-tenant".into(), "t1".into())],
+        };
+        let (core, _backend) = with_backend(EchoBackend {
+            hook: Some(Ok(grant)),
+            ..EchoBackend::default()
+        });
+        let mut c = client(&core);
+        c.feed("CONNECT\naccept-version:1.2\nlogin:mallory\n\n\0SUBSCRIBE\nid:0\ndestination:/topic/x\nreceipt:r\n\n\0");
+        assert!(c.frames().is_empty(), "nothing before the decision");
+        let decision = c
+            .connection
+            .connect_check
+            .as_mut()
+            .and_then(|check| futures_util::FutureExt::now_or_never(check.as_mut()))
+            .unwrap();
+        c.connection.connect_decided(decision);
+        let frames = c.frames();
+        assert_eq!(frames[0].command, Command::Connected);
+        assert_eq!(frames[0].get("user-name"), Some("bob"));
+        assert_eq!(frames[0].get("x-tenant"), Some("t1"));
+        assert_eq!(
+            frames[1].get("receipt-id"),
+            Some("r"),
+            "the frame behind CONNECT ran"
+        );
+
+        let (core, _backend) = with_backend(EchoBackend {
+            hook: Some(Err(ConnectRefusal::Denied("bad token".into()))),
+            ..EchoBackend::default()
+        });
+        let mut c = client(&core);
+        c.feed("CONNECT\naccept-version:1.2\n\n\0");
+        let decision = c
+            .connection
+            .connect_check
+            .as_mut()
+            .and_then(|check| futures_util::FutureExt::now_or_never(check.as_mut()))
+            .unwrap();
+        c.connection.connect_decided(decision);
+        assert_error(&c, "Authentication failed");
+        assert_eq!(&c.last().body[..], b"bad token");
     }
 
     #[test]

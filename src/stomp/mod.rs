@@ -19,6 +19,7 @@ pub mod destination;
 pub mod frame;
 pub mod outbound;
 pub mod pattern;
+pub(crate) mod pending;
 pub mod presence;
 pub mod selector;
 pub mod stats;
@@ -30,8 +31,14 @@ pub mod traffic;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use application::{AppHandler, AppReply, AppSend, AppSubscribe, BackendError};
-pub use auth::{AuthError, Authenticator, ConnectRequest, HeaderAuthenticator, TokenAuthenticator};
+pub use application::{
+    AppFrame, AppHandler, AppRequest, BackendError, Completion, ConnectCheck, ConnectDecision,
+    ConnectGrant, ConnectRefusal, SessionEnded,
+};
+pub use auth::{
+    AuthError, Authenticator, ConnectRequest, HeaderAuthenticator, PasswordAuthenticator,
+    TokenAuthenticator, Verdict,
+};
 pub use broker::Broker;
 pub use config::{HeartBeat, QueueSemantics, StompConfig, Unroutable};
 pub use stats::{DisconnectCause, StompEvent, StompStats};
@@ -80,8 +87,12 @@ impl Core {
                 allow_anonymous: config.allow_anonymous,
             })
         });
+        let broker = Arc::new(Broker::new(&config, stats.clone()));
+        if let Some(handler) = &app_handler {
+            handler.attach(broker.clone());
+        }
         Core {
-            broker: Arc::new(Broker::new(&config, stats.clone())),
+            broker,
             router: Router::new(&config),
             acl: acl::Acl::new(&config.acl, config.acl_default, config.path_separator),
             events: EventBus::new(config.event_capacity),

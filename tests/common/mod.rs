@@ -15,6 +15,7 @@ use tokio::time::timeout;
 /// Every read in tests gives up after this long.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
+pub mod backend;
 pub mod stomp;
 
 /// Start a gateway with `toml` on 127.0.0.1:0 and return its address.

@@ -1126,6 +1126,193 @@ async fn publish(
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------
+// app round trips
+
+/// C STOMP clients in a closed loop through an `/app` backend: client `i` subscribes to
+/// `/topic/bench-i`, SENDs to `{destination}-i` (`/app/bench-i`), and waits for the backend's
+/// answer, which the gateway publishes to `/topic/bench-i` (Spring's `@SendTo` default),
+/// before the next SEND. With `--destination /topic/bench` the same loop runs through the
+/// broker alone, which shows what the backend hop adds.
+pub async fn app_roundtrip(c: Common, warmup: Duration, duration: Duration) -> Value {
+    let nonce = nonce();
+    let sources = Sources::new(c.sources(1), nonce);
+    let shared = Arc::new(Shared::default());
+    let window = Arc::new((AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)));
+    let round_trips = Arc::new(AtomicU64::new(0));
+    let (start_tx, start_rx) = tokio::sync::watch::channel(false);
+    let sem = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
+    let mut handles = Vec::with_capacity(c.clients);
+    for i in 0..c.clients {
+        let c2 = c.clone();
+        let shared = shared.clone();
+        let window = window.clone();
+        let rt = round_trips.clone();
+        let sem = sem.clone();
+        let mut start_rx = start_rx.clone();
+        handles.push(tokio::spawn(async move {
+            let permit = sem.acquire_owned().await;
+            let opened = async {
+                let (mut client, mut reader) =
+                    open_session(&c2, c2.transport, i, nonce, sources.get(i), false, None).await?;
+                client
+                    .send(&[&stomp::subscribe(0, &format!("/topic/bench-{i}"))])
+                    .await?;
+                wait_frame(&mut client, &mut reader, b"RECEIPT").await?;
+                Ok::<_, io::Error>((client, reader))
+            }
+            .await;
+            drop(permit);
+            let (mut client, mut reader) = match opened {
+                Ok(x) => x,
+                Err(e) => {
+                    shared.fail(&e);
+                    return;
+                }
+            };
+            shared.ready.fetch_add(1, Ordering::Relaxed);
+            if start_rx.wait_for(|s| *s).await.is_err() {
+                return;
+            }
+            let prefix = c2
+                .stomp
+                .as_ref()
+                .map_or("/app/bench", |s| s.destination.as_str());
+            let destination = format!("{prefix}-{i}");
+            let mut hist = Hist::default();
+            let mut body = Vec::with_capacity(c2.size + 32);
+            let mut frame = Vec::with_capacity(c2.size + 96);
+            let mut seq = 0u64;
+            while !shared.stop.load(Ordering::Relaxed) {
+                seq += 1;
+                payload(b'A', seq, c2.size, &mut body);
+                frame.clear();
+                stomp::send(&destination, &body, &mut frame);
+                let sent_at = now_ns();
+                if client.send(&[&frame]).await.is_err() {
+                    shared.closed.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                let mut got = false;
+                let mut error = None;
+                while !got && error.is_none() {
+                    let r = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        client.recv(&mut |m: &[u8]| {
+                            reader.feed(m, |f| match f.command {
+                                b"MESSAGE" => got = true,
+                                b"ERROR" => {
+                                    error = Some(io::Error::other(format!(
+                                        "STOMP ERROR: {} {}",
+                                        f.header("message").unwrap_or(""),
+                                        String::from_utf8_lossy(f.body)
+                                    )))
+                                }
+                                _ => {}
+                            })
+                        }),
+                    )
+                    .await;
+                    match r {
+                        Ok(Ok(Recv::Alive)) => {}
+                        Ok(Ok(Recv::Closed(code))) => {
+                            error = Some(io::Error::other(format!("closed ({code})")))
+                        }
+                        Ok(Err(e)) => error = Some(e),
+                        Err(_) => error = Some(io::Error::other("no answer within 10 s")),
+                    }
+                }
+                if let Some(e) = error {
+                    shared.fail(&e);
+                    shared.closed.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                let done_at = now_ns();
+                let (t0, t1) = (
+                    window.0.load(Ordering::Relaxed),
+                    window.1.load(Ordering::Relaxed),
+                );
+                if sent_at >= t0 && done_at <= t1 {
+                    hist.record(done_at - sent_at);
+                    rt.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            lock(&shared.hist).merge(&hist);
+            shared.finished.fetch_add(1, Ordering::Relaxed);
+        }));
+    }
+    let sh = shared.clone();
+    let total = c.clients;
+    let rt = round_trips.clone();
+    let prog = progress(format!("app {}", c.label), move || {
+        format!(
+            "open {}/{} failed {} round trips {}",
+            sh.ready.load(Ordering::Relaxed),
+            total,
+            sh.failed.load(Ordering::Relaxed),
+            rt.load(Ordering::Relaxed)
+        )
+    });
+    let open_start = Instant::now();
+    let deadline = Instant::now() + wire::CONNECT_TIMEOUT + Duration::from_secs(10);
+    while shared.ready.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) < c.clients
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let establish = open_start.elapsed().as_secs_f64();
+    let _ = start_tx.send(true);
+    tokio::time::sleep(warmup).await;
+    let (cpu0, _) = sample(&c.proc);
+    let me0 = own_cpu();
+    let w0 = Instant::now();
+    window.0.store(now_ns(), Ordering::Relaxed);
+    tokio::time::sleep(duration).await;
+    window.1.store(now_ns(), Ordering::Relaxed);
+    let wall = w0.elapsed().as_secs_f64();
+    let (cpu1, rss) = sample(&c.proc);
+    let me1 = own_cpu();
+    shared.stop.store(true, Ordering::Relaxed);
+    let ready = shared.ready.load(Ordering::Relaxed);
+    let finish_deadline = Instant::now() + Duration::from_secs(12);
+    while shared.finished.load(Ordering::Relaxed) + shared.closed.load(Ordering::Relaxed) < ready
+        && Instant::now() < finish_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    prog.abort();
+    abort_all(handles).await;
+    let n = round_trips.load(Ordering::Relaxed);
+    let hist = lock(&shared.hist).clone();
+    let mut m = c.base("app-roundtrip");
+    m.insert("ok".into(), json!(ready));
+    m.insert(
+        "failed".into(),
+        json!(shared.failed.load(Ordering::Relaxed)),
+    );
+    m.insert(
+        "closed_early".into(),
+        json!(shared.closed.load(Ordering::Relaxed)),
+    );
+    m.insert("establish_s".into(), json!(establish));
+    m.insert("duration_s".into(), json!(wall));
+    m.insert("msgs".into(), json!(n));
+    m.insert("msgs_per_s".into(), json!(n as f64 / wall));
+    m.insert("latency_samples".into(), json!(hist.count()));
+    m.insert("p50_us".into(), json!(hist.quantile(0.5) as f64 / 1e3));
+    m.insert("p99_us".into(), json!(hist.quantile(0.99) as f64 / 1e3));
+    m.insert("p999_us".into(), json!(hist.quantile(0.999) as f64 / 1e3));
+    cpu_fields(&mut m, cpu0, cpu1, wall, n);
+    client_cpu(&mut m, me0, me1, wall);
+    if let Some(r) = rss {
+        m.insert("server_rss_after".into(), json!(r));
+    }
+    if let Some(e) = shared.error() {
+        m.insert("error".into(), json!(e));
+    }
+    Value::Object(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
