@@ -62,6 +62,9 @@ pub struct Config {
     /// The STOMP core, served by services with `app = "stomp"` and on `tcp_listen`.
     #[serde(default)]
     pub stomp: crate::stomp::StompConfig,
+    /// Several nodes on Redis, and the durable per-user inbox.
+    #[serde(default)]
+    pub cluster: crate::cluster::ClusterConfig,
     /// The directory relative file names (key files) are resolved against: the config
     /// file's directory, or the working directory.
     #[serde(skip)]
@@ -360,6 +363,7 @@ impl Config {
             ],
             auth: crate::auth::AuthConfig::default(),
             stomp: crate::stomp::StompConfig::default(),
+            cluster: crate::cluster::ClusterConfig::default(),
             base_dir: std::path::PathBuf::from("."),
         }
     }
@@ -379,6 +383,23 @@ impl Config {
                     "must be greater than 0 (omit it for no limit)",
                 ));
             }
+        }
+        self.cluster
+            .validate(&self.stomp.user_prefix())
+            .map_err(|e| invalid(&format!("cluster.{}", e.key), &e.message))?;
+        if self.cluster.redis.is_some()
+            && (self.stomp.broker_prefixes.is_empty()
+                || self
+                    .stomp
+                    .broker_prefixes
+                    .iter()
+                    .any(|p| !p.starts_with('/')))
+        {
+            return Err(invalid(
+                "stomp.broker_prefixes",
+                "with [cluster] redis set, name the broker prefixes and start each with '/' \
+                 (only such destinations cross nodes)",
+            ));
         }
         if self.services.is_empty() {
             return Err(invalid("service", "at least one [[service]] is required"));

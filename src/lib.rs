@@ -10,6 +10,8 @@
 
 pub mod apps;
 pub mod auth;
+pub mod cluster;
+pub mod cluster_link;
 pub mod config;
 pub mod front;
 pub mod limits;

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::apps;
 use crate::auth::Authenticator;
+use crate::cluster_link::ClusterLink;
 use crate::config::{Config, ConfigError, ServerConfig};
 use crate::front::{self, Ended, FrontLimits, GuardedIo};
 use crate::limits::{ConnectionLimiter, ConnectionRefused};
@@ -38,6 +39,8 @@ pub struct Gateway {
     stomp: StompApp,
     /// Open connections of every listener, against `max_connections(_per_ip)`.
     connections: Arc<ConnectionLimiter>,
+    /// The broker's cluster link (Redis bridge, presence, inbox), when configured.
+    cluster: Option<Arc<ClusterLink>>,
 }
 
 impl Gateway {
@@ -46,6 +49,11 @@ impl Gateway {
         config.validate()?;
         let auth = Authenticator::from_config(&config.auth, &config.base_dir)?;
         let stomp = stomp_app(config, &auth);
+        let cluster = ClusterLink::attach(&config.cluster, &config.stomp, &stomp.broker())
+            .map_err(|e| ConfigError::Invalid {
+                key: "cluster.redis".into(),
+                message: e.to_string(),
+            })?;
         let mut services = Vec::with_capacity(config.services.len());
         for (i, s) in config.services.iter().enumerate() {
             let app: Arc<dyn App> = match s.app.as_str() {
@@ -66,6 +74,7 @@ impl Gateway {
             server: config.server.clone(),
             services,
             stomp,
+            cluster,
         })
     }
 
@@ -95,6 +104,11 @@ impl Gateway {
             settings,
             self.connections.clone(),
         ))
+    }
+
+    /// The cluster link (Redis bridge, presence, inbox), when `[cluster]` asks for one.
+    pub fn cluster(&self) -> Option<&Arc<ClusterLink>> {
+        self.cluster.as_ref()
     }
 
     /// Open connections of every listener, and how many were refused.

@@ -24,6 +24,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::config::{QueueSemantics, StompConfig};
 use super::destination::{Pattern, is_pattern, session_target, user_suffix};
+use super::engine::{BrokerEngine, UserDelivery};
 use super::frame::{Escaping, Version, put_content_length, write_header};
 use super::outbound::{Discard, Outbound, Payload};
 use super::stats::{StompStats, bump};
@@ -140,6 +141,16 @@ impl Published {
     /// The message id.
     pub fn message_id(&self) -> &str {
         &self.message_id
+    }
+
+    /// The user headers MESSAGE frames carry.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
     }
 
     /// Approximate stored size, for queue byte limits.
@@ -356,6 +367,14 @@ pub struct Broker {
     node: String,
     /// The next message-id number.
     next_message_id: AtomicU64,
+    /// The engine attached to this broker (the cluster bridge), if any.
+    engine: OnceLock<Arc<dyn BrokerEngine>>,
+}
+
+impl std::fmt::Debug for dyn BrokerEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BrokerEngine")
+    }
 }
 
 impl Broker {
@@ -373,7 +392,20 @@ impl Broker {
             stats,
             node: format!("n{}", random_id(6)),
             next_message_id: AtomicU64::new(1),
+            engine: OnceLock::new(),
         }
+    }
+
+    /// Attach an engine (once; a second one is refused and returned).
+    pub fn attach_engine(
+        &self,
+        engine: Arc<dyn BrokerEngine>,
+    ) -> Result<(), Arc<dyn BrokerEngine>> {
+        self.engine.set(engine)
+    }
+
+    fn engine(&self) -> Option<&Arc<dyn BrokerEngine>> {
+        self.engine.get()
     }
 
     fn lock(&self) -> MutexGuard<'_, BrokerState> {
@@ -404,6 +436,9 @@ impl Broker {
                 .entry(user.clone())
                 .or_default()
                 .insert(session.clone());
+        }
+        if let Some(engine) = self.engine() {
+            engine.session_opened(&session, user.as_deref());
         }
         state.sessions.insert(
             session,
@@ -436,7 +471,13 @@ impl Broker {
         for (id, sub) in entry.subs {
             forget_subscription_index(&mut state, session, &id, &sub);
             self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
+            if let Some(engine) = self.engine() {
+                engine.unsubscribed(session, entry.user.as_deref(), &sub.request);
+            }
             touched.extend(self.release(&mut state, sub.unacked));
+        }
+        if let Some(engine) = self.engine() {
+            engine.session_closed(session, entry.user.as_deref());
         }
         self.dispatch_all(&mut state, touched);
     }
@@ -470,6 +511,9 @@ impl Broker {
             state.literal.entry(target.clone()).or_default().push(key);
         }
         if let Some(entry) = state.sessions.get_mut(session) {
+            if let Some(engine) = self.engine() {
+                engine.subscribed(session, entry.user.as_deref(), &request);
+            }
             entry.subs.insert(
                 request.id.clone(),
                 Subscription {
@@ -499,6 +543,9 @@ impl Broker {
         };
         if let Some(entry) = state.sessions.get_mut(session) {
             entry.pending_acks -= sub.unacked.len();
+            if let Some(engine) = self.engine() {
+                engine.unsubscribed(session, entry.user.as_deref(), &sub.request);
+            }
         }
         forget_subscription_index(&mut state, session, id, &sub);
         self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
@@ -511,6 +558,9 @@ impl Broker {
     pub fn publish(&self, destination: &str, message: Arc<Published>) -> PublishOutcome {
         bump(&self.stats.published);
         let mut state = self.lock();
+        if let Some(engine) = self.engine() {
+            engine.published(destination, &message);
+        }
         self.publish_locked(&mut state, destination, message)
     }
 
@@ -519,8 +569,60 @@ impl Broker {
         let mut state = self.lock();
         for (destination, message) in messages {
             bump(&self.stats.published);
+            if let Some(engine) = self.engine() {
+                engine.published(&destination, &message);
+            }
             self.publish_locked(&mut state, &destination, message);
         }
+    }
+
+    /// Deliver a message the engine received from another node to local subscribers of
+    /// `destination` (never reported back to the engine).
+    pub fn deliver_remote(&self, destination: &str, message: Arc<Published>) -> PublishOutcome {
+        let mut state = self.lock();
+        self.publish_locked(&mut state, destination, message)
+    }
+
+    /// Deliver a message the engine received for every session of `user` here (never
+    /// reported back to the engine). Returns how many sessions it reached.
+    pub fn deliver_remote_user(&self, user: &str, actual: &str, message: Arc<Published>) -> usize {
+        let mut state = self.lock();
+        let targets = choose_user_sessions(&state, user, None);
+        for session in &targets {
+            let target = session_target(actual, session);
+            self.publish_locked(&mut state, &target, message.clone());
+        }
+        targets.len()
+    }
+
+    /// Deliver one message to one registered subscription (the engine's stored messages),
+    /// with ack tracking as for any delivery. False when the subscription is gone or its
+    /// session could not take the message.
+    pub fn deliver_to_subscription(
+        &self,
+        session: &str,
+        subscription: &str,
+        message: &Arc<Published>,
+        redelivered: bool,
+    ) -> bool {
+        let mut state = self.lock();
+        let Some((session_key, entry)) = state.sessions.get_key_value(session) else {
+            return false;
+        };
+        let Some(sub) = entry.subs.get(subscription) else {
+            return false;
+        };
+        let destination = sub.request.target.clone();
+        let key = SubKey {
+            session: session_key.clone(),
+            id: subscription.into(),
+        };
+        let redelivered = if redelivered {
+            Redelivered::Yes
+        } else {
+            Redelivered::No
+        };
+        self.deliver(&mut state, &key, &destination, message, redelivered, None)
     }
 
     /// Send to `/user/{user}{actual}` following spec §7.5: `origin` is the sending session (a
@@ -534,6 +636,12 @@ impl Broker {
     ) -> usize {
         bump(&self.stats.published);
         let mut state = self.lock();
+        if let Some(engine) = self.engine()
+            && narrowed_to_origin(&state, user, origin).is_none()
+            && engine.sent_to_user(user, actual, &message) == UserDelivery::Taken
+        {
+            return state.users.get(user).map_or(0, |s| s.len());
+        }
         let targets = choose_user_sessions(&state, user, origin);
         if targets.is_empty() {
             bump(&self.stats.dropped_user_unknown);
@@ -595,6 +703,12 @@ impl Broker {
             AckMode::Client => sub.unacked.drain(..=position).collect(),
             _ => sub.unacked.remove(position).into_iter().collect(),
         };
+        if kind == AckKind::Ack
+            && let Some(engine) = self.engine()
+        {
+            let ids: Vec<&str> = settled.iter().map(|d| d.message.message_id()).collect();
+            engine.acked(session, entry.user.as_deref(), &sub.request, &ids);
+        }
         let competing_target = self
             .is_competing(&sub.request.target)
             .then(|| sub.request.target.clone());
@@ -898,22 +1012,26 @@ fn find_delivery(entry: &SessionEntry, target: &AckTarget) -> Option<(String, us
         .find_map(|(id, sub)| matches(sub).map(|pos| (id.clone(), pos)))
 }
 
-/// Spec §7.5 step 2: which sessions a `/user/{user}/...` message goes to.
-fn choose_user_sessions(state: &BrokerState, user: &str, origin: Option<&str>) -> Vec<Arc<str>> {
-    if let Some(origin) = origin
-        && origin == user
+/// Spec §7.5 step 2: the sending session alone, when a `/user/{user}/...` message is
+/// narrowed to it (it is the user's own session, or the user name is its id).
+fn narrowed_to_origin(state: &BrokerState, user: &str, origin: Option<&str>) -> Option<Arc<str>> {
+    let origin = origin?;
+    if origin == user
         && let Some((key, _)) = state.sessions.get_key_value(origin)
     {
-        return vec![key.clone()];
+        return Some(key.clone());
+    }
+    state.users.get(user)?.get(origin).cloned()
+}
+
+/// Spec §7.5 step 2: which sessions a `/user/{user}/...` message goes to.
+fn choose_user_sessions(state: &BrokerState, user: &str, origin: Option<&str>) -> Vec<Arc<str>> {
+    if let Some(key) = narrowed_to_origin(state, user, origin) {
+        return vec![key];
     }
     let Some(sessions) = state.users.get(user) else {
         return Vec::new();
     };
-    if let Some(origin) = origin
-        && let Some(key) = sessions.get(origin)
-    {
-        return vec![key.clone()];
-    }
     let mut all: Vec<Arc<str>> = sessions.iter().cloned().collect();
     all.sort();
     all
