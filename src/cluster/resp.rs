@@ -88,6 +88,9 @@ impl Scan<'_> {
             }
             return Ok(None);
         };
+        if nl > 1024 {
+            return Err(RespError::Malformed("line too long"));
+        }
         if nl == 0 || rest[nl - 1] != b'\r' {
             return Err(RespError::Malformed("line not ended by CRLF"));
         }
