@@ -86,6 +86,9 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// The most open connections from one client address; None: unlimited.
     pub max_connections_per_ip: Option<usize>,
+    /// Reverse proxies (addresses or CIDR ranges) whose `Forwarded`/`X-Forwarded-For`
+    /// headers, and PROXY protocol headers on the STOMP TCP listener, name the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +101,7 @@ impl Default for ServerConfig {
             max_header_bytes: 16 * 1024,
             max_connections: None,
             max_connections_per_ip: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -401,6 +405,8 @@ impl Config {
                  (only such destinations cross nodes)",
             ));
         }
+        crate::proxy::TrustedProxies::parse(&self.server.trusted_proxies)
+            .map_err(|message| invalid("server.trusted_proxies", &message))?;
         if self.services.is_empty() {
             return Err(invalid("service", "at least one [[service]] is required"));
         }

@@ -15,6 +15,7 @@ pub mod cluster_link;
 pub mod config;
 pub mod front;
 pub mod limits;
+pub mod proxy;
 pub mod server;
 pub mod session;
 pub mod sockjs;

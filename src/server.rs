@@ -23,6 +23,7 @@ use crate::cluster_link::ClusterLink;
 use crate::config::{Config, ConfigError, ServerConfig};
 use crate::front::{self, Ended, FrontLimits, GuardedIo};
 use crate::limits::{ConnectionLimiter, ConnectionRefused};
+use crate::proxy::TrustedProxies;
 use crate::session::{App, CloseCause, CloseInfo};
 use crate::sockjs::http::{HttpRequest, HttpResponse, RequestBody, WriteWatch, not_found};
 use crate::sockjs::{Peer, Service};
@@ -41,6 +42,8 @@ pub struct Gateway {
     connections: Arc<ConnectionLimiter>,
     /// The broker's cluster link (Redis bridge, presence, inbox), when configured.
     cluster: Option<Arc<ClusterLink>>,
+    /// Proxies whose word on the client address is taken (`[server] trusted_proxies`).
+    trusted: Arc<TrustedProxies>,
 }
 
 impl Gateway {
@@ -75,6 +78,7 @@ impl Gateway {
             services,
             stomp,
             cluster,
+            trusted: Arc::new(trusted_proxies(&config.server)?),
         })
     }
 
@@ -103,6 +107,7 @@ impl Gateway {
             app,
             settings,
             self.connections.clone(),
+            self.trusted.clone(),
         ))
     }
 
@@ -125,6 +130,9 @@ impl Gateway {
     }
 
     async fn handle(self: Arc<Self>, req: HttpRequest, peer: Peer) -> HttpResponse {
+        let peer = Peer {
+            addr: self.trusted.client_addr(peer.addr, req.headers()),
+        };
         let path = req.uri().path().to_owned();
         match self.route(&path) {
             Some((service, rest)) => service.handle(req, rest, peer).await,
@@ -176,6 +184,13 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+fn trusted_proxies(server: &ServerConfig) -> Result<TrustedProxies, ConfigError> {
+    TrustedProxies::parse(&server.trusted_proxies).map_err(|message| ConfigError::Invalid {
+        key: "server.trusted_proxies".into(),
+        message,
+    })
 }
 
 /// The 503 a connection over `max_connections(_per_ip)` gets before it is closed.
