@@ -111,6 +111,10 @@ impl ClusterLink {
         if let Some(inbound) = inbound {
             tokio::spawn(feed_inbound(Arc::downgrade(&link), inbound));
         }
+        if stomp.stats_log_period_s > 0 {
+            let period = Duration::from_secs(stomp.stats_log_period_s);
+            tokio::spawn(log_stats(Arc::downgrade(&link), period));
+        }
         if broker.attach_engine(link.clone()).is_err() {
             tracing::warn!("the broker already has an engine; the cluster link is not attached");
             return Ok(None);
@@ -265,6 +269,27 @@ async fn feed_inbound(link: Weak<ClusterLink>, mut inbound: mpsc::Receiver<Inbou
                     broker.deliver_remote_user(&user, &destination, published);
                 }
             },
+        }
+    }
+}
+
+/// Log the cluster and inbox counters every `period`, as the STOMP summary is logged.
+async fn log_stats(link: Weak<ClusterLink>, period: Duration) {
+    let mut ticker = tokio::time::interval(period);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let Some(link) = link.upgrade() else { return };
+        if let Some(cluster) = &link.cluster {
+            tracing::info!(node = %cluster.node_id(), "{}", cluster.stats().summary());
+        }
+        if let Some(inbox) = link.inbox_stats() {
+            tracing::info!(
+                "inbox: stored={} unstored={} replayed={}",
+                inbox.stored.load(Ordering::Relaxed),
+                inbox.unstored.load(Ordering::Relaxed),
+                inbox.replayed.load(Ordering::Relaxed)
+            );
         }
     }
 }

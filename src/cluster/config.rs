@@ -90,8 +90,9 @@ pub struct InboxConfig {
     /// How long a message is kept, in seconds; an inbox nobody writes to for this long is
     /// removed.
     pub ttl_s: u64,
-    /// Messages waiting to be stored; beyond it a SEND to an inbox destination is refused
-    /// with an ERROR (never dropped silently).
+    /// Messages waiting to be stored; beyond it a message to an inbox destination is
+    /// delivered to the sessions online now without being stored (counted as `unstored`
+    /// and logged).
     pub queue: usize,
 }
 

@@ -1276,4 +1276,87 @@ mod tests {
             b"MESSAGE\ndestination:/topic/a\nmessage-id:m-1\nsubscription:s\nack:7\nx-foo:a\\cb\ncontent-length:2\n\nhi\0"
         );
     }
+
+    /// Records what the broker reports to its engine.
+    #[derive(Default)]
+    struct RecordingEngine {
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl BrokerEngine for RecordingEngine {
+        fn session_opened(&self, session: &str, user: Option<&str>) {
+            self.note(format!("open {session} {user:?}"));
+        }
+        fn session_closed(&self, session: &str, user: Option<&str>) {
+            self.note(format!("close {session} {user:?}"));
+        }
+        fn subscribed(&self, session: &str, _: Option<&str>, request: &SubscribeRequest) {
+            self.note(format!("sub {session} {}", request.target));
+        }
+        fn unsubscribed(&self, session: &str, _: Option<&str>, request: &SubscribeRequest) {
+            self.note(format!("unsub {session} {}", request.target));
+        }
+        fn published(&self, destination: &str, _: &Arc<Published>) {
+            self.note(format!("pub {destination}"));
+        }
+        fn sent_to_user(&self, user: &str, destination: &str, _: &Arc<Published>) -> UserDelivery {
+            self.note(format!("user {user} {destination}"));
+            UserDelivery::Local
+        }
+        fn acked(&self, session: &str, _: Option<&str>, _: &SubscribeRequest, ids: &[&str]) {
+            self.note(format!("ack {session} {}", ids.len()));
+        }
+    }
+
+    impl RecordingEngine {
+        fn note(&self, call: String) {
+            self.calls.lock().unwrap().push(call);
+        }
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.calls.lock().unwrap())
+        }
+    }
+
+    #[test]
+    fn the_engine_hears_local_traffic_but_never_what_it_delivered() {
+        let f = fixture(QueueSemantics::Broadcast);
+        let engine = Arc::new(RecordingEngine::default());
+        f.broker.attach_engine(engine.clone()).unwrap();
+        let a = f.session("aaa", Some("alice"));
+        f.subscribe("aaa", "1", "/topic/t", AckMode::ClientIndividual);
+        f.publish("/topic/t", "local");
+        let remote = Arc::new(Published::new(
+            "x-1".into(),
+            &[],
+            Bytes::from_static(b"remote"),
+        ));
+        f.broker.deliver_remote("/topic/t", remote.clone());
+        f.broker.deliver_remote_user("alice", "/queue/n", remote);
+        let token = a.frames()[0].get("ack").unwrap().to_owned();
+        f.broker
+            .acknowledge("aaa", &AckTarget::Token(token), AckKind::Ack);
+        // Narrowed to the sending session (spec 7.5): not reported; to all her sessions: reported.
+        let own = f.broker.message(&[], Bytes::from_static(b"self"));
+        f.broker.send_to_user("alice", "/queue/n", Some("aaa"), own);
+        let all = f.broker.message(&[], Bytes::from_static(b"all"));
+        f.broker.send_to_user("alice", "/queue/n", None, all);
+        f.broker.unregister_session("aaa");
+        assert_eq!(
+            engine.take(),
+            [
+                "open aaa Some(\"alice\")",
+                "sub aaa /topic/t",
+                "pub /topic/t",
+                "ack aaa 1",
+                "user alice /queue/n",
+                "unsub aaa /topic/t",
+                "close aaa Some(\"alice\")",
+            ]
+        );
+        assert_eq!(a.frames().len(), 2, "the local and the remote message");
+        assert!(
+            f.broker.attach_engine(engine).is_err(),
+            "one engine per broker"
+        );
+    }
 }

@@ -38,7 +38,10 @@ impl Transport {
         }
     }
     pub fn is_ws(self) -> bool {
-        matches!(self, Transport::Websocket | Transport::Raw | Transport::Socketio)
+        matches!(
+            self,
+            Transport::Websocket | Transport::Raw | Transport::Socketio
+        )
     }
     /// Whether the transport sends over separate HTTP requests.
     pub fn is_http(self) -> bool {
