@@ -57,6 +57,9 @@ pub struct Config {
     /// HTTP application backends: `/app` destinations and lifecycle hooks (`[[backend]]`).
     #[serde(default, rename = "backend")]
     pub backends: Vec<crate::backend::BackendConfig>,
+    /// Several nodes on Redis, and the durable per-user inbox.
+    #[serde(default)]
+    pub cluster: crate::cluster::ClusterConfig,
     /// The directory relative file names (key files) are resolved against: the config
     /// file's directory, or the working directory.
     #[serde(skip)]
@@ -84,6 +87,9 @@ pub struct ServerConfig {
     /// is gone, or at the end of the window.
     #[serde(deserialize_with = "seconds", serialize_with = "write_seconds")]
     pub drain_timeout: Duration,
+    /// Reverse proxies (addresses or CIDR ranges) whose `Forwarded`/`X-Forwarded-For`
+    /// headers, and PROXY protocol headers on the STOMP TCP listener, name the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +103,7 @@ impl Default for ServerConfig {
             max_connections: None,
             max_connections_per_ip: None,
             drain_timeout: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -175,6 +182,7 @@ impl Config {
             stomp: crate::stomp::StompConfig::default(),
             admin: crate::admin::AdminConfig::embedded(),
             backends: Vec::new(),
+            cluster: crate::cluster::ClusterConfig::default(),
             base_dir: std::path::PathBuf::from("."),
         }
     }
@@ -256,6 +264,26 @@ impl Config {
         }
         if let Err(e) = self.stomp.validate() {
             problems.add(e);
+        }
+        if let Err(e) = self.cluster.validate(&self.stomp.user_prefix()) {
+            problems.invalid(&format!("cluster.{}", e.key), e.message);
+        }
+        if self.cluster.redis.is_some()
+            && (self.stomp.broker_prefixes.is_empty()
+                || self
+                    .stomp
+                    .broker_prefixes
+                    .iter()
+                    .any(|p| !p.starts_with('/')))
+        {
+            problems.invalid(
+                "stomp.broker_prefixes",
+                "with [cluster] redis set, name the broker prefixes and start each with '/' \
+                 (only such destinations cross nodes)",
+            );
+        }
+        if let Err(message) = crate::proxy::TrustedProxies::parse(&self.server.trusted_proxies) {
+            problems.invalid("server.trusted_proxies", message);
         }
         if self.services.is_empty() {
             problems.invalid("service", "at least one [[service]] is required");

@@ -23,10 +23,12 @@ use tokio::sync::watch;
 use crate::apps;
 use crate::auth::Authenticator;
 use crate::backend::Backends;
+use crate::cluster_link::ClusterLink;
 use crate::config::{Config, ConfigError, ServerConfig, ServiceConfig};
 use crate::drain::{Drain, Sessions, Tracking};
 use crate::front::{self, Ended, FrontLimits, GuardedIo};
 use crate::limits::{ConnectionLimiter, ConnectionPermit, ConnectionRefused};
+use crate::proxy::TrustedProxies;
 use crate::session::App;
 use crate::sockjs::http::{
     HttpRequest, HttpResponse, RequestBody, TEXT_PLAIN, WriteWatch, not_found, response,
@@ -54,6 +56,10 @@ pub struct Gateway {
     sessions: Arc<Sessions>,
     /// The STOMP TCP accept loops, stopped when the drain starts.
     tcp_accepts: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    /// The broker's cluster link (Redis bridge, presence, inbox), when configured.
+    cluster: Option<Arc<ClusterLink>>,
+    /// Proxies whose word on the client address is taken (`[server] trusted_proxies`).
+    trusted: Arc<TrustedProxies>,
 }
 
 impl Gateway {
@@ -65,6 +71,11 @@ impl Gateway {
         }
         let auth = Authenticator::from_config(&config.auth, &config.base_dir)?;
         let stomp = stomp_app(config, &auth)?;
+        let cluster = ClusterLink::attach(&config.cluster, &config.stomp, &stomp.broker())
+            .map_err(|e| ConfigError::Invalid {
+                key: "cluster.redis".into(),
+                message: e.to_string(),
+            })?;
         let sessions = Sessions::new();
         let mut services = Vec::with_capacity(config.services.len());
         for (i, s) in config.services.iter().enumerate() {
@@ -98,6 +109,8 @@ impl Gateway {
             admin: (config.admin.clone(), config.base_dir.clone()),
             sessions,
             tcp_accepts: std::sync::Mutex::new(Vec::new()),
+            cluster,
+            trusted: Arc::new(trusted_proxies(&config.server)?),
         })
     }
 
@@ -126,6 +139,7 @@ impl Gateway {
             app,
             settings,
             self.connections.clone(),
+            self.trusted.clone(),
         ));
         self.tcp_accepts
             .lock()
@@ -162,6 +176,11 @@ impl Gateway {
         Ok(tokio::spawn(admin.serve(listener)))
     }
 
+    /// The cluster link (Redis bridge, presence, inbox), when `[cluster]` asks for one.
+    pub fn cluster(&self) -> Option<&Arc<ClusterLink>> {
+        self.cluster.as_ref()
+    }
+
     /// Open connections of every listener, and how many were refused.
     pub fn connections(&self) -> &Arc<ConnectionLimiter> {
         &self.connections
@@ -179,6 +198,9 @@ impl Gateway {
         if let Some(problem) = front::host_problem(&req) {
             return bad_host(problem);
         }
+        let peer = Peer {
+            addr: self.trusted.client_addr(peer.addr, req.headers()),
+        };
         let path = req.uri().path().to_owned();
         match self.route(&path) {
             Some((service, rest)) => service.handle(req, rest, peer).await,
@@ -269,6 +291,13 @@ fn bad_host(problem: &str) -> HttpResponse {
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
+}
+
+fn trusted_proxies(server: &ServerConfig) -> Result<TrustedProxies, ConfigError> {
+    TrustedProxies::parse(&server.trusted_proxies).map_err(|message| ConfigError::Invalid {
+        key: "server.trusted_proxies".into(),
+        message,
+    })
 }
 
 /// The 503 a connection over `max_connections(_per_ip)` gets before it is closed.

@@ -5,6 +5,7 @@
 use sockjs_gateway::admin::AdminConfig;
 use sockjs_gateway::auth::{AuthConfig, JwtConfig};
 use sockjs_gateway::backend::BackendConfig;
+use sockjs_gateway::cluster::config::{ClusterConfig, InboxConfig};
 use sockjs_gateway::config::types::field_names;
 use sockjs_gateway::config::{Config, ServerConfig, ServiceConfig};
 use sockjs_gateway::stomp::StompConfig;
@@ -22,6 +23,8 @@ fn sections() -> Vec<(&'static str, &'static [&'static str])> {
         ("stomp.acl", field_names::<AclRule>()),
         ("admin", field_names::<AdminConfig>()),
         ("backend", field_names::<BackendConfig>()),
+        ("cluster", field_names::<ClusterConfig>()),
+        ("cluster.inbox", field_names::<InboxConfig>()),
     ]
 }
 

@@ -108,8 +108,10 @@ enum Command {
 #[derive(Args, Clone)]
 struct CommonArgs {
     /// `http://127.0.0.1:PORT/prefix` (SockJS service) or `ws://127.0.0.1:PORT/path`.
-    #[arg(long)]
-    url: String,
+    /// Repeat it to spread sessions over several servers (session i goes to url i mod N;
+    /// the publisher to the first), e.g. the nodes of a cluster.
+    #[arg(long, required = true)]
+    url: Vec<String>,
     #[arg(long, value_enum, default_value_t = Transport::Websocket)]
     transport: Transport,
     /// Sessions (idle, echo) or subscribers (fanout).
@@ -179,7 +181,11 @@ impl CommonArgs {
         if !(24..=65_536).contains(&self.size) {
             return Err("--size must be 24..=65536".into());
         }
-        let ep = wire::Endpoint::parse(&self.url)?;
+        let eps = self
+            .url
+            .iter()
+            .map(|u| wire::Endpoint::parse(u).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let stomp = (stomp || self.stomp).then(|| {
             Arc::new(StompOpts {
                 host: self.stomp_host.clone(),
@@ -190,7 +196,7 @@ impl CommonArgs {
             })
         });
         Ok(Common {
-            ep: Arc::new(ep),
+            eps,
             transport: self.transport,
             clients: self.clients,
             proc: stats::Proc::new(self.pid.clone()),

@@ -26,6 +26,7 @@ use super::config::{QueueSemantics, StompConfig};
 use super::destination::{
     Pattern, PatternError, PatternLimits, is_pattern, session_target, user_suffix,
 };
+use super::engine::{BrokerEngine, UserDelivery};
 use super::frame::{Escaping, Version, put_content_length, write_header};
 use super::outbound::{Discard, Outbound, Payload};
 use super::selector::Selector;
@@ -143,6 +144,16 @@ impl Published {
     /// The message id.
     pub fn message_id(&self) -> &str {
         &self.message_id
+    }
+
+    /// The user headers MESSAGE frames carry.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
     }
 
     /// Approximate stored size, for queue byte limits.
@@ -366,6 +377,14 @@ pub struct Broker {
     node: String,
     /// The next message-id number.
     next_message_id: AtomicU64,
+    /// The engine attached to this broker (the cluster bridge), if any.
+    engine: OnceLock<Arc<dyn BrokerEngine>>,
+}
+
+impl std::fmt::Debug for dyn BrokerEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BrokerEngine")
+    }
 }
 
 impl Broker {
@@ -384,7 +403,20 @@ impl Broker {
             stats,
             node: format!("n{}", random_id(6)),
             next_message_id: AtomicU64::new(1),
+            engine: OnceLock::new(),
         }
+    }
+
+    /// Attach an engine (once; a second one is refused and returned).
+    pub fn attach_engine(
+        &self,
+        engine: Arc<dyn BrokerEngine>,
+    ) -> Result<(), Arc<dyn BrokerEngine>> {
+        self.engine.set(engine)
+    }
+
+    fn engine(&self) -> Option<&Arc<dyn BrokerEngine>> {
+        self.engine.get()
     }
 
     fn lock(&self) -> MutexGuard<'_, BrokerState> {
@@ -415,6 +447,9 @@ impl Broker {
                 .entry(user.clone())
                 .or_default()
                 .insert(session.clone());
+        }
+        if let Some(engine) = self.engine() {
+            engine.session_opened(&session, user.as_deref());
         }
         state.sessions.insert(
             session,
@@ -447,7 +482,13 @@ impl Broker {
         for (id, sub) in entry.subs {
             forget_subscription_index(&mut state, session, &id, &sub);
             self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
+            if let Some(engine) = self.engine() {
+                engine.unsubscribed(session, entry.user.as_deref(), &sub.request);
+            }
             touched.extend(self.release(&mut state, sub.unacked));
+        }
+        if let Some(engine) = self.engine() {
+            engine.session_closed(session, entry.user.as_deref());
         }
         self.dispatch_all(&mut state, touched);
     }
@@ -489,6 +530,9 @@ impl Broker {
             state.literal.entry(target.clone()).or_default().push(key);
         }
         if let Some(entry) = state.sessions.get_mut(session) {
+            if let Some(engine) = self.engine() {
+                engine.subscribed(session, entry.user.as_deref(), &request);
+            }
             entry.subs.insert(
                 request.id.clone(),
                 Subscription {
@@ -518,6 +562,9 @@ impl Broker {
         };
         if let Some(entry) = state.sessions.get_mut(session) {
             entry.pending_acks -= sub.unacked.len();
+            if let Some(engine) = self.engine() {
+                engine.unsubscribed(session, entry.user.as_deref(), &sub.request);
+            }
         }
         forget_subscription_index(&mut state, session, id, &sub);
         self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
@@ -530,6 +577,9 @@ impl Broker {
     pub fn publish(&self, destination: &str, message: Arc<Published>) -> PublishOutcome {
         bump(&self.stats.published);
         let mut state = self.lock();
+        if let Some(engine) = self.engine() {
+            engine.published(destination, &message);
+        }
         self.publish_locked(&mut state, destination, message)
     }
 
@@ -538,8 +588,60 @@ impl Broker {
         let mut state = self.lock();
         for (destination, message) in messages {
             bump(&self.stats.published);
+            if let Some(engine) = self.engine() {
+                engine.published(&destination, &message);
+            }
             self.publish_locked(&mut state, &destination, message);
         }
+    }
+
+    /// Deliver a message the engine received from another node to local subscribers of
+    /// `destination` (never reported back to the engine).
+    pub fn deliver_remote(&self, destination: &str, message: Arc<Published>) -> PublishOutcome {
+        let mut state = self.lock();
+        self.publish_locked(&mut state, destination, message)
+    }
+
+    /// Deliver a message the engine received for every session of `user` here (never
+    /// reported back to the engine). Returns how many sessions it reached.
+    pub fn deliver_remote_user(&self, user: &str, actual: &str, message: Arc<Published>) -> usize {
+        let mut state = self.lock();
+        let targets = choose_user_sessions(&state, user, None);
+        for session in &targets {
+            let target = session_target(actual, session);
+            self.publish_locked(&mut state, &target, message.clone());
+        }
+        targets.len()
+    }
+
+    /// Deliver one message to one registered subscription (the engine's stored messages),
+    /// with ack tracking as for any delivery. False when the subscription is gone or its
+    /// session could not take the message.
+    pub fn deliver_to_subscription(
+        &self,
+        session: &str,
+        subscription: &str,
+        message: &Arc<Published>,
+        redelivered: bool,
+    ) -> bool {
+        let mut state = self.lock();
+        let Some((session_key, entry)) = state.sessions.get_key_value(session) else {
+            return false;
+        };
+        let Some(sub) = entry.subs.get(subscription) else {
+            return false;
+        };
+        let destination = sub.request.target.clone();
+        let key = SubKey {
+            session: session_key.clone(),
+            id: subscription.into(),
+        };
+        let redelivered = if redelivered {
+            Redelivered::Yes
+        } else {
+            Redelivered::No
+        };
+        self.deliver(&mut state, &key, &destination, message, redelivered, None)
     }
 
     /// Send to `/user/{user}{actual}` following spec §7.5: `origin` is the sending session (a
@@ -554,6 +656,12 @@ impl Broker {
     ) -> usize {
         bump(&self.stats.published);
         let mut state = self.lock();
+        if let Some(engine) = self.engine()
+            && narrowed_to_origin(&state, user, origin).is_none()
+            && engine.sent_to_user(user, actual, &message) == UserDelivery::Taken
+        {
+            return state.users.get(user).map_or(0, |s| s.len());
+        }
         let targets = choose_user_sessions(&state, user, origin);
         if targets.is_empty() {
             bump(&self.stats.dropped_user_unknown);
@@ -623,6 +731,12 @@ impl Broker {
             AckMode::Client => sub.unacked.drain(..=position).collect(),
             _ => sub.unacked.remove(position).into_iter().collect(),
         };
+        if kind == AckKind::Ack
+            && let Some(engine) = self.engine()
+        {
+            let ids: Vec<&str> = settled.iter().map(|d| d.message.message_id()).collect();
+            engine.acked(session, entry.user.as_deref(), &sub.request, &ids);
+        }
         let competing_target = self
             .is_competing(&sub.request.target)
             .then(|| sub.request.target.clone());
@@ -932,22 +1046,26 @@ fn find_delivery(entry: &SessionEntry, target: &AckTarget) -> Option<(String, us
         .find_map(|(id, sub)| matches(sub).map(|pos| (id.clone(), pos)))
 }
 
-/// Spec §7.5 step 2: which sessions a `/user/{user}/...` message goes to.
-fn choose_user_sessions(state: &BrokerState, user: &str, origin: Option<&str>) -> Vec<Arc<str>> {
-    if let Some(origin) = origin
-        && origin == user
+/// Spec §7.5 step 2: the sending session alone, when a `/user/{user}/...` message is
+/// narrowed to it (it is the user's own session, or the user name is its id).
+fn narrowed_to_origin(state: &BrokerState, user: &str, origin: Option<&str>) -> Option<Arc<str>> {
+    let origin = origin?;
+    if origin == user
         && let Some((key, _)) = state.sessions.get_key_value(origin)
     {
-        return vec![key.clone()];
+        return Some(key.clone());
+    }
+    state.users.get(user)?.get(origin).cloned()
+}
+
+/// Spec §7.5 step 2: which sessions a `/user/{user}/...` message goes to.
+fn choose_user_sessions(state: &BrokerState, user: &str, origin: Option<&str>) -> Vec<Arc<str>> {
+    if let Some(key) = narrowed_to_origin(state, user, origin) {
+        return vec![key];
     }
     let Some(sessions) = state.users.get(user) else {
         return Vec::new();
     };
-    if let Some(origin) = origin
-        && let Some(key) = sessions.get(origin)
-    {
-        return vec![key.clone()];
-    }
     let mut all: Vec<Arc<str>> = sessions.iter().cloned().collect();
     all.sort();
     all
@@ -1194,6 +1312,89 @@ mod tests {
         assert_eq!(
             &bytes[..],
             b"MESSAGE\ndestination:/topic/a\nmessage-id:m-1\nsubscription:s\nack:7\nx-foo:a\\cb\ncontent-length:2\n\nhi\0"
+        );
+    }
+
+    /// Records what the broker reports to its engine.
+    #[derive(Default)]
+    struct RecordingEngine {
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl BrokerEngine for RecordingEngine {
+        fn session_opened(&self, session: &str, user: Option<&str>) {
+            self.note(format!("open {session} {user:?}"));
+        }
+        fn session_closed(&self, session: &str, user: Option<&str>) {
+            self.note(format!("close {session} {user:?}"));
+        }
+        fn subscribed(&self, session: &str, _: Option<&str>, request: &SubscribeRequest) {
+            self.note(format!("sub {session} {}", request.target));
+        }
+        fn unsubscribed(&self, session: &str, _: Option<&str>, request: &SubscribeRequest) {
+            self.note(format!("unsub {session} {}", request.target));
+        }
+        fn published(&self, destination: &str, _: &Arc<Published>) {
+            self.note(format!("pub {destination}"));
+        }
+        fn sent_to_user(&self, user: &str, destination: &str, _: &Arc<Published>) -> UserDelivery {
+            self.note(format!("user {user} {destination}"));
+            UserDelivery::Local
+        }
+        fn acked(&self, session: &str, _: Option<&str>, _: &SubscribeRequest, ids: &[&str]) {
+            self.note(format!("ack {session} {}", ids.len()));
+        }
+    }
+
+    impl RecordingEngine {
+        fn note(&self, call: String) {
+            self.calls.lock().unwrap().push(call);
+        }
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.calls.lock().unwrap())
+        }
+    }
+
+    #[test]
+    fn the_engine_hears_local_traffic_but_never_what_it_delivered() {
+        let f = fixture(QueueSemantics::Broadcast);
+        let engine = Arc::new(RecordingEngine::default());
+        f.broker.attach_engine(engine.clone()).unwrap();
+        let a = f.session("aaa", Some("alice"));
+        f.subscribe("aaa", "1", "/topic/t", AckMode::ClientIndividual);
+        f.publish("/topic/t", "local");
+        let remote = Arc::new(Published::new(
+            "x-1".into(),
+            &[],
+            Bytes::from_static(b"remote"),
+        ));
+        f.broker.deliver_remote("/topic/t", remote.clone());
+        f.broker.deliver_remote_user("alice", "/queue/n", remote);
+        let token = a.frames()[0].get("ack").unwrap().to_owned();
+        f.broker
+            .acknowledge("aaa", &AckTarget::Token(token), AckKind::Ack);
+        // Narrowed to the sending session (spec 7.5): not reported; to all her sessions: reported.
+        let own = f.broker.message(&[], Bytes::from_static(b"self"));
+        f.broker.send_to_user("alice", "/queue/n", Some("aaa"), own);
+        let all = f.broker.message(&[], Bytes::from_static(b"all"));
+        f.broker.send_to_user("alice", "/queue/n", None, all);
+        f.broker.unregister_session("aaa");
+        assert_eq!(
+            engine.take(),
+            [
+                "open aaa Some(\"alice\")",
+                "sub aaa /topic/t",
+                "pub /topic/t",
+                "ack aaa 1",
+                "user alice /queue/n",
+                "unsub aaa /topic/t",
+                "close aaa Some(\"alice\")",
+            ]
+        );
+        assert_eq!(a.frames().len(), 2, "the local and the remote message");
+        assert!(
+            f.broker.attach_engine(engine).is_err(),
+            "one engine per broker"
         );
     }
 }

@@ -16,6 +16,7 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod destination;
+pub mod engine;
 pub mod frame;
 pub mod outbound;
 pub mod pattern;

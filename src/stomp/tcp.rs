@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 use super::config::StompConfig;
 use crate::config::types::OverflowStrategy;
 use crate::limits::ConnectionLimiter;
+use crate::proxy::{TrustedProxies, read_proxy_header};
 use crate::session::{
     App, CloseCause, CloseInfo, Discardable, Inbound, InboundSide, OutMessage, SendError,
     SessionInfo, SessionSink, TransportKind, discard_oldest, new_session, next_log_id,
@@ -276,16 +277,27 @@ pub async fn serve_tcp(listener: TcpListener, app: Arc<dyn App>) {
 
 /// [`serve_tcp`] with explicit carrier settings.
 pub async fn serve_tcp_with(listener: TcpListener, app: Arc<dyn App>, settings: TcpSettings) {
-    serve_tcp_limited(listener, app, settings, ConnectionLimiter::unlimited()).await
+    let trust_nobody = Arc::new(TrustedProxies::default());
+    serve_tcp_limited(
+        listener,
+        app,
+        settings,
+        ConnectionLimiter::unlimited(),
+        trust_nobody,
+    )
+    .await
 }
 
 /// [`serve_tcp_with`], counting connections against `limiter` (shared with the HTTP
-/// listener): a connection over a limit gets an ERROR frame naming it and is closed.
+/// listener): a connection over a limit gets an ERROR frame naming it and is closed. A
+/// connection from one of the `trusted` proxies may start with a PROXY protocol header,
+/// whose client address the session then carries.
 pub async fn serve_tcp_limited(
     listener: TcpListener,
     app: Arc<dyn App>,
     settings: TcpSettings,
     limiter: Arc<ConnectionLimiter>,
+    trusted: Arc<TrustedProxies>,
 ) {
     loop {
         match listener.accept().await {
@@ -296,11 +308,22 @@ pub async fn serve_tcp_limited(
                     )
                     .into_bytes()
                 };
-                if let Some((permit, stream)) = limiter.admit_or_answer(stream, peer, answer) {
+                if let Some((permit, mut stream)) = limiter.admit_or_answer(stream, peer, answer) {
                     let app = app.clone();
+                    let behind_proxy = trusted.trusts(peer.ip());
                     tokio::spawn(async move {
                         let _permit = permit;
-                        serve_connection(stream, peer, app, settings).await;
+                        let client = match behind_proxy {
+                            true => match read_proxy_header(&mut stream, peer).await {
+                                Ok(client) => client,
+                                Err(err) => {
+                                    tracing::info!(%peer, %err, "connection from a trusted proxy refused");
+                                    return;
+                                }
+                            },
+                            false => peer,
+                        };
+                        serve_connection(stream, client, app, settings).await;
                     });
                 }
             }

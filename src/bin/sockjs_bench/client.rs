@@ -20,6 +20,10 @@ pub enum Transport {
     XhrPolling,
     /// `P/S/I/eventsource` + `xhr_send`.
     Eventsource,
+    /// Socket.IO 4 (Engine.IO 4 over WebSocket, `/socket.io/?EIO=4&transport=websocket`):
+    /// sends `publish` events, receives `m` events. For the cluster comparison with the
+    /// Socket.IO Redis adapter.
+    Socketio,
 }
 
 impl Transport {
@@ -30,10 +34,14 @@ impl Transport {
             Transport::XhrStreaming => "xhr-streaming",
             Transport::XhrPolling => "xhr-polling",
             Transport::Eventsource => "eventsource",
+            Transport::Socketio => "socketio",
         }
     }
     pub fn is_ws(self) -> bool {
-        matches!(self, Transport::Websocket | Transport::Raw)
+        matches!(
+            self,
+            Transport::Websocket | Transport::Raw | Transport::Socketio
+        )
     }
     /// Whether the transport sends over separate HTTP requests.
     pub fn is_http(self) -> bool {
@@ -113,8 +121,10 @@ impl Client {
 
     async fn handshake(&mut self, subprotocol: Option<&str>) -> io::Result<()> {
         match self.transport {
-            Transport::Websocket | Transport::Raw => {
-                let path = if self.transport == Transport::Raw {
+            Transport::Websocket | Transport::Raw | Transport::Socketio => {
+                let path = if self.transport == Transport::Socketio {
+                    "/socket.io/?EIO=4&transport=websocket".to_string()
+                } else if self.transport == Transport::Raw {
                     if self.ep.ws_verbatim {
                         self.ep.path.clone()
                     } else {
@@ -135,12 +145,16 @@ impl Client {
             }
             _ => self.start_receive().await?,
         }
-        // Wait for `o`; keep anything that follows it. It may have come with the 101.
+        // Wait for `o` (Socket.IO: the namespace's `40`); keep anything that follows it. It
+        // may have come with the 101.
         let mut opened = false;
-        if self.transport == Transport::Websocket && !self.conn.buf.is_empty() {
+        if matches!(self.transport, Transport::Websocket | Transport::Socketio)
+            && !self.conn.buf.is_empty()
+        {
             let mut stash = Vec::new();
             let r = self.drain_ws(&mut |m: &[u8]| stash.push(m.to_vec()), &mut opened)?;
             self.stash.extend(stash);
+            self.flush_control().await?;
             if let Recv::Closed(code) = r {
                 return Err(io::Error::other(format!("closed ({code}) before open")));
             }
@@ -270,11 +284,14 @@ impl Client {
     /// Process the WebSocket frames buffered so far.
     pub fn drain_ws(&mut self, f: &mut impl FnMut(&[u8]), opened: &mut bool) -> io::Result<Recv> {
         let sockjs = self.transport == Transport::Websocket;
+        let socketio = self.transport == Transport::Socketio;
         let mut closed = None;
         let out = &mut self.out;
         self.ws.parse(&mut self.conn.buf, |op, payload| match op {
             wire::OP_TEXT | wire::OP_BINARY => {
-                if sockjs {
+                if socketio {
+                    socketio_packet(payload, f, out, opened);
+                } else if sockjs {
                     sockjs_frame(payload, f, &mut closed, opened);
                 } else {
                     f(payload);
@@ -338,6 +355,14 @@ impl Client {
         if self.transport == Transport::Websocket {
             let json = json_array(msgs);
             wire::ws_encode(wire::OP_TEXT, &json, out);
+        } else if self.transport == Transport::Socketio {
+            // Bench payloads are ASCII without quotes or backslashes: no escaping needed.
+            for m in msgs {
+                let mut event = b"42[\"publish\",\"".to_vec();
+                event.extend_from_slice(m);
+                event.extend_from_slice(b"\"]");
+                wire::ws_encode(wire::OP_TEXT, &event, out);
+            }
         } else {
             for m in msgs {
                 wire::ws_encode(wire::OP_TEXT, m, out);
@@ -414,6 +439,25 @@ fn status_error(status: u16, path: &str) -> io::Error {
 }
 
 /// Handle one SockJS frame: `o`, `h`, `a[...]`, `c[code,"reason"]`.
+/// One Engine.IO/Socket.IO packet: `0{..}` open (answer with a namespace connect `40`),
+/// `40{..}` connected, `2` ping (answer `3`), `42["m","<payload>"]` an event.
+fn socketio_packet(packet: &[u8], f: &mut impl FnMut(&[u8]), out: &mut Vec<u8>, opened: &mut bool) {
+    match packet {
+        [b'2', ..] => wire::ws_encode(wire::OP_TEXT, b"3", out),
+        [b'4', b'0', ..] => *opened = true,
+        [b'4', b'2', rest @ ..] => {
+            // `["m","...payload..."]`: the payload is what follows the first `","`.
+            if let Some(at) = rest.windows(3).position(|w| w == b"\",\"")
+                && let Some(body) = rest[at + 3..].strip_suffix(b"\"]")
+            {
+                f(body);
+            }
+        }
+        [b'0', ..] => wire::ws_encode(wire::OP_TEXT, b"40", out),
+        _ => {}
+    }
+}
+
 fn sockjs_frame(
     frame: &[u8],
     f: &mut impl FnMut(&[u8]),

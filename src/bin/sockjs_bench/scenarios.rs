@@ -21,7 +21,8 @@ const OPEN_CONCURRENCY: usize = 128;
 /// Options every scenario shares.
 #[derive(Clone, Debug)]
 pub struct Common {
-    pub ep: Arc<Endpoint>,
+    /// The servers; session i uses `eps[i % len]`, a publisher (i >= clients) the first.
+    pub eps: Vec<Arc<Endpoint>>,
     pub transport: Transport,
     pub clients: usize,
     pub proc: Proc,
@@ -43,6 +44,14 @@ pub struct StompOpts {
 }
 
 impl Common {
+    /// The server session `i` talks to.
+    fn endpoint(&self, i: usize) -> Arc<Endpoint> {
+        match i {
+            i if i >= self.clients => self.eps[0].clone(),
+            i => self.eps[i % self.eps.len()].clone(),
+        }
+    }
+
     /// Source addresses to use: one per ~8000 connections, at least 1.
     fn sources(&self, conns_per_client: usize) -> usize {
         if self.sources > 0 {
@@ -122,7 +131,7 @@ async fn open_session(
 ) -> io::Result<(Client, stomp::Reader)> {
     let sub = c.stomp.as_ref().and_then(|s| s.subprotocol.as_deref());
     let mut client = Client::open(
-        c.ep.clone(),
+        c.endpoint(i),
         transport,
         src,
         &session_id(nonce, i),

@@ -313,7 +313,9 @@ impl Conn {
                     code: CloseCode::from(code),
                     reason: reason.to_owned().into(),
                 };
-                if ws.close(Some(frame)).await.is_ok() {
+                // Named explicitly: with futures' `Sink for Box<S>` in the build, `ws.close`
+                // would resolve to `SinkExt::close` on the box instead.
+                if WebSocketStream::close(&mut **ws, Some(frame)).await.is_ok() {
                     let _ =
                         timeout(CLOSE_GRACE, async { while ws.next().await.is_some() {} }).await;
                 }

@@ -1,0 +1,54 @@
+//! The seam between the broker and an engine attached to it (the Redis cluster bridge): what
+//! the broker reports outward, and the calls through which the engine's messages come back
+//! in (`Broker::deliver_remote`, `Broker::deliver_remote_user`,
+//! `Broker::deliver_to_subscription`).
+//!
+//! The broker calls these while it holds its lock, so an engine must return at once (queue
+//! the work, never wait) and must never call back into the broker from inside them; it
+//! answers later, from its own tasks. Messages from the engine enter through calls that do
+//! not report back to it, so nothing is echoed.
+
+use std::sync::Arc;
+
+use super::broker::{Published, SubscribeRequest};
+
+/// What the broker does with a message to every session of a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserDelivery {
+    /// Deliver to the local sessions now (the engine may also have sent it to other nodes).
+    Local,
+    /// The engine took the message (to store it first) and delivers it itself.
+    Taken,
+}
+
+/// An engine attached to the broker.
+pub trait BrokerEngine: Send + Sync + 'static {
+    /// A session registered; `user` is its principal.
+    fn session_opened(&self, session: &str, user: Option<&str>);
+
+    /// A session ended (after `unsubscribed` for each of its subscriptions).
+    fn session_closed(&self, session: &str, user: Option<&str>);
+
+    /// A subscription became active (literal or pattern target).
+    fn subscribed(&self, session: &str, user: Option<&str>, request: &SubscribeRequest);
+
+    /// A subscription ended.
+    fn unsubscribed(&self, session: &str, user: Option<&str>, request: &SubscribeRequest);
+
+    /// A client or backend published to `destination` (delivered locally already).
+    fn published(&self, destination: &str, message: &Arc<Published>);
+
+    /// A message to every session of `user` at `destination` (`/queue/x`), before local
+    /// delivery. Not called when spec §7.5 narrows a send to the sending session.
+    fn sent_to_user(&self, user: &str, destination: &str, message: &Arc<Published>)
+    -> UserDelivery;
+
+    /// The client ACKed these messages of a subscription (client modes).
+    fn acked(
+        &self,
+        session: &str,
+        user: Option<&str>,
+        request: &SubscribeRequest,
+        message_ids: &[&str],
+    );
+}
