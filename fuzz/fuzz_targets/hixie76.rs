@@ -18,6 +18,7 @@ fn events(pieces: &[&[u8]]) -> Vec<String> {
             let (text, done) = match event {
                 WsIn::Text(t) => (format!("t{t}"), false),
                 WsIn::Closed => ("closed".to_string(), true),
+                WsIn::Dropped => ("dropped".to_string(), true),
                 WsIn::Failed(code, _) => (format!("f{code}"), true),
                 WsIn::Binary(_) | WsIn::Pong => ("other".to_string(), true),
             };
