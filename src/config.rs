@@ -1,7 +1,7 @@
 //! The gateway's TOML configuration, composed of each module's own section: `[server]`
 //! (here: the listener), `[[service]]` ([`crate::sockjs::config`]), `[auth]`
-//! ([`crate::auth`]), `[stomp]` ([`crate::stomp::config`]) and `[admin]`
-//! ([`crate::admin::config`]). Shared value types live in
+//! ([`crate::auth`]), `[stomp]` ([`crate::stomp::config`]), `[admin]`
+//! ([`crate::admin::config`]) and `[demo]` ([`crate::demo::config`]). Shared value types live in
 //! the leaf [`types`], so no section imports back up.
 //!
 //! A config file looks like:
@@ -60,6 +60,9 @@ pub struct Config {
     /// Several nodes on Redis, and the durable per-user inbox.
     #[serde(default)]
     pub cluster: crate::cluster::ClusterConfig,
+    /// The demo chat page on the main listener.
+    #[serde(default)]
+    pub demo: crate::demo::DemoConfig,
     /// The directory relative file names (key files) are resolved against: the config
     /// file's directory, or the working directory.
     #[serde(skip)]
@@ -170,19 +173,21 @@ impl Config {
     }
 
     /// The embedded default: STOMP at `/stomp` (in-memory broker) and `/echo`, on
-    /// 127.0.0.1:8080, with no external service.
+    /// 127.0.0.1:8080, with the demo page at `/demo` and no external service. The iframe
+    /// page of `/stomp` loads sockjs-client from the demo's copy, not from a CDN.
     pub fn embedded() -> Self {
+        let demo = crate::demo::DemoConfig::embedded();
+        let mut stomp = ServiceConfig::new("/stomp", "stomp");
+        stomp.sockjs_url = format!("{}/sockjs.min.js", demo.path);
         Config {
             server: ServerConfig::default(),
-            services: vec![
-                ServiceConfig::new("/stomp", "stomp"),
-                ServiceConfig::new("/echo", "echo"),
-            ],
+            services: vec![stomp, ServiceConfig::new("/echo", "echo")],
             auth: crate::auth::AuthConfig::default(),
             stomp: crate::stomp::StompConfig::default(),
             admin: crate::admin::AdminConfig::embedded(),
             backends: Vec::new(),
             cluster: crate::cluster::ClusterConfig::default(),
+            demo,
             base_dir: std::path::PathBuf::from("."),
         }
     }
@@ -264,6 +269,9 @@ impl Config {
         }
         if let Err(e) = self.stomp.validate() {
             problems.add(e);
+        }
+        for (key, message) in self.demo.problems(&self.services) {
+            problems.invalid(key, message);
         }
         if let Err(e) = self.cluster.validate(&self.stomp.user_prefix()) {
             problems.invalid(&format!("cluster.{}", e.key), e.message);

@@ -15,6 +15,7 @@ pub mod backend;
 pub mod cluster;
 pub mod cluster_link;
 pub mod config;
+pub mod demo;
 pub mod drain;
 pub mod front;
 pub mod limits;

@@ -18,7 +18,7 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "sockjs-gateway", version, about)]
 struct Cli {
     /// TOML config file; without it an embedded default serves STOMP at /stomp (in-memory
-    /// broker) and /echo on 127.0.0.1:8080.
+    /// broker), /echo and the demo chat page at /demo on 127.0.0.1:8080.
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// HTTP listen address, overriding `[server] listen` (port 0 picks a free port).
@@ -243,6 +243,27 @@ async fn run(config: Config, admin_required: bool) -> Result<(), Box<dyn std::er
             "service http://{addr}{}",
             service.prefix
         );
+    }
+    if let Some(demo) = gateway.demo() {
+        match demo.assets_dir() {
+            Ok(dir) => tracing::info!(
+                service = demo.service(),
+                libraries = %dir.display(),
+                "demo page http://{addr}{}",
+                demo.path()
+            ),
+            Err(searched) => {
+                let searched: Vec<String> =
+                    searched.iter().map(|d| d.display().to_string()).collect();
+                tracing::warn!(
+                    searched = %searched.join(", "),
+                    "demo page http://{addr}{} cannot connect: sockjs-client and @stomp/stompjs \
+                     are not installed; run `{}` in the source tree and restart",
+                    demo.path(),
+                    sockjs_gateway::demo::INSTALL_COMMAND
+                );
+            }
+        }
     }
     tracing::info!(
         drain_timeout_s = config.server.drain_timeout.as_secs_f64(),

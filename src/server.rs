@@ -25,6 +25,7 @@ use crate::auth::Authenticator;
 use crate::backend::Backends;
 use crate::cluster_link::ClusterLink;
 use crate::config::{Config, ConfigError, ServerConfig, ServiceConfig};
+use crate::demo::Demo;
 use crate::drain::{Drain, Sessions, Tracking};
 use crate::front::{self, Ended, FrontLimits, GuardedIo};
 use crate::limits::{ConnectionLimiter, ConnectionPermit, ConnectionRefused};
@@ -60,6 +61,8 @@ pub struct Gateway {
     cluster: Option<Arc<ClusterLink>>,
     /// Proxies whose word on the client address is taken (`[server] trusted_proxies`).
     trusted: Arc<TrustedProxies>,
+    /// The demo page (`[demo]`), when enabled.
+    demo: Option<Demo>,
 }
 
 impl Gateway {
@@ -111,6 +114,7 @@ impl Gateway {
             tcp_accepts: std::sync::Mutex::new(Vec::new()),
             cluster,
             trusted: Arc::new(trusted_proxies(&config.server)?),
+            demo: Demo::from_config(&config.demo, &config.base_dir),
         })
     }
 
@@ -181,6 +185,11 @@ impl Gateway {
         self.cluster.as_ref()
     }
 
+    /// The demo page, when `[demo]` enables it.
+    pub fn demo(&self) -> Option<&Demo> {
+        self.demo.as_ref()
+    }
+
     /// Open connections of every listener, and how many were refused.
     pub fn connections(&self) -> &Arc<ConnectionLimiter> {
         &self.connections
@@ -202,9 +211,17 @@ impl Gateway {
             addr: self.trusted.client_addr(peer.addr, req.headers()),
         };
         let path = req.uri().path().to_owned();
-        match self.route(&path) {
-            Some((service, rest)) => service.handle(req, rest, peer).await,
-            None => not_found(),
+        if let Some(resp) = self
+            .demo
+            .as_ref()
+            .and_then(|d| d.handle(req.method(), &path))
+        {
+            return resp;
+        }
+        match (self.route(&path), &self.demo) {
+            (Some((service, rest)), _) => service.handle(req, rest, peer).await,
+            (None, Some(demo)) if path == "/" => demo.root_redirect(),
+            (None, _) => not_found(),
         }
     }
 

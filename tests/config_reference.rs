@@ -8,6 +8,7 @@ use sockjs_gateway::backend::BackendConfig;
 use sockjs_gateway::cluster::config::{ClusterConfig, InboxConfig};
 use sockjs_gateway::config::types::field_names;
 use sockjs_gateway::config::{Config, ServerConfig, ServiceConfig};
+use sockjs_gateway::demo::DemoConfig;
 use sockjs_gateway::stomp::StompConfig;
 use sockjs_gateway::stomp::acl::AclRule;
 
@@ -25,6 +26,7 @@ fn sections() -> Vec<(&'static str, &'static [&'static str])> {
         ("backend", field_names::<BackendConfig>()),
         ("cluster", field_names::<ClusterConfig>()),
         ("cluster.inbox", field_names::<InboxConfig>()),
+        ("demo", field_names::<DemoConfig>()),
     ]
 }
 
