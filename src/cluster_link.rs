@@ -18,7 +18,10 @@
 //! destination is stored first, then delivered with its stored id as `message-id`; a
 //! subscription to an inbox destination first gets the user's unsettled messages, then the
 //! live ones, in order (live messages arriving meanwhile wait, and duplicates by id are
-//! dropped); an `ack:auto` delivery or a client ACK settles a message. Deliveries to inbox
+//! dropped). In cluster mode the replay reads the store only once Redis has confirmed this
+//! node's subscription to the user's channel: a message stored after that read is sure to
+//! arrive live, one stored before it is in the read, so none falls between the two. An
+//! `ack:auto` delivery or a client ACK settles a message. Deliveries to inbox
 //! subscriptions go through one lock, taken before the broker's, so they stay in order; the
 //! broker's callbacks never take it (they hold the broker's lock).
 
@@ -29,7 +32,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::cluster::inbox::{InboxStore, MemoryInbox, RedisInbox, id_order};
+use crate::cluster::inbox::{InboxStore, MemoryInbox, RedisInbox, stream_id};
 use crate::cluster::presence::Presence;
 use crate::cluster::{
     ClusterConfig, ClusterEngine, ClusterError, ClusterHandle, Inbound, InboxConfig, Message, Route,
@@ -330,6 +333,9 @@ struct InboxSub {
     ack: AckMode,
     /// Live messages that arrived while its replay ran; None once live.
     waiting: Option<Vec<Arc<Published>>>,
+    /// The highest stored id its replay delivered: a live copy of one at or below it (its
+    /// publish crossed Redis after the replay read the store) is a duplicate.
+    replayed: Option<(u64, u64)>,
 }
 
 /// The inbox's side of the link.
@@ -340,6 +346,8 @@ struct InboxLink {
     user_prefix: String,
     /// Where messages are kept.
     store: Arc<InboxStore>,
+    /// The Redis engine, in cluster mode: live messages come through the user's channel.
+    cluster: Option<ClusterHandle>,
     /// Work for the inbox task.
     ops: mpsc::Sender<Op>,
     /// Local inbox subscriptions by (user, destination).
@@ -385,6 +393,7 @@ impl InboxLink {
                 .collect(),
             user_prefix: trimmed,
             store: Arc::new(store),
+            cluster: cluster.cloned(),
             ops,
             subs: Mutex::new(HashMap::new()),
             delivering: Mutex::new(()),
@@ -440,6 +449,7 @@ impl InboxLink {
                 id: request.id.clone(),
                 ack: request.ack,
                 waiting: Some(Vec::new()),
+                replayed: None,
             });
         let link = self.clone();
         let (session, user, actual, id) = (
@@ -464,6 +474,15 @@ impl InboxLink {
 
     /// Deliver the unsettled messages to a new subscription, then what arrived meanwhile.
     async fn replay(&self, session: &str, user: &str, actual: &str, id: &str) {
+        if let Some(cluster) = &self.cluster
+            && !cluster.user_channel_live(user, LIVE_WAIT).await
+        {
+            tracing::warn!(
+                session,
+                user,
+                "Redis has not confirmed the user's channel; replaying anyway (a message stored meanwhile comes with the next subscription)"
+            );
+        }
         let stored = match self.store.unsettled(user, actual).await {
             Ok(stored) => stored,
             Err(e) => {
@@ -474,6 +493,7 @@ impl InboxLink {
         let Some(broker) = self.broker.upgrade() else {
             return;
         };
+        let last = stored.iter().filter_map(|m| stream_id(&m.id)).max();
         let _order = lock(&self.delivering);
         let (waiting, ack) = {
             let mut subs = lock(&self.subs);
@@ -483,18 +503,17 @@ impl InboxLink {
             else {
                 return;
             };
+            sub.replayed = last;
             (sub.waiting.take().unwrap_or_default(), sub.ack)
         };
-        let mut last = (0, 0);
         for message in stored {
-            last = last.max(id_order(&message.id));
             let published = Arc::new(Published::new(message.id, &message.headers, message.body));
             if self.deliver_one(&broker, session, id, ack, user, actual, &published) {
                 self.stats.replayed.fetch_add(1, Ordering::Relaxed);
             }
         }
         for message in waiting {
-            if id_order(message.message_id()) > last {
+            if !replayed_already(last, &message) {
                 self.deliver_one(&broker, session, id, ack, user, actual, &message);
             }
         }
@@ -517,6 +536,7 @@ impl InboxLink {
                     // Beyond the bound the message stays unsettled in the store: the next
                     // subscription replays it.
                     Some(_) => {}
+                    None if replayed_already(sub.replayed, message) => {}
                     None => targets.push((sub.session.clone(), sub.id.clone(), sub.ack)),
                 }
             }
@@ -547,6 +567,17 @@ impl InboxLink {
             });
         }
         delivered
+    }
+}
+
+/// How long a replay waits for Redis to confirm the user's channel.
+const LIVE_WAIT: Duration = Duration::from_secs(3);
+
+/// Whether `message` is a stored one at or below the highest id a replay delivered.
+fn replayed_already(last: Option<(u64, u64)>, message: &Published) -> bool {
+    match (last, stream_id(message.message_id())) {
+        (Some(last), Some(id)) => id <= last,
+        _ => false,
     }
 }
 

@@ -105,10 +105,11 @@ impl InboxStore {
     }
 }
 
-/// Compare two stream ids (`<ms>-<seq>`) numerically.
-pub fn id_order(id: &str) -> (u64, u64) {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+/// A stream id (`<ms>-<seq>`) as numbers, to compare; None for any other message id (a
+/// message the store could not keep carries the broker's id, which is not one).
+pub fn stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 /// One stored message in memory.
@@ -362,7 +363,7 @@ mod tests {
             .map(|b| ("alice".to_string(), "/queue/n".to_string(), msg(b)))
             .collect();
         let ids = store.append(&items).await.unwrap();
-        assert!(ids.windows(2).all(|w| id_order(&w[0]) < id_order(&w[1])));
+        assert!(ids.windows(2).all(|w| stream_id(&w[0]) < stream_id(&w[1])));
         let open = store.unsettled("alice", "/queue/n").await.unwrap();
         let bodies: Vec<&[u8]> = open.iter().map(|m| &m.body[..]).collect();
         assert_eq!(bodies, [b"b", b"c", b"d"]);
@@ -378,7 +379,9 @@ mod tests {
 
     #[test]
     fn ids_compare_numerically() {
-        assert!(id_order("9-0") < id_order("10-0"));
-        assert!(id_order("10-9") < id_order("10-10"));
+        assert!(stream_id("9-0") < stream_id("10-0"));
+        assert!(stream_id("10-9") < stream_id("10-10"));
+        assert_eq!(stream_id("nab12cd-000000000000002a"), None);
+        assert_eq!(stream_id("17"), None);
     }
 }

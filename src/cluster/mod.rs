@@ -33,11 +33,13 @@ pub mod resp;
 pub mod stats;
 pub mod subscriber;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 pub use config::{ClusterConfig, ClusterConfigError, InboxConfig};
 pub use envelope::{Message, Route};
@@ -141,7 +143,13 @@ struct Shared {
     max_envelope: usize,
     /// The multiplexed command connection (presence and inbox use it too).
     redis: ConnectionManager,
+    /// The channels Redis has confirmed on the live pub/sub connection (full names).
+    live: Arc<LiveChannels>,
 }
+
+/// The channels Redis confirmed on the current pub/sub connection: what this node is sure
+/// to receive from now on. Emptied when the connection is lost.
+pub type LiveChannels = watch::Sender<HashSet<Bytes>>;
 
 /// Starts the engine.
 pub struct ClusterEngine;
@@ -183,6 +191,7 @@ impl ClusterEngine {
         });
         let stats = Arc::new(ClusterStats::default());
         let interests = Arc::new(InterestTable::default());
+        let live = Arc::new(watch::Sender::new(HashSet::new()));
         let (outbound, queue) = mpsc::channel(config.outbound_queue);
         let (inbound, received) = mpsc::channel(config.inbound_queue);
         tokio::spawn(
@@ -190,6 +199,7 @@ impl ClusterEngine {
                 endpoint,
                 naming: naming.clone(),
                 interests: interests.clone(),
+                live: live.clone(),
                 inbound,
                 stats: stats.clone(),
                 max_envelope: config.max_envelope_bytes,
@@ -214,6 +224,7 @@ impl ClusterEngine {
             stats,
             max_envelope: config.max_envelope_bytes,
             redis,
+            live,
         };
         Ok((
             ClusterHandle {
@@ -276,6 +287,18 @@ impl ClusterHandle {
     /// A session of `user` opened on this node.
     pub fn user_interest_added(&self, user: &str) {
         self.shared.interests.add(Naming::user_interest(user));
+    }
+
+    /// Wait until Redis has confirmed this node's subscription to `user`'s channel, so that
+    /// everything published to the user from then on reaches this node; at most `limit`
+    /// (Redis may be down). Returns whether it was confirmed.
+    pub async fn user_channel_live(&self, user: &str, limit: Duration) -> bool {
+        let name = Bytes::from(self.shared.naming.channel(&format!("user:{user}")));
+        let mut live = self.shared.live.subscribe();
+        matches!(
+            tokio::time::timeout(limit, live.wait_for(|set| set.contains(&name))).await,
+            Ok(Ok(_))
+        )
     }
 
     /// A session of `user` on this node ended.

@@ -30,7 +30,7 @@ use super::glob::{Interest, glob_matches};
 use super::interest::{Command, InterestTable, diff};
 use super::resp::{Confirm, Push, parse};
 use super::stats::{ClusterStats, bump};
-use super::{Inbound, Naming};
+use super::{Inbound, LiveChannels, Naming};
 
 /// How long connecting, authenticating or one write may take.
 const IO_LIMIT: Duration = Duration::from_secs(3);
@@ -60,6 +60,8 @@ pub struct Subscriber {
     pub naming: Arc<Naming>,
     /// The desired subscriptions.
     pub interests: Arc<InterestTable>,
+    /// Where confirmed channels are published for those who wait on one.
+    pub live: Arc<LiveChannels>,
     /// Where decoded messages go.
     pub inbound: mpsc::Sender<Inbound>,
     /// Counters.
@@ -110,6 +112,7 @@ impl Subscriber {
                     }
                     ever_connected = true;
                     let ended = self.serve(stream).await;
+                    self.live.send_modify(|set| set.clear());
                     self.stats
                         .connected
                         .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -269,6 +272,15 @@ impl Subscriber {
     async fn handle(&self, push: Push, confirmed: &mut Confirmed) -> Result<(), Ended> {
         let (channel, payload, via_glob) = match push {
             Push::Confirmed { kind, name } => {
+                match kind {
+                    Confirm::Subscribe => self.live.send_modify(|set| {
+                        set.insert(name.clone());
+                    }),
+                    Confirm::Unsubscribe => self.live.send_modify(|set| {
+                        set.remove(&name);
+                    }),
+                    Confirm::PSubscribe | Confirm::PUnsubscribe => {}
+                }
                 confirmed.apply(kind, name);
                 return Ok(());
             }

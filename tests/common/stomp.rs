@@ -129,11 +129,16 @@ impl Client {
         ))
         .await;
         // Stored competing-queue messages may be delivered before the RECEIPT.
+        self.receipt(&format!("sub-{id}")).await;
+    }
+
+    /// Wait for the RECEIPT `id`; deliveries that arrive first are kept, in order.
+    pub async fn receipt(&mut self, id: &str) {
         let mut early = Vec::new();
         loop {
             let frame = self.frame().await;
             if frame.command == Command::Receipt {
-                assert_eq!(frame.get("receipt-id"), Some(format!("sub-{id}").as_str()));
+                assert_eq!(frame.get("receipt-id"), Some(id));
                 break;
             }
             early.push(frame);
