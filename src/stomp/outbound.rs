@@ -9,7 +9,7 @@
 //! because the carrier cannot tell a MESSAGE from a RECEIPT.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -109,6 +109,9 @@ pub struct Outbound {
     stats: Arc<StompStats>,
     /// Told when the carrier discards one of this connection's MESSAGEs on overflow.
     drops: Arc<DropCounter>,
+    /// Whether an unencodable frame was logged on this connection (later ones are only
+    /// counted, so one bad publish to many subscribers is not a log line each).
+    unencodable_logged: AtomicBool,
 }
 
 impl Outbound {
@@ -128,6 +131,7 @@ impl Outbound {
                 stats: stats.clone(),
             }),
             stats,
+            unencodable_logged: AtomicBool::new(false),
         }
     }
 
@@ -164,8 +168,7 @@ impl Outbound {
                 OutMessage::binary(bytes)
             }
             (Payload::Binary, Carriage::TextOnly) => {
-                super::stats::bump(&self.stats.dropped_unencodable);
-                tracing::warn!("dropping a binary STOMP frame on a text-only SockJS session");
+                self.unencodable("a binary");
                 return Ok(());
             }
         };
@@ -177,13 +180,22 @@ impl Outbound {
         if message.is_text() || self.carriage == Carriage::TextAndBinary {
             self.sender.send(message)?;
         } else {
-            super::stats::bump(&self.stats.dropped_unencodable);
-            tracing::warn!("dropping a non-UTF-8 STOMP frame on a text-only SockJS session");
+            self.unencodable("a non-UTF-8");
             return Ok(());
         }
         self.stats.bytes_out.fetch_add(len, Ordering::Relaxed);
         self.last_write_ms.store(now_ms(), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Count a frame this carrier cannot take; log the first one of the connection.
+    fn unencodable(&self, what: &str) {
+        super::stats::bump(&self.stats.dropped_unencodable);
+        if !self.unencodable_logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "dropping {what} STOMP frame on a text-only SockJS session (further ones on this session are only counted in dropped_unencodable)"
+            );
+        }
     }
 
     /// Queue one heart-beat EOL.
