@@ -94,7 +94,7 @@ async fn max_pending_acks_holds_competing_deliveries_until_acked() {
     after.sort_by_key(|f| f.command == Command::Message);
     assert_eq!(after[0].get("receipt-id"), Some("ack1"), "{after:?}");
     assert_eq!(body(&after[1]), "m3");
-    assert_eq!(after[1].get("redelivered"), None);
+    assert_eq!(after[1].get("redelivered"), Some("false"));
     sub.expect_silence(QUIET_MS).await;
     assert_eq!(app.broker().queue_depth("/queue/pa"), 6);
 
@@ -138,9 +138,10 @@ async fn max_pending_acks_counts_over_all_subscriptions_of_a_connection() {
 }
 
 #[tokio::test]
-async fn max_pending_acks_on_a_topic_drops_what_cannot_be_delivered() {
-    // Broadcast destinations store nothing (spec §7.3), so a connection at its pending-ack
-    // limit loses the messages it had no room for; they are counted as overflow drops.
+async fn max_pending_acks_on_a_topic_holds_back_as_many_more_then_drops() {
+    // A broadcast destination stores nothing (spec §7.3), but a connection at its pending-ack
+    // limit keeps up to `max_pending_acks` more waiting, in order, sent as it ACKs; beyond
+    // that, messages are dropped and counted as overflow.
     let (addr, app) = start(StompConfig {
         max_pending_acks: 3,
         ..StompConfig::default()
@@ -150,21 +151,128 @@ async fn max_pending_acks_on_a_topic_drops_what_cannot_be_delivered() {
     sub.subscribe("0", "/topic/pa", "ack:client-individual\n")
         .await;
     let mut publisher = Client::stomp(addr, "1.2", "").await;
-    publish(&mut publisher, "/topic/pa", &numbered(0..5)).await;
+    publish(&mut publisher, "/topic/pa", &numbered(0..8)).await;
     let first = [sub.frame().await, sub.frame().await, sub.frame().await];
     assert_eq!(first.iter().map(body).collect::<Vec<_>>(), numbered(0..3));
     sub.expect_silence(QUIET_MS).await;
     assert_eq!(app.stats().dropped_overflow.load(Ordering::Relaxed), 2);
 
-    sub.send(&format!(
-        "ACK\nid:{}\nreceipt:ack\n\n\0",
-        first[0].get("ack").unwrap()
-    ))
-    .await;
-    assert_eq!(sub.frame().await.get("receipt-id"), Some("ack"));
+    for (i, frame) in first.iter().enumerate() {
+        sub.send(&format!(
+            "ACK\nid:{}\nreceipt:ack{i}\n\n\0",
+            frame.get("ack").unwrap()
+        ))
+        .await;
+        sub.receipt(&format!("ack{i}")).await;
+    }
+    let next = [sub.frame().await, sub.frame().await, sub.frame().await];
+    assert_eq!(next.iter().map(body).collect::<Vec<_>>(), numbered(3..6));
     sub.expect_silence(QUIET_MS).await;
-    publish(&mut publisher, "/topic/pa", &numbered(5..6)).await;
-    assert_eq!(body(&sub.frame().await), "m5");
+    // The window is full again: a new message waits for the next ACK.
+    publish(&mut publisher, "/topic/pa", &numbered(8..9)).await;
+    sub.expect_silence(QUIET_MS).await;
+    sub.send(&format!("ACK\nid:{}\n\n\0", next[0].get("ack").unwrap()))
+        .await;
+    assert_eq!(body(&sub.frame().await), "m8");
+    assert_eq!(app.stats().dropped_overflow.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn prefetch_count_on_a_topic_is_a_window_that_acks_open() {
+    let (addr, _app) = start(StompConfig::default()).await;
+    let mut sub = Client::stomp(addr, "1.2", "").await;
+    sub.subscribe("0", "/topic/pf", "ack:client\nprefetch-count:2\n")
+        .await;
+    let mut publisher = Client::stomp(addr, "1.2", "").await;
+    publish(&mut publisher, "/topic/pf", &numbered(0..5)).await;
+    let first = [sub.frame().await, sub.frame().await];
+    assert_eq!(first.iter().map(body).collect::<Vec<_>>(), numbered(0..2));
+    assert_eq!(first[0].get("redelivered"), Some("false"));
+    sub.expect_silence(QUIET_MS).await;
+    // A cumulative ACK of the second settles both: two more come.
+    sub.send(&format!("ACK\nid:{}\n\n\0", first[1].get("ack").unwrap()))
+        .await;
+    let next = [sub.frame().await, sub.frame().await];
+    assert_eq!(next.iter().map(body).collect::<Vec<_>>(), numbered(2..4));
+    sub.expect_silence(QUIET_MS).await;
+    sub.send(&format!("ACK\nid:{}\n\n\0", next[0].get("ack").unwrap()))
+        .await;
+    assert_eq!(body(&sub.frame().await), "m4");
+    sub.expect_silence(QUIET_MS).await;
+    // An auto-ack subscriber of the same topic got everything at once, without `redelivered`.
+    let mut auto = Client::stomp(addr, "1.2", "").await;
+    auto.subscribe("0", "/topic/pf", "").await;
+    publish(&mut publisher, "/topic/pf", &numbered(5..6)).await;
+    let frame = auto.frame().await;
+    assert_eq!(body(&frame), "m5");
+    assert_eq!(frame.get("redelivered"), None);
+}
+
+#[tokio::test]
+async fn max_pending_ack_bytes_bounds_what_one_connection_holds() {
+    // Each message is its 1000-byte body plus its id: two fit under 2500 bytes.
+    let (addr, app) = start(StompConfig {
+        max_pending_ack_bytes: 2500,
+        ..competing()
+    })
+    .await;
+    let mut sub = Client::stomp(addr, "1.2", "").await;
+    sub.subscribe("q", "/queue/pb", "ack:client-individual\n")
+        .await;
+    let mut publisher = Client::stomp(addr, "1.2", "").await;
+    let big: Vec<String> = (0..5).map(|i| format!("{i}{}", "x".repeat(999))).collect();
+    publish(&mut publisher, "/queue/pb", &big).await;
+    let first = [sub.frame().await, sub.frame().await];
+    sub.expect_silence(QUIET_MS).await;
+    // The queue keeps the rest: nothing is lost, it waits for room.
+    assert_eq!(app.broker().queue_depth("/queue/pb"), 3);
+    sub.send(&format!("ACK\nid:{}\n\n\0", first[0].get("ack").unwrap()))
+        .await;
+    assert_eq!(body(&sub.frame().await), big[2]);
+    sub.expect_silence(QUIET_MS).await;
+    assert_eq!(app.broker().queue_depth("/queue/pb"), 2);
+    // A topic subscription on the same connection shares the budget: it is full, so its
+    // messages are dropped and counted.
+    sub.subscribe("t", "/topic/pb", "ack:client-individual\n")
+        .await;
+    publish(&mut publisher, "/topic/pb", &big[..1]).await;
+    sub.expect_silence(QUIET_MS).await;
+    assert_eq!(app.stats().dropped_overflow.load(Ordering::Relaxed), 1);
+    // Another connection has its own budget.
+    let mut other = Client::stomp(addr, "1.2", "").await;
+    other
+        .subscribe("q", "/queue/pb", "ack:client-individual\n")
+        .await;
+    assert_eq!(bodies(&mut other, 2).await, big[3..]);
+}
+
+#[tokio::test]
+async fn max_queues_caps_competing_queues_and_forgets_unused_empty_ones() {
+    let (addr, app) = start(StompConfig {
+        max_queues: 2,
+        ..competing()
+    })
+    .await;
+    let mut publisher = Client::stomp(addr, "1.2", "").await;
+    for name in ["a", "b", "c"] {
+        publish(
+            &mut publisher,
+            &format!("/queue/mq-{name}"),
+            &numbered(0..1),
+        )
+        .await;
+    }
+    assert_eq!(app.broker().queue_depth("/queue/mq-c"), 0);
+    assert_eq!(app.stats().dropped_queue_full.load(Ordering::Relaxed), 1);
+    // Draining one and leaving it forgets it: a new name fits again.
+    let mut sub = Client::stomp(addr, "1.2", "").await;
+    sub.subscribe("0", "/queue/mq-a", "").await;
+    assert_eq!(body(&sub.frame().await), "m0");
+    sub.send("UNSUBSCRIBE\nid:0\nreceipt:u\n\n\0").await;
+    sub.receipt("u").await;
+    publish(&mut publisher, "/queue/mq-d", &numbered(0..1)).await;
+    assert_eq!(app.broker().queue_depth("/queue/mq-d"), 1);
+    assert_eq!(app.stats().dropped_queue_full.load(Ordering::Relaxed), 1);
 }
 
 #[tokio::test]

@@ -1404,3 +1404,33 @@ async fn a_client_that_drops_its_websocket_is_not_a_protocol_error() {
         );
     }
 }
+
+/// Spec §5.3 over the WebSocket carriers: a topic subscription's `prefetch-count` window
+/// holds messages back until ACKs open it, with `redelivered:false` on client-ack deliveries.
+#[tokio::test]
+async fn topic_prefetch_window_over_raw_and_sockjs_websocket() {
+    let addr = start_gateway(&defaults()).await;
+    let raw = Client::raw_stomp(addr, "1.2", "").await;
+    let mut sockjs = Client::sockjs_ws(addr, "prefetch").await;
+    sockjs.handshake("1.2", "").await;
+    for mut c in [raw, sockjs] {
+        c.send("SUBSCRIBE\nid:0\ndestination:/topic/pf\nack:client-individual\nprefetch-count:1\nreceipt:r\n\n\0")
+            .await;
+        assert_eq!(c.frame().await.get("receipt-id"), Some("r"));
+        c.send("SEND\ndestination:/topic/pf\n\none\0SEND\ndestination:/topic/pf\n\ntwo\0SEND\ndestination:/topic/pf\n\nthree\0")
+            .await;
+        let mut seen = Vec::new();
+        for expected in ["one", "two", "three"] {
+            let message = c.frame().await;
+            assert_eq!(body(&message), expected);
+            assert_eq!(message.get("redelivered"), Some("false"));
+            // Only one is outstanding at a time: nothing more until this one is ACKed.
+            c.expect_silence(200).await;
+            c.send(&format!("ACK\nid:{}\n\n\0", message.get("ack").unwrap()))
+                .await;
+            seen.push(body(&message));
+        }
+        assert_eq!(seen, ["one", "two", "three"]);
+        c.expect_silence(100).await;
+    }
+}

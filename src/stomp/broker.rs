@@ -15,9 +15,22 @@
 //! allocation of `head.len() + tail.len()` and a `memcpy` of the shared tail: no header is
 //! escaped and no body is re-encoded per subscriber, and nothing in the tail has to be patched
 //! (no placeholders), because every per-delivery header precedes every shared one.
+//!
+//! # Client acks
+//!
+//! A delivery in a client ack mode is remembered until it is ACKed or NACKed, under its
+//! `ack` number, in its subscription's ordered map and in the session's index (number →
+//! subscription, and message-id → numbers for 1.0/1.1 sessions), so an ACK, a bogus one
+//! included, costs a lookup and never a scan. Every client-ack subscription honours its
+//! `prefetch-count` window (spec §5.3): a competing queue keeps its messages until some
+//! subscriber has room; a broadcast message for a subscription whose window is full waits in
+//! that subscription, in order, and is sent as ACKs open the window. What a connection holds
+//! this way (awaiting ACK or waiting) is bounded by `max_pending_acks` deliveries and
+//! `max_pending_ack_bytes`, and by `max_total_pending_ack_bytes` over all connections; past a
+//! bound a broadcast message is dropped and counted (`dropped_overflow`).
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -198,8 +211,12 @@ impl Published {
         if let Some(token) = head.ack {
             put("ack", token);
         }
-        if head.redelivered == Redelivered::Yes {
-            put("redelivered", "true");
+        // In client modes `redelivered` is always there (RabbitMQ clients read it); auto-ack
+        // fan-out frames carry it only when it is true, so they do not grow.
+        match (head.redelivered, head.ack.is_some()) {
+            (Redelivered::Yes, _) => put("redelivered", "true"),
+            (Redelivered::No, true) => put("redelivered", "false"),
+            (Redelivered::No, false) => {}
         }
         buf.put_slice(tail);
         (buf.freeze(), dropped)
@@ -223,7 +240,7 @@ struct DeliveryHead<'a> {
     subscription: &'a str,
     /// The `ack` token in client modes.
     ack: Option<&'a str>,
-    /// Whether to add `redelivered:true`.
+    /// Whether it is a redelivery.
     redelivered: Redelivered,
 }
 
@@ -248,8 +265,8 @@ pub struct SubscribeRequest {
 /// One delivery awaiting ACK or NACK.
 #[derive(Debug)]
 struct Delivery {
-    /// The `ack` header value sent with it.
-    token: String,
+    /// Its number, sent as the `ack` header.
+    token: u64,
     /// The message.
     message: Arc<Published>,
     /// The competing queue it came from, if any (NACK and release requeue it there).
@@ -263,8 +280,11 @@ struct Subscription {
     request: SubscribeRequest,
     /// The compiled pattern, for pattern subscriptions.
     pattern: Option<Pattern>,
-    /// Deliveries awaiting ACK/NACK, oldest first (cumulative ACKs drain a prefix).
-    unacked: VecDeque<Delivery>,
+    /// Deliveries awaiting ACK/NACK by number, oldest first (cumulative ACKs drain a prefix).
+    unacked: BTreeMap<u64, Delivery>,
+    /// Broadcast messages waiting for its prefetch window (or the connection's budget) to
+    /// open, oldest first.
+    waiting: VecDeque<Arc<Published>>,
 }
 
 /// A connected session as the broker keeps it.
@@ -280,6 +300,14 @@ struct SessionEntry {
     next_ack: u64,
     /// Deliveries awaiting ACK over all subscriptions.
     pending_acks: usize,
+    /// Messages waiting for a prefetch window over all subscriptions.
+    waiting: usize,
+    /// Bytes of those deliveries and waiting messages.
+    pending_bytes: usize,
+    /// Delivery number → the subscription it was sent for.
+    ack_index: HashMap<u64, Arc<str>>,
+    /// Message-id → delivery numbers, for sessions that ACK by message-id (1.0 and 1.1).
+    message_index: Option<HashMap<String, Vec<u64>>>,
 }
 
 /// Identifies one subscription in the broker.
@@ -324,6 +352,8 @@ struct BrokerState {
     patterns: Vec<SubKey>,
     /// Competing queues by destination.
     queues: HashMap<String, CompetingQueue>,
+    /// Bytes awaiting ACK or waiting for a window, over every session.
+    pending_bytes: usize,
 }
 
 /// Broker settings taken from [`StompConfig`].
@@ -335,8 +365,14 @@ struct BrokerSettings {
     max_queue_messages: usize,
     /// Competing-queue byte bound.
     max_queue_bytes: usize,
-    /// Per-connection bound on deliveries awaiting ACK.
+    /// Per-connection bound on deliveries awaiting ACK (and on waiting ones).
     max_pending_acks: usize,
+    /// Per-connection bound on their bytes.
+    max_pending_ack_bytes: usize,
+    /// The same over every connection.
+    max_total_pending_ack_bytes: usize,
+    /// Bound on competing queues.
+    max_queues: usize,
     /// Pattern separator.
     separator: char,
     /// Bounds on pattern subscriptions.
@@ -379,6 +415,8 @@ pub struct Broker {
     next_message_id: AtomicU64,
     /// The engine attached to this broker (the cluster bridge), if any.
     engine: OnceLock<Arc<dyn BrokerEngine>>,
+    /// Whether reaching `max_queues` was logged (cleared when a queue is forgotten).
+    queues_full_logged: AtomicBool,
 }
 
 impl std::fmt::Debug for dyn BrokerEngine {
@@ -397,6 +435,9 @@ impl Broker {
                 max_queue_messages: config.max_queue_messages,
                 max_queue_bytes: config.max_queue_bytes,
                 max_pending_acks: config.max_pending_acks,
+                max_pending_ack_bytes: config.max_pending_ack_bytes,
+                max_total_pending_ack_bytes: config.max_total_pending_ack_bytes,
+                max_queues: config.max_queues,
                 separator: config.path_separator,
                 pattern_limits: config.pattern_limits(),
             },
@@ -404,6 +445,7 @@ impl Broker {
             node: format!("n{}", random_id(6)),
             next_message_id: AtomicU64::new(1),
             engine: OnceLock::new(),
+            queues_full_logged: AtomicBool::new(false),
         }
     }
 
@@ -451,6 +493,7 @@ impl Broker {
         if let Some(engine) = self.engine() {
             engine.session_opened(&session, user.as_deref());
         }
+        let by_message_id = out.version() < Version::V1_2;
         state.sessions.insert(
             session,
             SessionEntry {
@@ -459,6 +502,10 @@ impl Broker {
                 subs: HashMap::new(),
                 next_ack: 0,
                 pending_acks: 0,
+                waiting: 0,
+                pending_bytes: 0,
+                ack_index: HashMap::new(),
+                message_index: by_message_id.then(HashMap::new),
             },
         );
     }
@@ -470,6 +517,7 @@ impl Broker {
         let Some(entry) = state.sessions.remove(session) else {
             return;
         };
+        state.pending_bytes -= entry.pending_bytes;
         if let Some(user) = &entry.user
             && let Some(set) = state.users.get_mut(user)
         {
@@ -485,7 +533,7 @@ impl Broker {
             if let Some(engine) = self.engine() {
                 engine.unsubscribed(session, entry.user.as_deref(), &sub.request);
             }
-            touched.extend(self.release(&mut state, sub.unacked));
+            touched.extend(self.release(&mut state, sub.unacked.into_values()));
         }
         if let Some(engine) = self.engine() {
             engine.session_closed(session, entry.user.as_deref());
@@ -538,7 +586,8 @@ impl Broker {
                 Subscription {
                     request,
                     pattern,
-                    unacked: VecDeque::new(),
+                    unacked: BTreeMap::new(),
+                    waiting: VecDeque::new(),
                 },
             );
         }
@@ -560,15 +609,28 @@ impl Broker {
         else {
             return false;
         };
-        if let Some(entry) = state.sessions.get_mut(session) {
-            entry.pending_acks -= sub.unacked.len();
+        let BrokerState {
+            sessions,
+            pending_bytes,
+            ..
+        } = &mut *state;
+        if let Some(entry) = sessions.get_mut(session) {
+            for delivery in sub.unacked.values() {
+                entry.forget_delivery(pending_bytes, delivery);
+            }
+            for message in &sub.waiting {
+                entry.waiting -= 1;
+                entry.pending_bytes -= message.size();
+                *pending_bytes -= message.size();
+            }
             if let Some(engine) = self.engine() {
                 engine.unsubscribed(session, entry.user.as_deref(), &sub.request);
             }
         }
         forget_subscription_index(&mut state, session, id, &sub);
         self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
-        let touched = self.release(&mut state, sub.unacked);
+        let touched = self.release(&mut state, sub.unacked.into_values());
+        self.send_waiting(&mut state, session);
         self.dispatch_all(&mut state, touched);
         true
     }
@@ -718,18 +780,28 @@ impl Broker {
     /// Apply an ACK or NACK from `session`.
     pub fn acknowledge(&self, session: &str, target: &AckTarget, kind: AckKind) -> AckOutcome {
         let mut state = self.lock();
-        let Some(entry) = state.sessions.get_mut(session) else {
+        let BrokerState {
+            sessions,
+            pending_bytes,
+            ..
+        } = &mut *state;
+        let Some(entry) = sessions.get_mut(session) else {
             return self.unknown_ack();
         };
-        let Some((sub_id, position)) = find_delivery(entry, target) else {
+        let Some((sub_id, token)) = find_delivery(entry, target) else {
             return self.unknown_ack();
         };
-        let Some(sub) = entry.subs.get_mut(&sub_id) else {
+        let Some(sub) = entry.subs.get_mut(&*sub_id) else {
             return self.unknown_ack();
         };
-        let settled: VecDeque<Delivery> = match sub.request.ack {
-            AckMode::Client => sub.unacked.drain(..=position).collect(),
-            _ => sub.unacked.remove(position).into_iter().collect(),
+        let settled: Vec<Delivery> = match sub.request.ack {
+            AckMode::Client => {
+                let rest = sub.unacked.split_off(&(token + 1));
+                std::mem::replace(&mut sub.unacked, rest)
+                    .into_values()
+                    .collect()
+            }
+            _ => sub.unacked.remove(&token).into_iter().collect(),
         };
         if kind == AckKind::Ack
             && let Some(engine) = self.engine()
@@ -740,7 +812,9 @@ impl Broker {
         let competing_target = self
             .is_competing(&sub.request.target)
             .then(|| sub.request.target.clone());
-        entry.pending_acks -= settled.len();
+        for delivery in &settled {
+            entry.forget_delivery(pending_bytes, delivery);
+        }
         let counter = match kind {
             AckKind::Ack => &self.stats.acks,
             AckKind::Nack => &self.stats.nacks,
@@ -750,6 +824,7 @@ impl Broker {
         if kind == AckKind::Nack {
             touched.extend(self.release(&mut state, settled));
         }
+        self.send_waiting(&mut state, session);
         self.dispatch_all(&mut state, touched);
         AckOutcome::Applied
     }
@@ -824,6 +899,21 @@ impl Broker {
     }
 
     fn enqueue(&self, state: &mut BrokerState, destination: &str, message: Arc<Published>) {
+        if !state.queues.contains_key(destination) && state.queues.len() >= self.settings.max_queues
+        {
+            bump(&self.stats.dropped_queue_full);
+            if !self.queues_full_logged.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    destination,
+                    max_queues = self.settings.max_queues,
+                    "stomp.max_queues reached: messages to new competing queues are dropped until one is forgotten"
+                );
+            }
+            return;
+        }
+        if !state.queues.contains_key(destination) {
+            self.queues_full_logged.store(false, Ordering::Relaxed);
+        }
         let queue = state.queues.entry(destination.to_owned()).or_default();
         queue.bytes += message.size();
         queue.stored.push_back(Stored {
@@ -843,8 +933,13 @@ impl Broker {
     /// Requeue released deliveries that came from competing queues (at the front, in their
     /// original order, marked redelivered); broadcast ones are discarded. Returns the queues
     /// that gained messages.
-    fn release(&self, state: &mut BrokerState, deliveries: VecDeque<Delivery>) -> Vec<String> {
+    fn release(
+        &self,
+        state: &mut BrokerState,
+        deliveries: impl IntoIterator<Item = Delivery>,
+    ) -> Vec<String> {
         let mut touched = Vec::new();
+        let deliveries: Vec<Delivery> = deliveries.into_iter().collect();
         for delivery in deliveries.into_iter().rev() {
             let Some(queue_name) = delivery.queue else {
                 continue;
@@ -875,9 +970,11 @@ impl Broker {
             let Some(queue) = state.queues.get(destination) else {
                 return delivered;
             };
-            if queue.stored.is_empty() {
+            let Some(head) = queue.stored.front() else {
+                self.forget_queue_if_unused(state, destination);
                 return delivered;
-            }
+            };
+            let size = head.message.size();
             let cursor = queue.cursor;
             let Some(subscribers) = state.literal.get(destination) else {
                 return delivered;
@@ -885,7 +982,7 @@ impl Broker {
             let count = subscribers.len();
             let chosen = (0..count)
                 .map(|step| (cursor + step) % count)
-                .find(|&i| self.has_room(state, &subscribers[i]));
+                .find(|&i| self.has_room(state, &subscribers[i], size));
             let Some(index) = chosen else {
                 return delivered;
             };
@@ -915,7 +1012,83 @@ impl Broker {
         }
     }
 
-    fn has_room(&self, state: &BrokerState, key: &SubKey) -> bool {
+    /// Forget a competing queue that holds nothing and has no subscriber (bounded by
+    /// `max_queues`, so SENDs to ever new names cannot grow the broker).
+    fn forget_queue_if_unused(&self, state: &mut BrokerState, destination: &str) {
+        let empty = state
+            .queues
+            .get(destination)
+            .is_some_and(|q| q.stored.is_empty());
+        if empty && !state.literal.contains_key(destination) {
+            state.queues.remove(destination);
+        }
+    }
+
+    /// Whether a budget of `held` bytes on one connection (and the broker's total) can take
+    /// `size` more. A connection holding nothing always can, so one message larger than the
+    /// budget still gets through.
+    fn budget_fits(&self, held: usize, total: usize, size: usize) -> bool {
+        (held == 0 || held + size <= self.settings.max_pending_ack_bytes)
+            && total + size <= self.settings.max_total_pending_ack_bytes
+    }
+
+    /// Send what waits on `session`'s subscriptions while their windows are open.
+    fn send_waiting(&self, state: &mut BrokerState, session: &str) {
+        let Some((session_key, entry)) = state.sessions.get_key_value(session) else {
+            return;
+        };
+        if entry.waiting == 0 {
+            return;
+        }
+        let session_key = session_key.clone();
+        let mut ids: Vec<Arc<str>> = entry
+            .subs
+            .iter()
+            .filter(|(_, sub)| !sub.waiting.is_empty())
+            .map(|(id, _)| id.as_str().into())
+            .collect();
+        ids.sort();
+        for id in ids {
+            let key = SubKey {
+                session: session_key.clone(),
+                id,
+            };
+            loop {
+                let BrokerState {
+                    sessions,
+                    pending_bytes,
+                    ..
+                } = &mut *state;
+                let Some(entry) = sessions.get_mut(&key.session) else {
+                    return;
+                };
+                let Some(sub) = entry.subs.get_mut(&*key.id) else {
+                    break;
+                };
+                let open = sub
+                    .request
+                    .prefetch
+                    .is_none_or(|limit| sub.unacked.len() < limit)
+                    && entry.pending_acks < self.settings.max_pending_acks;
+                if !open {
+                    break;
+                }
+                let Some(message) = sub.waiting.pop_front() else {
+                    break;
+                };
+                entry.waiting -= 1;
+                let destination = sub.request.target.clone();
+                let sent =
+                    self.send_tracked(entry, &key, &destination, &message, Redelivered::No, None);
+                if !sent {
+                    entry.pending_bytes -= message.size();
+                    *pending_bytes -= message.size();
+                }
+            }
+        }
+    }
+
+    fn has_room(&self, state: &BrokerState, key: &SubKey, size: usize) -> bool {
         let Some(entry) = state.sessions.get(&key.session) else {
             return false;
         };
@@ -932,10 +1105,14 @@ impl Broker {
             .request
             .prefetch
             .is_none_or(|limit| sub.unacked.len() < limit);
-        window_open && entry.pending_acks < self.settings.max_pending_acks
+        window_open
+            && entry.pending_acks < self.settings.max_pending_acks
+            && self.budget_fits(entry.pending_bytes, state.pending_bytes, size)
     }
 
-    /// Encode and queue one MESSAGE; in client modes remember it as unacked.
+    /// Encode and queue one MESSAGE; in client modes remember it as unacked, or, when the
+    /// subscription's window is full, keep a broadcast message waiting (see the module
+    /// comment). Competing deliveries are only made where `has_room` said so.
     fn deliver(
         &self,
         state: &mut BrokerState,
@@ -945,10 +1122,15 @@ impl Broker {
         redelivered: Redelivered,
         queue: Option<&str>,
     ) -> bool {
-        let Some(entry) = state.sessions.get_mut(&key.session) else {
+        let BrokerState {
+            sessions,
+            pending_bytes,
+            ..
+        } = state;
+        let Some(entry) = sessions.get_mut(&key.session) else {
             return false;
         };
-        let Some(sub) = entry.subs.get_mut(&*key.id) else {
+        let Some(sub) = entry.subs.get(&*key.id) else {
             return false;
         };
         if let Some(selector) = &sub.request.selector
@@ -956,48 +1138,131 @@ impl Broker {
         {
             return false;
         }
-        let token = if sub.request.ack.needs_ack() {
-            if entry.pending_acks >= self.settings.max_pending_acks {
+        if !sub.request.ack.needs_ack() {
+            let head = DeliveryHead {
+                destination: sub.request.shown.as_deref().unwrap_or(destination),
+                subscription: &sub.request.id,
+                ack: None,
+                redelivered,
+            };
+            let (bytes, dropped) = message.encode_for(&head, entry.out.version());
+            entry.out.count_dropped_headers(dropped);
+            if entry
+                .out
+                .send_encoded(bytes, message.payload, Discard::Allowed)
+                .is_err()
+            {
                 bump(&self.stats.dropped_overflow);
                 return false;
             }
-            entry.next_ack += 1;
-            Some(entry.next_ack.to_string())
-        } else {
-            None
+            bump(&self.stats.delivered);
+            return true;
+        }
+        let size = message.size();
+        let fits = self.budget_fits(entry.pending_bytes, *pending_bytes, size);
+        let open = sub.waiting.is_empty()
+            && sub
+                .request
+                .prefetch
+                .is_none_or(|limit| sub.unacked.len() < limit)
+            && entry.pending_acks < self.settings.max_pending_acks;
+        if open && fits {
+            entry.pending_bytes += size;
+            *pending_bytes += size;
+            let sent = self.send_tracked(entry, key, destination, message, redelivered, queue);
+            if !sent {
+                entry.pending_bytes -= size;
+                *pending_bytes -= size;
+            }
+            return sent;
+        }
+        if queue.is_none()
+            && fits
+            && entry.waiting < self.settings.max_pending_acks
+            && let Some(sub) = entry.subs.get_mut(&*key.id)
+        {
+            sub.waiting.push_back(message.clone());
+            entry.waiting += 1;
+            entry.pending_bytes += size;
+            *pending_bytes += size;
+            return true;
+        }
+        bump(&self.stats.dropped_overflow);
+        false
+    }
+
+    /// Send one client-ack delivery whose bytes are already counted in the budgets, and
+    /// remember it; false (nothing remembered) when the carrier refused it.
+    fn send_tracked(
+        &self,
+        entry: &mut SessionEntry,
+        key: &SubKey,
+        destination: &str,
+        message: &Arc<Published>,
+        redelivered: Redelivered,
+        queue: Option<&str>,
+    ) -> bool {
+        let Some(sub) = entry.subs.get_mut(&*key.id) else {
+            return false;
         };
+        entry.next_ack += 1;
+        let token = entry.next_ack;
+        let token_text = token.to_string();
         let head = DeliveryHead {
             destination: sub.request.shown.as_deref().unwrap_or(destination),
             subscription: &sub.request.id,
-            ack: token.as_deref(),
+            ack: Some(&token_text),
             redelivered,
         };
         let (bytes, dropped) = message.encode_for(&head, entry.out.version());
         entry.out.count_dropped_headers(dropped);
         // A delivery awaiting ACK is never discarded: the client could not ACK what it never
         // saw, and the delivery would hold its pending-ack slot (and prefetch window) forever.
-        let discard = match &token {
-            Some(_) => Discard::Never,
-            None => Discard::Allowed,
-        };
         if entry
             .out
-            .send_encoded(bytes, message.payload, discard)
+            .send_encoded(bytes, message.payload, Discard::Never)
             .is_err()
         {
             bump(&self.stats.dropped_overflow);
             return false;
         }
         bump(&self.stats.delivered);
-        if let Some(token) = token {
-            sub.unacked.push_back(Delivery {
+        sub.unacked.insert(
+            token,
+            Delivery {
                 token,
                 message: message.clone(),
                 queue: queue.map(str::to_owned),
-            });
-            entry.pending_acks += 1;
+            },
+        );
+        entry.pending_acks += 1;
+        entry.ack_index.insert(token, key.id.clone());
+        if let Some(index) = &mut entry.message_index {
+            index
+                .entry(message.message_id.clone())
+                .or_default()
+                .push(token);
         }
         true
+    }
+}
+
+impl SessionEntry {
+    /// Take a settled or released delivery out of the indexes and the budgets (`total` is
+    /// the broker's).
+    fn forget_delivery(&mut self, total: &mut usize, delivery: &Delivery) {
+        self.pending_acks -= 1;
+        self.pending_bytes -= delivery.message.size();
+        *total -= delivery.message.size();
+        self.ack_index.remove(&delivery.token);
+        if let Some(index) = &mut self.message_index
+            && let Some(tokens) = index.get_mut(delivery.message.message_id())
+        {
+            tokens.retain(|t| *t != delivery.token);
+            if tokens.is_empty() {
+                index.remove(delivery.message.message_id());
+            }
+        }
     }
 }
 
@@ -1020,30 +1285,41 @@ fn forget_subscription_index(state: &mut BrokerState, session: &str, id: &str, s
         keys.retain(|k| !is_key(k));
         if keys.is_empty() {
             state.literal.remove(&sub.request.target);
+            // An empty competing queue nobody subscribes to any more is forgotten.
+            if state
+                .queues
+                .get(&sub.request.target)
+                .is_some_and(|q| q.stored.is_empty())
+            {
+                state.queues.remove(&sub.request.target);
+            }
         }
     }
 }
 
-/// Find the outstanding delivery an ACK/NACK names: (subscription id, position).
-fn find_delivery(entry: &SessionEntry, target: &AckTarget) -> Option<(String, usize)> {
-    let matches = |sub: &Subscription| -> Option<usize> {
-        sub.unacked.iter().position(|d| match target {
-            AckTarget::Token(token) => d.token == *token,
-            AckTarget::MessageId { message_id, .. } => d.message.message_id == *message_id,
-        })
-    };
-    if let AckTarget::MessageId {
-        subscription: Some(id),
-        ..
-    } = target
-    {
-        let sub = entry.subs.get(id)?;
-        return matches(sub).map(|pos| (id.clone(), pos));
+/// Find the outstanding delivery an ACK/NACK names: (subscription id, delivery number), by
+/// index lookups only.
+fn find_delivery(entry: &SessionEntry, target: &AckTarget) -> Option<(Arc<str>, u64)> {
+    match target {
+        AckTarget::Token(token) => {
+            let token: u64 = token.parse().ok()?;
+            let sub = entry.ack_index.get(&token)?;
+            Some((sub.clone(), token))
+        }
+        AckTarget::MessageId {
+            message_id,
+            subscription,
+        } => {
+            let tokens = entry.message_index.as_ref()?.get(message_id)?;
+            tokens.iter().find_map(|token| {
+                let sub = entry.ack_index.get(token)?;
+                subscription
+                    .as_deref()
+                    .is_none_or(|wanted| wanted == &**sub)
+                    .then(|| (sub.clone(), *token))
+            })
+        }
     }
-    entry
-        .subs
-        .iter()
-        .find_map(|(id, sub)| matches(sub).map(|pos| (id.clone(), pos)))
 }
 
 /// Spec §7.5 step 2: the sending session alone, when a `/user/{user}/...` message is
@@ -1244,6 +1520,203 @@ mod tests {
         assert_eq!(a.frames().len(), 2);
     }
 
+    fn fixture_with(config: StompConfig) -> Fixture {
+        let stats = Arc::new(StompStats::default());
+        Fixture {
+            broker: Broker::new(&config, stats.clone()),
+            stats,
+        }
+    }
+
+    fn bodies(sink: &RecordingSink) -> Vec<String> {
+        sink.frames()
+            .iter()
+            .map(|f| String::from_utf8_lossy(&f.body).into_owned())
+            .collect()
+    }
+
+    fn subscribe_window(f: &Fixture, session: &str, target: &str, ack: AckMode, window: usize) {
+        let request = SubscribeRequest {
+            id: "1".into(),
+            target: target.into(),
+            shown: None,
+            ack,
+            prefetch: Some(window),
+            selector: None,
+        };
+        f.broker.subscribe(session, request).unwrap();
+    }
+
+    fn ack(f: &Fixture, session: &str, frame: &crate::stomp::frame::Frame) -> AckOutcome {
+        let token = frame.get("ack").unwrap().to_owned();
+        f.broker
+            .acknowledge(session, &AckTarget::Token(token), AckKind::Ack)
+    }
+
+    #[test]
+    fn a_full_topic_window_holds_messages_back_in_order_until_acks_open_it() {
+        let f = fixture(QueueSemantics::Broadcast);
+        let a = f.session("a", None);
+        subscribe_window(&f, "a", "/topic/t", AckMode::ClientIndividual, 2);
+        for body in ["1", "2", "3", "4", "5"] {
+            f.publish("/topic/t", body);
+        }
+        assert_eq!(bodies(&a), ["1", "2"]);
+        assert_eq!(a.frames()[0].get("redelivered"), Some("false"));
+        assert_eq!(ack(&f, "a", &a.frames()[0]), AckOutcome::Applied);
+        assert_eq!(bodies(&a), ["1", "2", "3"]);
+        // A newer publish queues behind the waiting ones.
+        f.publish("/topic/t", "6");
+        assert_eq!(ack(&f, "a", &a.frames()[1]), AckOutcome::Applied);
+        assert_eq!(ack(&f, "a", &a.frames()[2]), AckOutcome::Applied);
+        assert_eq!(bodies(&a), ["1", "2", "3", "4", "5"]);
+        // ACKing the same delivery twice is unknown the second time.
+        assert_eq!(ack(&f, "a", &a.frames()[2]), AckOutcome::Unknown);
+        assert_eq!(ack(&f, "a", &a.frames()[3]), AckOutcome::Applied);
+        assert_eq!(bodies(&a), ["1", "2", "3", "4", "5", "6"]);
+    }
+
+    #[test]
+    fn a_cumulative_ack_settles_a_prefix_and_opens_the_window_for_as_many() {
+        let f = fixture(QueueSemantics::Broadcast);
+        let a = f.session("a", None);
+        subscribe_window(&f, "a", "/topic/t", AckMode::Client, 3);
+        for body in ["1", "2", "3", "4", "5", "6", "7"] {
+            f.publish("/topic/t", body);
+        }
+        assert_eq!(bodies(&a).len(), 3);
+        ack(&f, "a", &a.frames()[1]);
+        assert_eq!(bodies(&a), ["1", "2", "3", "4", "5"]);
+        ack(&f, "a", &a.frames()[4]);
+        assert_eq!(bodies(&a), ["1", "2", "3", "4", "5", "6", "7"]);
+        assert_eq!(ack(&f, "a", &a.frames()[0]), AckOutcome::Unknown);
+    }
+
+    #[test]
+    fn the_byte_budget_keeps_queue_messages_stored_and_drops_broadcast_ones() {
+        let f = fixture_with(StompConfig {
+            queue_semantics: QueueSemantics::Competing,
+            max_pending_ack_bytes: 250,
+            ..StompConfig::default()
+        });
+        let a = f.session("a", None);
+        subscribe_window(&f, "a", "/queue/q", AckMode::ClientIndividual, 100);
+        let body = "x".repeat(100);
+        for _ in 0..4 {
+            f.publish("/queue/q", &body);
+        }
+        // Two fit (a message is its body plus its id); the rest stay in the queue.
+        assert_eq!(a.frames().len(), 2);
+        assert_eq!(f.broker.queue_depth("/queue/q"), 2);
+        ack(&f, "a", &a.frames()[0]);
+        assert_eq!(a.frames().len(), 3);
+        assert_eq!(f.broker.queue_depth("/queue/q"), 1);
+        let b = f.session("b", None);
+        subscribe_window(&f, "b", "/topic/t", AckMode::ClientIndividual, 1);
+        for _ in 0..4 {
+            f.publish("/topic/t", &body);
+        }
+        // One is sent, one waits for the window, the budget refuses the other two.
+        assert_eq!(b.frames().len(), 1);
+        assert_eq!(f.stats.dropped_overflow.load(Ordering::Relaxed), 2);
+        ack(&f, "b", &b.frames()[0]);
+        assert_eq!(b.frames().len(), 2);
+    }
+
+    #[test]
+    fn the_total_budget_is_shared_by_every_connection() {
+        let f = fixture_with(StompConfig {
+            max_total_pending_ack_bytes: 300,
+            ..StompConfig::default()
+        });
+        let a = f.session("a", None);
+        let b = f.session("b", None);
+        subscribe_window(&f, "a", "/topic/t", AckMode::ClientIndividual, 100);
+        subscribe_window(&f, "b", "/topic/t", AckMode::ClientIndividual, 100);
+        let body = "x".repeat(100);
+        for _ in 0..2 {
+            f.publish("/topic/t", &body);
+        }
+        // Three deliveries of ~110 bytes exceed 300: a gets both, b only the first.
+        assert_eq!(a.frames().len() + b.frames().len(), 2);
+        ack(&f, "a", &a.frames()[0]);
+        f.publish("/topic/t", &body);
+        assert_eq!(a.frames().len() + b.frames().len(), 3);
+    }
+
+    #[test]
+    fn message_id_acks_of_older_versions_find_their_delivery_by_index() {
+        let f = fixture(QueueSemantics::Broadcast);
+        let (sink, sender) = recording_sender();
+        let out = Arc::new(Outbound::new(
+            sender,
+            Version::V1_1,
+            Carriage::TextAndBinary,
+            f.stats.clone(),
+        ));
+        f.broker.register_session("old", out, None);
+        for id in ["1", "2"] {
+            let request = SubscribeRequest {
+                id: id.into(),
+                target: "/topic/t".into(),
+                shown: None,
+                ack: AckMode::ClientIndividual,
+                prefetch: Some(1),
+                selector: None,
+            };
+            f.broker.subscribe("old", request).unwrap();
+        }
+        f.publish("/topic/t", "a");
+        f.publish("/topic/t", "b");
+        let frames = sink.frames_as(Version::V1_1);
+        assert_eq!(frames.len(), 2);
+        let message_id = frames[0].get("message-id").unwrap().to_owned();
+        let by_id = |sub: Option<&str>| AckTarget::MessageId {
+            message_id: message_id.clone(),
+            subscription: sub.map(str::to_owned),
+        };
+        let outcome = f.broker.acknowledge("old", &by_id(Some("2")), AckKind::Ack);
+        assert_eq!(outcome, AckOutcome::Applied);
+        assert_eq!(sink.frames_as(Version::V1_1).len(), 3);
+        let last = &sink.frames_as(Version::V1_1)[2];
+        assert_eq!(last.get("subscription"), Some("2"));
+        assert_eq!(
+            f.broker.acknowledge("old", &by_id(Some("2")), AckKind::Ack),
+            AckOutcome::Unknown
+        );
+        assert_eq!(
+            f.broker.acknowledge("old", &by_id(None), AckKind::Ack),
+            AckOutcome::Applied
+        );
+    }
+
+    #[test]
+    fn empty_unsubscribed_queues_are_forgotten_and_their_number_is_capped() {
+        let f = fixture_with(StompConfig {
+            queue_semantics: QueueSemantics::Competing,
+            max_queues: 2,
+            ..StompConfig::default()
+        });
+        let a = f.session("a", None);
+        f.subscribe("a", "1", "/queue/kept", AckMode::Auto);
+        // The subscribed queue delivers and stays (empty) while subscribed.
+        f.publish("/queue/kept", "k");
+        assert_eq!(bodies(&a), ["k"]);
+        f.publish("/queue/stored", "s");
+        f.publish("/queue/refused", "r");
+        assert_eq!(f.broker.queue_depth("/queue/refused"), 0);
+        assert_eq!(f.stats.dropped_queue_full.load(Ordering::Relaxed), 1);
+        // Unsubscribing forgets the empty one, so a new one fits.
+        assert!(f.broker.unsubscribe("a", "1"));
+        f.publish("/queue/fresh", "f");
+        assert_eq!(f.broker.queue_depth("/queue/fresh"), 1);
+        // A stored queue is kept until drained by a subscriber, then forgotten.
+        f.subscribe("a", "2", "/queue/stored", AckMode::Auto);
+        assert!(f.broker.unsubscribe("a", "2"));
+        f.publish("/queue/another", "x");
+        assert_eq!(f.broker.queue_depth("/queue/another"), 1);
+    }
+
     #[test]
     fn unknown_acks_are_counted() {
         let f = fixture(QueueSemantics::Broadcast);
@@ -1311,7 +1784,15 @@ mod tests {
         let (bytes, _) = message.encode_for(&head, Version::V1_2);
         assert_eq!(
             &bytes[..],
-            b"MESSAGE\ndestination:/topic/a\nmessage-id:m-1\nsubscription:s\nack:7\nx-foo:a\\cb\ncontent-length:2\n\nhi\0"
+            b"MESSAGE\ndestination:/topic/a\nmessage-id:m-1\nsubscription:s\nack:7\nredelivered:false\nx-foo:a\\cb\ncontent-length:2\n\nhi\0"
+        );
+        // Auto-ack fan-out frames do not carry `redelivered:false`.
+        let auto = DeliveryHead { ack: None, ..head };
+        let (bytes, _) = message.encode_for(&auto, Version::V1_2);
+        assert!(
+            bytes.starts_with(
+                b"MESSAGE\ndestination:/topic/a\nmessage-id:m-1\nsubscription:s\nx-foo"
+            )
         );
     }
 

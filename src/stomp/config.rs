@@ -38,8 +38,15 @@ pub struct StompConfig {
     pub heartbeat_read_margin: f64,
     /// Subscriptions one connection may hold.
     pub max_subscriptions: usize,
-    /// Deliveries awaiting ACK/NACK on one connection, over all its subscriptions.
+    /// Deliveries awaiting ACK/NACK on one connection, over all its subscriptions; also the
+    /// most broadcast messages that may wait for a full prefetch window to open.
     pub max_pending_acks: usize,
+    /// Bytes (headers and bodies) one connection may hold in deliveries awaiting ACK and in
+    /// messages waiting for its prefetch window; past it, competing queues keep their
+    /// messages and broadcast ones are dropped and counted.
+    pub max_pending_ack_bytes: usize,
+    /// The same budget over every connection of the broker.
+    pub max_total_pending_ack_bytes: usize,
     /// Transactions one connection may have open.
     pub max_transactions: usize,
     /// Bytes (headers and bodies) buffered over all open transactions of one connection.
@@ -48,6 +55,9 @@ pub struct StompConfig {
     pub max_queue_messages: usize,
     /// Bytes stored per competing queue; the oldest messages are dropped on overflow.
     pub max_queue_bytes: usize,
+    /// Competing queues the broker keeps at once; a SEND that would create one more is
+    /// dropped and counted. An empty queue nobody subscribes to is forgotten.
+    pub max_queues: usize,
     /// Bytes queued for one client and not yet written (carriers that read this config).
     pub send_buffer_size_limit: usize,
     /// The longest a single write may stay blocked on a client that does not read.
@@ -123,10 +133,13 @@ impl Default for StompConfig {
             heartbeat_read_margin: 3.0,
             max_subscriptions: 1024,
             max_pending_acks: 10_000,
+            max_pending_ack_bytes: 16 * 1024 * 1024,
+            max_total_pending_ack_bytes: 1024 * 1024 * 1024,
             max_transactions: 16,
             max_transaction_bytes: 1024 * 1024,
             max_queue_messages: 10_000,
             max_queue_bytes: 64 * 1024 * 1024,
+            max_queues: 10_000,
             send_buffer_size_limit: 512 * 1024,
             send_time_limit_ms: 10_000,
             overflow_strategy: OverflowStrategy::Terminate,
@@ -167,12 +180,25 @@ impl StompConfig {
             key: format!("stomp.{key}"),
             message,
         };
-        let sizes: [(&str, usize, usize, usize); 11] = [
+        let sizes: [(&str, usize, usize, usize); 14] = [
             ("message_size_limit", self.message_size_limit, 1, 64 << 20),
             ("max_headers", self.max_headers, 1, 65_536),
             ("max_header_line", self.max_header_line, 64, 1 << 20),
             ("max_subscriptions", self.max_subscriptions, 1, 1_000_000),
             ("max_pending_acks", self.max_pending_acks, 1, 1_000_000),
+            (
+                "max_pending_ack_bytes",
+                self.max_pending_ack_bytes,
+                1,
+                1 << 40,
+            ),
+            (
+                "max_total_pending_ack_bytes",
+                self.max_total_pending_ack_bytes,
+                1,
+                1 << 44,
+            ),
+            ("max_queues", self.max_queues, 1, 100_000_000),
             ("max_transactions", self.max_transactions, 1, 65_536),
             (
                 "max_transaction_bytes",
@@ -519,6 +545,12 @@ mod tests {
             ("max_header_line = 10", "stomp.max_header_line"),
             ("max_subscriptions = 0", "stomp.max_subscriptions"),
             ("max_pending_acks = 0", "stomp.max_pending_acks"),
+            ("max_pending_ack_bytes = 0", "stomp.max_pending_ack_bytes"),
+            (
+                "max_total_pending_ack_bytes = 0",
+                "stomp.max_total_pending_ack_bytes",
+            ),
+            ("max_queues = 0", "stomp.max_queues"),
             ("max_transactions = 0", "stomp.max_transactions"),
             ("max_transaction_bytes = 0", "stomp.max_transaction_bytes"),
             ("max_queue_messages = 0", "stomp.max_queue_messages"),
