@@ -728,8 +728,9 @@ async fn write_error<S: AsyncRead + AsyncWrite + Unpin>(
     crate::limits::refuse(io, &answer).await;
 }
 
-/// Write every slice with vectored writes (the connection's [`GuardedIo`] bounds how long
-/// each may block); false when the connection failed.
+/// Write every slice with vectored writes, then flush (a no-op on plain TCP; over TLS it
+/// sends what the TLS layer holds). The connection's [`GuardedIo`] bounds how long each may
+/// block; false when the connection failed.
 async fn write_all<S: AsyncWrite + Unpin>(io: &mut S, mut slices: &mut [IoSlice<'_>]) -> bool {
     IoSlice::advance_slices(&mut slices, 0);
     while !slices.is_empty() {
@@ -738,7 +739,7 @@ async fn write_all<S: AsyncWrite + Unpin>(io: &mut S, mut slices: &mut [IoSlice<
             Ok(n) => IoSlice::advance_slices(&mut slices, n),
         }
     }
-    true
+    io.flush().await.is_ok()
 }
 
 #[cfg(test)]

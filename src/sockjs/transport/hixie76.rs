@@ -96,7 +96,11 @@ pub fn handshake(svc: &Arc<Service>, req: HttpRequest, client: &Client) -> HttpR
         let mut io = TokioIo::new(upgraded);
         let mut key3 = [0u8; 8];
         let read = tokio::time::timeout(KEY3_TIMEOUT, io.read_exact(&mut key3)).await;
-        if !matches!(read, Ok(Ok(_))) || io.write_all(&challenge(v1, v2, &key3)).await.is_err() {
+        let answered = async {
+            io.write_all(&challenge(v1, v2, &key3)).await?;
+            io.flush().await
+        };
+        if !matches!(read, Ok(Ok(_))) || answered.await.is_err() {
             session.finish(gone());
             return;
         }
@@ -164,7 +168,8 @@ impl Hixie76 {
         out.push(0x00);
         out.extend_from_slice(text);
         out.push(0xFF);
-        self.io.write_all(&out).await.is_ok()
+        // The flush is a no-op on plain TCP and sends what TLS holds.
+        self.io.write_all(&out).await.is_ok() && self.io.flush().await.is_ok()
     }
 
     /// Send the closing handshake and shut the socket.
