@@ -93,6 +93,15 @@ pub struct ServerConfig {
     /// Reverse proxies (addresses or CIDR ranges) whose `Forwarded`/`X-Forwarded-For`
     /// headers, and PROXY protocol headers on the STOMP TCP listener, name the client.
     pub trusted_proxies: Vec<String>,
+    /// PEM certificate chain (leaf first): with `tls_key`, the HTTP listener speaks TLS only
+    /// (`https://`, `wss://`), and `[stomp] tls_listen` uses the same pair. Relative to the
+    /// config file.
+    pub tls_cert: Option<String>,
+    /// PEM private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<String>,
+    /// How long a client may take to complete the TLS handshake.
+    #[serde(deserialize_with = "seconds", serialize_with = "write_seconds")]
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -107,6 +116,9 @@ impl Default for ServerConfig {
             max_connections_per_ip: None,
             drain_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -230,6 +242,69 @@ impl Config {
         warnings
     }
 
+    /// The certificate and key files, resolved, when TLS is configured.
+    pub fn tls_files(&self) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+        let (cert, key) = (
+            self.server.tls_cert.as_ref()?,
+            self.server.tls_key.as_ref()?,
+        );
+        Some((
+            crate::tls::resolve(&self.base_dir, Path::new(cert)),
+            crate::tls::resolve(&self.base_dir, Path::new(key)),
+        ))
+    }
+
+    /// Load the TLS configuration of `listener` (None without `[server] tls_cert`);
+    /// `failures` counts failed handshakes over every listener.
+    pub fn tls(
+        &self,
+        listener: crate::tls::Listener,
+        failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<Option<crate::tls::Tls>, crate::tls::TlsError> {
+        let Some((cert, key)) = self.tls_files() else {
+            return Ok(None);
+        };
+        let timeout = self.server.tls_handshake_timeout;
+        crate::tls::Tls::load(&cert, &key, listener, timeout, failures).map(Some)
+    }
+
+    fn tls_problems(&self, problems: &mut Problems) {
+        match (&self.server.tls_cert, &self.server.tls_key) {
+            (Some(_), None) => problems.invalid(
+                "server.tls_cert",
+                "is set without server.tls_key: give both (the PEM certificate chain and its private key)",
+            ),
+            (None, Some(_)) => problems.invalid(
+                "server.tls_key",
+                "is set without server.tls_cert: give both (the PEM certificate chain and its private key)",
+            ),
+            (Some(_), Some(_)) => {
+                if let Err(e) = self.tls(crate::tls::Listener::Http, Default::default()) {
+                    let key = match e {
+                        crate::tls::TlsError::Key { .. } => "server.tls_key",
+                        _ => "server.tls_cert",
+                    };
+                    problems.invalid(key, e.to_string());
+                }
+            }
+            (None, None) => {
+                if self.stomp.tls_listen.is_some() {
+                    problems.invalid(
+                        "stomp.tls_listen",
+                        "needs server.tls_cert and server.tls_key (STOMP over TLS uses the \
+                         listener's certificate)",
+                    );
+                }
+            }
+        }
+        if self.server.tls_handshake_timeout.is_zero() {
+            problems.invalid(
+                "server.tls_handshake_timeout",
+                "must be greater than 0 seconds",
+            );
+        }
+    }
+
     /// Check what serde cannot: prefixes, app names, sizes; every problem at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.problems().into_result()
@@ -270,6 +345,7 @@ impl Config {
         if let Err(e) = self.stomp.validate() {
             problems.add(e);
         }
+        self.tls_problems(&mut problems);
         for (key, message) in self.demo.problems(&self.services) {
             problems.invalid(key, message);
         }

@@ -24,5 +24,6 @@ pub mod server;
 pub mod session;
 pub mod sockjs;
 pub mod stomp;
+pub mod tls;
 
 pub use server::Gateway;

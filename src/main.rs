@@ -27,6 +27,10 @@ struct Cli {
     /// Serve STOMP over plain TCP on ADDR, overriding `[stomp] tcp_listen`.
     #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr, global = true)]
     stomp_listen: Option<SocketAddr>,
+    /// Serve STOMP over TLS on ADDR, overriding `[stomp] tls_listen` (needs `[server]
+    /// tls_cert` and `tls_key`).
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr, global = true)]
+    stomp_tls_listen: Option<SocketAddr>,
     /// Serve the admin listener (publish API, /metrics, health, dashboard) on ADDR,
     /// overriding `[admin] listen`; the embedded default uses 127.0.0.1:9090.
     #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr, global = true)]
@@ -161,10 +165,15 @@ fn main() -> ExitCode {
     }
     if let Some(addr) = cli.admin_listen {
         config.admin.listen = Some(addr);
-        if let Err(e) = config.validate() {
-            eprintln!("sockjs-gateway: {e}");
-            return ExitCode::FAILURE;
-        }
+    }
+    if let Some(addr) = cli.stomp_tls_listen {
+        config.stomp.tls_listen = Some(addr);
+    }
+    if (cli.admin_listen.is_some() || cli.stomp_tls_listen.is_some())
+        && let Err(e) = config.validate()
+    {
+        eprintln!("sockjs-gateway: {e}");
+        return ExitCode::FAILURE;
     }
     if let Some(Command::PrintConfig) = &cli.command {
         return match config.to_toml() {
@@ -226,6 +235,19 @@ async fn run(config: Config, admin_required: bool) -> Result<(), Box<dyn std::er
         );
         gateway.spawn_stomp_tcp(tcp);
     }
+    if let Some(addr) = config.stomp.tls_listen {
+        let tls = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen for STOMP over TLS on {addr}: {e}"))?;
+        let local = tls.local_addr()?;
+        if gateway.spawn_stomp_tls(tls).is_some() {
+            tracing::info!(app = "stomp", "STOMP over TLS listening on {local}");
+        }
+    }
+    let (http, ws) = match gateway.is_tls() {
+        true => ("https", "wss"),
+        false => ("http", "ws"),
+    };
     for service in &config.services {
         let transports: Vec<&str> = service
             .enabled_transports()
@@ -233,14 +255,14 @@ async fn run(config: Config, admin_required: bool) -> Result<(), Box<dyn std::er
             .map(|t| t.name())
             .collect();
         let raw = match service.enabled(Transport::WebsocketRaw) {
-            true => format!("ws://{addr}{}/websocket", service.prefix),
+            true => format!("{ws}://{addr}{}/websocket", service.prefix),
             false => "off".to_string(),
         };
         tracing::info!(
             app = %service.app,
             transports = %transports.join(","),
             raw_websocket = %raw,
-            "service http://{addr}{}",
+            "service {http}://{addr}{}",
             service.prefix
         );
     }
@@ -249,7 +271,7 @@ async fn run(config: Config, admin_required: bool) -> Result<(), Box<dyn std::er
             Ok(dir) => tracing::info!(
                 service = demo.service(),
                 libraries = %dir.display(),
-                "demo page http://{addr}{}",
+                "demo page {http}://{addr}{}",
                 demo.path()
             ),
             Err(searched) => {
@@ -257,7 +279,7 @@ async fn run(config: Config, admin_required: bool) -> Result<(), Box<dyn std::er
                     searched.iter().map(|d| d.display().to_string()).collect();
                 tracing::warn!(
                     searched = %searched.join(", "),
-                    "demo page http://{addr}{} cannot connect: sockjs-client and @stomp/stompjs \
+                    "demo page {http}://{addr}{} cannot connect: sockjs-client and @stomp/stompjs \
                      are not installed; run `{}` in the source tree and restart",
                     demo.path(),
                     sockjs_gateway::demo::INSTALL_COMMAND
@@ -287,7 +309,7 @@ async fn run(config: Config, admin_required: bool) -> Result<(), Box<dyn std::er
     }
     // Logged last: test harnesses wait for this line before they connect.
     let prefixes: Vec<&str> = config.services.iter().map(|s| s.prefix.as_str()).collect();
-    tracing::info!(services = ?prefixes, "listening on http://{addr}");
+    tracing::info!(services = ?prefixes, "listening on {http}://{addr}");
     gateway.stomp().spawn_stats_logger();
     let mut signals = Signals::new()?;
     tokio::spawn(async move {

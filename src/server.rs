@@ -40,6 +40,7 @@ use crate::stomp::{
     AppHandler, Authenticator as StompAuthenticator, PasswordAuthenticator, StompApp,
     TokenAuthenticator,
 };
+use crate::tls::{Listener, Tls};
 
 /// A configured gateway, ready to serve.
 pub struct Gateway {
@@ -63,6 +64,12 @@ pub struct Gateway {
     trusted: Arc<TrustedProxies>,
     /// The demo page (`[demo]`), when enabled.
     demo: Option<Demo>,
+    /// TLS of the HTTP listener (`[server] tls_cert`), when configured.
+    tls: Option<Tls>,
+    /// TLS of STOMP over TLS (`[stomp] tls_listen`), with the same certificate.
+    stomp_tls: Option<Tls>,
+    /// TLS handshakes that failed or timed out, on every listener.
+    tls_failures: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Gateway {
@@ -79,19 +86,28 @@ impl Gateway {
                 key: "cluster.redis".into(),
                 message: e.to_string(),
             })?;
+        let tls_failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let tls_error = |e: crate::tls::TlsError| ConfigError::Invalid {
+            key: "server.tls_cert".into(),
+            message: e.to_string(),
+        };
+        let tls = config
+            .tls(Listener::Http, tls_failures.clone())
+            .map_err(tls_error)?;
+        let stomp_tls = config
+            .tls(Listener::Stomp, tls_failures.clone())
+            .map_err(tls_error)?;
         let sessions = Sessions::new();
         let mut services = Vec::with_capacity(config.services.len());
         for (i, s) in config.services.iter().enumerate() {
             let app: Arc<dyn App> = match s.app.as_str() {
                 "stomp" => Arc::new(stomp.clone()),
-                "proxy" => {
-                    Arc::new(
-                        proxy(s, &config.base_dir).map_err(|e| ConfigError::Invalid {
-                            key: format!("service[{i}].{}", e.key),
-                            message: e.message,
-                        })?,
-                    )
-                }
+                "proxy" => Arc::new(proxy(s, &config.base_dir, tls.is_some()).map_err(|e| {
+                    ConfigError::Invalid {
+                        key: format!("service[{i}].{}", e.key),
+                        message: e.message,
+                    }
+                })?),
                 name => apps::by_name(name).ok_or_else(|| ConfigError::Invalid {
                     key: format!("service[{i}].app"),
                     message: format!("unknown app {name:?}"),
@@ -115,7 +131,20 @@ impl Gateway {
             cluster,
             trusted: Arc::new(trusted_proxies(&config.server)?),
             demo: Demo::from_config(&config.demo, &config.base_dir),
+            tls,
+            stomp_tls,
+            tls_failures,
         })
+    }
+
+    /// Whether the HTTP listener speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The count of TLS handshakes that failed or timed out, on every listener.
+    pub fn tls_handshake_failures(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.tls_failures.clone()
     }
 
     /// Serve one already-accepted HTTP connection from `addr` over any byte stream (used by
@@ -136,6 +165,21 @@ impl Gateway {
     /// Serve STOMP over plain TCP on `listener`, sharing this gateway's broker and its
     /// connection limits; it stops accepting when [`Gateway::serve`] starts draining.
     pub fn spawn_stomp_tcp(&self, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+        self.spawn_stomp_listener(listener, None)
+    }
+
+    /// Serve STOMP over TLS on `listener` (`[stomp] tls_listen`), as [`Gateway::spawn_stomp_tcp`]
+    /// does over plain TCP. None when `[server] tls_cert` is not configured.
+    pub fn spawn_stomp_tls(&self, listener: TcpListener) -> Option<tokio::task::JoinHandle<()>> {
+        let tls = self.stomp_tls.clone()?;
+        Some(self.spawn_stomp_listener(listener, Some(tls)))
+    }
+
+    fn spawn_stomp_listener(
+        &self,
+        listener: TcpListener,
+        tls: Option<Tls>,
+    ) -> tokio::task::JoinHandle<()> {
         let settings = TcpSettings::from_config(self.stomp.config());
         let app = Tracking::new(Arc::new(self.stomp.clone()), self.sessions.clone());
         let accepting = tokio::spawn(serve_tcp_limited(
@@ -144,6 +188,7 @@ impl Gateway {
             settings,
             self.connections.clone(),
             self.trusted.clone(),
+            tls,
         ));
         self.tcp_accepts
             .lock()
@@ -174,6 +219,7 @@ impl Gateway {
             stomp: self.stomp.clone(),
             services,
             connections: self.connections.clone(),
+            tls_failures: self.tls_failures.clone(),
             shutdown,
         };
         let admin = crate::admin::Admin::new(&self.admin.0, &self.admin.1, sources)?;
@@ -264,9 +310,23 @@ impl Gateway {
             let (gateway, closing) = (gateway.clone(), connections_closing.clone());
             // The connection future is built inside the task: awaiting one captured from
             // outside would store it twice in the task (once captured, once awaited).
-            tokio::spawn(async move {
-                serve_connection(gateway, stream, addr, closing, Some(permit)).await;
-            });
+            match gateway.tls.clone() {
+                None => tokio::spawn(async move {
+                    serve_connection(gateway, stream, addr, closing, Some(permit)).await;
+                }),
+                Some(tls) => tokio::spawn(async move {
+                    if let Some(stream) = tls.accept(stream).await {
+                        Box::pin(serve_connection(
+                            gateway,
+                            stream,
+                            addr,
+                            closing,
+                            Some(permit),
+                        ))
+                        .await;
+                    }
+                }),
+            };
         }
         drop(listener);
         for accepting in gateway
@@ -358,11 +418,13 @@ fn stomp_app(config: &Config, auth: &Arc<Authenticator>) -> Result<StompApp, Con
 fn proxy(
     service: &ServiceConfig,
     base_dir: &std::path::Path,
+    tls: bool,
 ) -> Result<apps::Proxy, apps::proxy::ProxyConfigError> {
     let limits = apps::proxy::ProxyLimits {
         max_queued_bytes: service.max_queued_bytes,
         max_inbound_bytes: service.max_inbound_bytes,
         send_time_limit: service.send_time_limit,
+        scheme: if tls { "https" } else { "http" },
     };
     apps::Proxy::new(&crate::config::proxy_config(service), limits, base_dir)
 }

@@ -38,7 +38,7 @@ principal_header = "login"
 """
 
 STOMP_RE = re.compile(r"STOMP over TCP listening on (127\.0\.0\.1:\d+)")
-HTTP_RE = re.compile(r"listening on http://(127\.0\.0\.1:\d+)")
+HTTP_RE = re.compile(r"listening on https?://(127\.0\.0\.1:\d+)")
 
 
 class Gateway:

@@ -2,7 +2,8 @@
 //
 // The binary is GATEWAY_BIN, or ../target/debug/sockjs-gateway next to this package.
 // It is started as `sockjs-gateway --config FILE --listen 127.0.0.1:0`, and the port is
-// read from the line `listening on http://127.0.0.1:PORT` it prints at start-up.
+// read from the line `listening on http://127.0.0.1:PORT` (https:// with TLS) it prints at
+// start-up.
 import { spawn } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,7 +16,7 @@ export const PACKAGE_DIR = path.resolve(HERE, '..');
 const START_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 3_000;
 const LOG_LINES_KEPT = 300;
-const LISTENING_RE = /listening on http:\/\/127\.0\.0\.1:(\d+)/;
+const LISTENING_RE = /listening on (https?):\/\/127\.0\.0\.1:(\d+)/;
 // Logged before the main listener's line when the config has an [admin] listener.
 const ADMIN_RE = /admin listener at http:\/\/127\.0\.0\.1:(\d+)/;
 // eslint-disable-next-line no-control-regex
@@ -49,8 +50,13 @@ function tomlValue(v) {
 // services: [{prefix, app, ...other per-service keys}]
 // stomp: optional {key: value} for the [stomp] table (STOMP core settings).
 // extraToml: optional raw TOML appended as is (e.g. [[backend]] tables).
-export function configToml(services, stomp, extraToml) {
-  const out = ['[server]', 'listen = "127.0.0.1:0"', ''];
+// server: optional {key: value} added to the [server] table (e.g. tls_cert, tls_key).
+export function configToml(services, stomp, extraToml, server) {
+  const out = ['[server]', 'listen = "127.0.0.1:0"'];
+  for (const [k, v] of Object.entries(server || {})) {
+    if (v !== undefined) out.push(`${k} = ${tomlValue(v)}`);
+  }
+  out.push('');
   for (const svc of services) {
     out.push('[[service]]');
     for (const [k, v] of Object.entries(svc)) {
@@ -89,11 +95,11 @@ export function stompService(sockjsUrl) {
 export const STOMP_SETTINGS = { principal_header: 'uid', allow_client_send_to_user: true };
 
 // configFile: an existing TOML file to use as it is (services and stomp are then ignored).
-export async function startGateway({ services, stomp, extraToml, configFile: givenConfig, args = [] }) {
+export async function startGateway({ services, stomp, extraToml, server, configFile: givenConfig, args = [] }) {
   const bin = gatewayBinary();
   const dir = mkdtempSync(path.join(tmpdir(), 'sockjs-gw-client-tests-'));
   const configFile = givenConfig || path.join(dir, 'gateway.toml');
-  if (!givenConfig) writeFileSync(configFile, configToml(services, stomp, extraToml));
+  if (!givenConfig) writeFileSync(configFile, configToml(services, stomp, extraToml, server));
 
   const child = spawn(bin, ['--config', configFile, '--listen', '127.0.0.1:0', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -154,6 +160,7 @@ export async function startGateway({ services, stomp, extraToml, configFile: giv
   }
 
   let port;
+  let scheme = 'http';
   let adminPort = null;
   try {
     port = await new Promise((resolve, reject) => {
@@ -168,7 +175,8 @@ export async function startGateway({ services, stomp, extraToml, configFile: giv
         if (m) {
           clearTimeout(timer);
           onLine = null;
-          resolve(Number(m[1]));
+          scheme = m[1];
+          resolve(Number(m[2]));
         }
       };
       for (const l of lines) check(l);
@@ -184,13 +192,13 @@ export async function startGateway({ services, stomp, extraToml, configFile: giv
     });
   } catch (err) {
     await stop();
-    err.message += `\nconfig: ${configFile}\n${givenConfig ? '' : configToml(services, stomp, extraToml)}\ngateway output:\n${logTail()}`;
+    err.message += `\nconfig: ${configFile}\n${givenConfig ? '' : configToml(services, stomp, extraToml, server)}\ngateway output:\n${logTail()}`;
     throw err;
   }
 
   return {
     port,
-    origin: `http://127.0.0.1:${port}`,
+    origin: `${scheme}://127.0.0.1:${port}`,
     // The admin listener's origin, when the config has one.
     adminOrigin: adminPort === null ? null : `http://127.0.0.1:${adminPort}`,
     logTail,

@@ -86,6 +86,8 @@ struct Readings {
     services: Vec<ServiceView>,
     /// The main listeners' connections.
     connections: Arc<ConnectionLimiter>,
+    /// Failed TLS handshakes on them.
+    tls_failures: Arc<AtomicU64>,
     /// Queue depth samples.
     queues: Arc<QueueDepths>,
     /// Scrapes served (one self-describing counter, handy to check a scraper is there).
@@ -435,6 +437,13 @@ impl Collector for GatewayCollector {
         }
         let mut f = family(
             &mut encoder,
+            "sockjs_gateway_tls_handshake_failures",
+            "TLS handshakes that failed or timed out (plain-text clients, untrusted certificates, silent connections).",
+            MetricType::Counter,
+        )?;
+        f.counter(vec![], load(&r.tls_failures))?;
+        let mut f = family(
+            &mut encoder,
             "sockjs_gateway_sessions_refused",
             "New sessions refused, by service, app and limit.",
             MetricType::Counter,
@@ -465,6 +474,7 @@ impl Metrics {
             presence: sources.stomp.presence(),
             services: sources.services.clone(),
             connections: sources.connections.clone(),
+            tls_failures: sources.tls_failures.clone(),
             queues: Arc::default(),
             scrapes: AtomicU64::new(0),
         });

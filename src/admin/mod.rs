@@ -90,6 +90,8 @@ pub struct Sources {
     pub services: Vec<ServiceView>,
     /// Connections of the main listeners.
     pub connections: Arc<ConnectionLimiter>,
+    /// TLS handshakes that failed or timed out on the main listeners.
+    pub tls_failures: Arc<std::sync::atomic::AtomicU64>,
     /// True while the gateway drains (what `Gateway::serve` watches).
     pub shutdown: watch::Receiver<bool>,
 }

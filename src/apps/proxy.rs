@@ -317,6 +317,9 @@ pub struct ProxyLimits {
     /// The service's `send_time_limit`: how long a write to the upstream may make no
     /// progress.
     pub send_time_limit: Duration,
+    /// The scheme clients reach the gateway with (`https` when its listener has TLS), for
+    /// X-Forwarded-Proto and Forwarded when no proxy in front said otherwise.
+    pub scheme: &'static str,
 }
 
 /// The proxy application of one service.
@@ -406,7 +409,7 @@ impl Shared {
                 }
             }
         }
-        for (name, value) in forwarding_headers(info) {
+        for (name, value) in forwarding_headers(info, self.limits.scheme) {
             if let Ok(value) = HeaderValue::from_str(&value) {
                 h.insert(name, value);
             }
@@ -444,9 +447,9 @@ fn values<'a>(info: &'a SessionInfo, name: &'a str) -> impl Iterator<Item = &'a 
 }
 
 /// X-Forwarded-For (the client's chain plus its address), X-Forwarded-Proto (as a proxy in
-/// front of the gateway said, else `http`) and Forwarded (RFC 7239: the client's chain plus
-/// this hop).
-fn forwarding_headers(info: &SessionInfo) -> [(HeaderName, String); 3] {
+/// front of the gateway said, else the gateway's own `scheme`) and Forwarded (RFC 7239: the
+/// client's chain plus this hop, with the scheme the client used to reach the gateway).
+fn forwarding_headers(info: &SessionInfo, scheme: &str) -> [(HeaderName, String); 3] {
     let ip = info.remote_addr.ip();
     let join = |name: &str, last: String| {
         let mut chain: Vec<&str> = values(info, name).collect();
@@ -458,7 +461,7 @@ fn forwarding_headers(info: &SessionInfo) -> [(HeaderName, String); 3] {
         .next()
         .map(|p| p.split(',').next().unwrap_or(p).trim().to_string())
         .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "http".into());
+        .unwrap_or_else(|| scheme.into());
     let node = match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("\"[{v6}]\""),
@@ -468,7 +471,8 @@ fn forwarding_headers(info: &SessionInfo) -> [(HeaderName, String); 3] {
         element.push_str(";host=");
         element.push_str(&quoted(host));
     }
-    element.push_str(";proto=http");
+    element.push_str(";proto=");
+    element.push_str(scheme);
     let forwarded = join("forwarded", element);
     [
         (HeaderName::from_static("x-forwarded-for"), xff),
@@ -905,7 +909,7 @@ mod tests {
             ],
             "10.1.2.3:5555",
         );
-        let [xff, proto, fwd] = forwarding_headers(&i);
+        let [xff, proto, fwd] = forwarding_headers(&i, "http");
         assert_eq!(xff.1, "203.0.113.7, 10.1.2.3");
         assert_eq!(proto.1, "https");
         assert_eq!(
@@ -913,10 +917,14 @@ mod tests {
             "for=203.0.113.7;proto=https, for=10.1.2.3;host=\"gw.example:8080\";proto=http"
         );
         let i = info(&[], "[::1]:5555");
-        let [xff, proto, fwd] = forwarding_headers(&i);
+        let [xff, proto, fwd] = forwarding_headers(&i, "http");
         assert_eq!(xff.1, "::1");
         assert_eq!(proto.1, "http");
         assert_eq!(fwd.1, "for=\"[::1]\";proto=http");
+        // Behind the gateway's own TLS, with no proxy in front, both say https.
+        let [_, proto, fwd] = forwarding_headers(&i, "https");
+        assert_eq!(proto.1, "https");
+        assert_eq!(fwd.1, "for=\"[::1]\";proto=https");
     }
 
     /// The proxy keys of a `[[service]]` written as `toml_text`.
@@ -991,6 +999,7 @@ mod tests {
                 max_queued_bytes: 1024,
                 max_inbound_bytes: 1024,
                 send_time_limit: Duration::from_secs(1),
+                scheme: "http",
             };
             Proxy::new(&config(c), limits, Path::new(".")).unwrap()
         };

@@ -113,6 +113,9 @@ pub struct StompConfig {
     /// Where STOMP over plain TCP listens, if anywhere (`--stomp-listen` overrides it).
     #[serde(deserialize_with = "optional_listen_addr")]
     pub tcp_listen: Option<std::net::SocketAddr>,
+    /// Where STOMP over TLS listens, if anywhere, with `[server] tls_cert` and `tls_key`.
+    #[serde(deserialize_with = "optional_listen_addr")]
+    pub tls_listen: Option<std::net::SocketAddr>,
     /// Ordered authorization rules for SUBSCRIBE and SEND (`[[stomp.acl]]`).
     pub acl: Vec<AclRule>,
     /// What applies when no ACL rule does.
@@ -163,6 +166,7 @@ impl Default for StompConfig {
             event_capacity: 1024,
             stats_log_period_s: 30 * 60,
             tcp_listen: None,
+            tls_listen: None,
             acl: Vec::new(),
             acl_default: Policy::Allow,
         }

@@ -11,6 +11,10 @@
 //! client before the connection ends. After the FIN the reader keeps draining briefly, so
 //! unread client bytes do not turn our close into a reset that could destroy the ERROR in
 //! flight.
+//!
+//! The same carrier serves STOMP over TLS (`[stomp] tls_listen`): the handshake runs in the
+//! connection's task (after the PROXY header, if any), and the writer flushes after every
+//! batch so nothing waits in the TLS layer.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -19,8 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
@@ -32,6 +35,7 @@ use crate::session::{
     App, CloseCause, CloseInfo, Discardable, Inbound, InboundSide, OutMessage, SendError,
     SessionInfo, SessionSink, TransportKind, discard_oldest, new_session, next_log_id,
 };
+use crate::tls::Tls;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 8 * 1024;
@@ -284,6 +288,7 @@ pub async fn serve_tcp_with(listener: TcpListener, app: Arc<dyn App>, settings: 
         settings,
         ConnectionLimiter::unlimited(),
         trust_nobody,
+        None,
     )
     .await
 }
@@ -291,13 +296,15 @@ pub async fn serve_tcp_with(listener: TcpListener, app: Arc<dyn App>, settings: 
 /// [`serve_tcp_with`], counting connections against `limiter` (shared with the HTTP
 /// listener): a connection over a limit gets an ERROR frame naming it and is closed. A
 /// connection from one of the `trusted` proxies may start with a PROXY protocol header,
-/// whose client address the session then carries.
+/// whose client address the session then carries. With `tls`, every connection is STOMP
+/// over TLS.
 pub async fn serve_tcp_limited(
     listener: TcpListener,
     app: Arc<dyn App>,
     settings: TcpSettings,
     limiter: Arc<ConnectionLimiter>,
     trusted: Arc<TrustedProxies>,
+    tls: Option<Tls>,
 ) {
     loop {
         match listener.accept().await {
@@ -311,6 +318,7 @@ pub async fn serve_tcp_limited(
                 if let Some((permit, mut stream)) = limiter.admit_or_answer(stream, peer, answer) {
                     let app = app.clone();
                     let behind_proxy = trusted.trusts(peer.ip());
+                    let tls = tls.clone();
                     tokio::spawn(async move {
                         let _permit = permit;
                         let client = match behind_proxy {
@@ -323,7 +331,19 @@ pub async fn serve_tcp_limited(
                             },
                             false => peer,
                         };
-                        serve_connection(stream, client, app, settings).await;
+                        prepare(&stream);
+                        match tls {
+                            None => {
+                                let (reader, writer) = stream.into_split();
+                                serve_halves(reader, writer, client, app, settings).await;
+                            }
+                            Some(tls) => {
+                                if let Some(stream) = tls.accept(stream).await {
+                                    let (reader, writer) = tokio::io::split(stream);
+                                    serve_halves(reader, writer, client, app, settings).await;
+                                }
+                            }
+                        }
                     });
                 }
             }
@@ -342,8 +362,28 @@ pub async fn serve_connection(
     app: Arc<dyn App>,
     settings: TcpSettings,
 ) {
-    enable_keepalive(&stream);
+    prepare(&stream);
+    let (reader, writer) = stream.into_split();
+    serve_halves(reader, writer, peer, app, settings).await
+}
+
+/// Keepalive and no Nagle delay on an accepted socket.
+fn prepare(stream: &TcpStream) {
+    enable_keepalive(stream);
     let _ = stream.set_nodelay(true);
+}
+
+/// Carry one connection, plain or TLS, given as its two halves.
+async fn serve_halves<R, W>(
+    mut reader: R,
+    writer: W,
+    peer: SocketAddr,
+    app: Arc<dyn App>,
+    settings: TcpSettings,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let info = SessionInfo {
         log_id: next_log_id(),
         transport: TransportKind::Tcp,
@@ -358,7 +398,6 @@ pub async fn serve_connection(
     let (side, handle) = new_session(info, sink.clone());
     tracing::debug!(session = log_id, transport = "tcp", remote = %peer, "session opened");
     app.on_session(handle);
-    let (mut reader, writer) = stream.into_split();
     let close = {
         let read = read_loop(&mut reader, &side, &sink);
         let write = write_loop(writer, &sink, settings.send_time_limit);
@@ -378,7 +417,11 @@ pub async fn serve_connection(
 }
 
 /// Read until EOF or error, delivering every chunk in order; returns why it stopped.
-async fn read_loop(reader: &mut OwnedReadHalf, side: &InboundSide, sink: &TcpSink) -> CloseCause {
+async fn read_loop<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    side: &InboundSide,
+    sink: &TcpSink,
+) -> CloseCause {
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
         match reader.read(&mut buf).await {
@@ -401,7 +444,11 @@ async fn read_loop(reader: &mut OwnedReadHalf, side: &InboundSide, sink: &TcpSin
 }
 
 /// Write queued messages until the session closes; returns how it ended.
-async fn write_loop(mut writer: OwnedWriteHalf, sink: &TcpSink, time_limit: Duration) -> Ending {
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    sink: &TcpSink,
+    time_limit: Duration,
+) -> Ending {
     loop {
         let batch = match sink.next_batch() {
             Ok(batch) => batch,
@@ -418,21 +465,35 @@ async fn write_loop(mut writer: OwnedWriteHalf, sink: &TcpSink, time_limit: Dura
         };
         for message in batch {
             let write = writer.write_all(message.payload());
-            match tokio::time::timeout(time_limit, write).await {
-                Ok(Ok(())) => {
-                    sink.queued.fetch_sub(message.len(), Ordering::Relaxed);
-                }
-                Ok(Err(err)) => {
-                    tracing::debug!(%err, "TCP write failed");
-                    sink.abort(CloseCause::Interrupted);
-                    return Ending::Abort(CloseCause::Interrupted);
-                }
-                Err(_) => {
-                    tracing::debug!("TCP write blocked past the send time limit; closing");
-                    sink.abort(CloseCause::SendLimit);
-                    return Ending::Abort(CloseCause::SendLimit);
-                }
+            if let Err(ending) = within(time_limit, write, sink).await {
+                return ending;
             }
+            sink.queued.fetch_sub(message.len(), Ordering::Relaxed);
+        }
+        // A no-op on plain TCP; over TLS it sends what the TLS layer still holds.
+        if let Err(ending) = within(time_limit, writer.flush(), sink).await {
+            return ending;
+        }
+    }
+}
+
+/// Run one write within the send time limit; a failure or a timeout aborts the session.
+async fn within(
+    time_limit: Duration,
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+    sink: &TcpSink,
+) -> Result<(), Ending> {
+    match tokio::time::timeout(time_limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => {
+            tracing::debug!(%err, "TCP write failed");
+            sink.abort(CloseCause::Interrupted);
+            Err(Ending::Abort(CloseCause::Interrupted))
+        }
+        Err(_) => {
+            tracing::debug!("TCP write blocked past the send time limit; closing");
+            sink.abort(CloseCause::SendLimit);
+            Err(Ending::Abort(CloseCause::SendLimit))
         }
     }
 }
@@ -467,7 +528,7 @@ fn closing_info(ending: Ending) -> CloseInfo {
 }
 
 /// Discard client bytes until EOF (or [`LINGER`]) so our close is a FIN, not a reset.
-async fn drain_until_eof(reader: &mut OwnedReadHalf) {
+async fn drain_until_eof<R: AsyncRead + Unpin>(reader: &mut R) {
     let mut buf = [0u8; 1024];
     let drain = async {
         while let Ok(n) = reader.read(&mut buf).await {
