@@ -82,6 +82,7 @@ struct Running {
     https: SocketAddr,
     stomp: SocketAddr,
     failures: Arc<AtomicU64>,
+    admin: SocketAddr,
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -114,6 +115,9 @@ app = "stomp"
     let https = http.local_addr().unwrap();
     let failures = gateway.tls_handshake_failures();
     let (stop, rx) = tokio::sync::watch::channel(false);
+    let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = admin_listener.local_addr().unwrap();
+    gateway.spawn_admin(admin_listener, rx.clone()).unwrap();
     tokio::spawn(async move {
         let _ = gateway.serve(http, rx).await;
     });
@@ -121,6 +125,7 @@ app = "stomp"
         https,
         stomp,
         failures,
+        admin,
         _stop: stop,
     }
 }
@@ -288,6 +293,23 @@ async fn plain_text_and_silent_clients_are_refused_and_counted() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The admin listener's metrics say the same.
+    let mut admin = TcpStream::connect(gw.admin).await.unwrap();
+    write(
+        &mut admin,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let mut scraped = Vec::new();
+    timeout(WAIT, admin.read_to_end(&mut scraped))
+        .await
+        .unwrap()
+        .unwrap();
+    let scraped = String::from_utf8_lossy(&scraped);
+    assert!(
+        scraped.contains("sockjs_gateway_tls_handshake_failures_total 2"),
+        "{scraped}"
+    );
     // A client that does not trust the certificate fails its own handshake.
     let untrusted = Cert::new();
     let tcp = TcpStream::connect(gw.https).await.unwrap();
