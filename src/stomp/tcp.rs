@@ -17,6 +17,7 @@
 //! batch so nothing waits in the TLS layer.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -463,13 +464,25 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 return ending;
             }
         };
-        for message in batch {
-            let write = writer.write_all(message.payload());
-            if let Err(ending) = within(time_limit, write, sink).await {
-                return ending;
+        // The whole burst goes out in as few (vectored) writes as the socket takes, not one
+        // write per frame; each write is bounded by the send time limit.
+        let mut slices: Vec<IoSlice<'_>> =
+            batch.iter().map(|m| IoSlice::new(m.payload())).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            let write = async {
+                match writer.write_vectored(rest).await {
+                    Ok(0) => Err(std::io::Error::from(std::io::ErrorKind::WriteZero)),
+                    other => other,
+                }
+            };
+            match within(time_limit, write, sink).await {
+                Ok(n) => IoSlice::advance_slices(&mut rest, n),
+                Err(ending) => return ending,
             }
-            sink.queued.fetch_sub(message.len(), Ordering::Relaxed);
         }
+        let written: usize = batch.iter().map(OutMessage::len).sum();
+        sink.queued.fetch_sub(written, Ordering::Relaxed);
         // A no-op on plain TCP; over TLS it sends what the TLS layer still holds.
         if let Err(ending) = within(time_limit, writer.flush(), sink).await {
             return ending;
@@ -478,13 +491,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 }
 
 /// Run one write within the send time limit; a failure or a timeout aborts the session.
-async fn within(
+async fn within<T>(
     time_limit: Duration,
-    write: impl std::future::Future<Output = std::io::Result<()>>,
+    write: impl std::future::Future<Output = std::io::Result<T>>,
     sink: &TcpSink,
-) -> Result<(), Ending> {
+) -> Result<T, Ending> {
     match tokio::time::timeout(time_limit, write).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(done)) => Ok(done),
         Ok(Err(err)) => {
             tracing::debug!(%err, "TCP write failed");
             sink.abort(CloseCause::Interrupted);
