@@ -366,6 +366,16 @@ impl Config {
                  (only such destinations cross nodes)",
             );
         }
+        if self.stomp.relay.is_some()
+            && (self.cluster.redis.is_some() || self.cluster.inbox.is_some())
+        {
+            problems.invalid(
+                "stomp.relay",
+                "cannot be combined with [cluster] redis or [cluster.inbox] yet: the external \
+                 broker already carries relayed destinations between nodes, and the two \
+                 bridges would deliver them twice; run the nodes on the relay alone",
+            );
+        }
         if let Err(message) = crate::proxy::TrustedProxies::parse(&self.server.trusted_proxies) {
             problems.invalid("server.trusted_proxies", message);
         }
@@ -464,6 +474,29 @@ mod tests {
         assert!(s.websocket);
         assert_eq!(s.max_queued_bytes, 512 * 1024);
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn the_relay_and_the_cluster_are_not_combined_and_the_passcode_is_not_printed() {
+        let relay = "[[service]]\nprefix = \"/s\"\napp = \"stomp\"\n[stomp.relay]\nsystem_passcode = \"hunter2\"\n";
+        let c = Config::from_toml(relay).unwrap();
+        let printed = c.to_toml().unwrap();
+        assert!(
+            !printed.contains("hunter2") && printed.contains("<redacted>"),
+            "{printed}"
+        );
+        for cluster in [
+            "[cluster]\nredis = \"redis://127.0.0.1:6379\"\n",
+            "[cluster.inbox]\ndestinations = [\"/user/queue/n\"]\n",
+        ] {
+            let err = Config::from_toml(&format!("{relay}{cluster}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("stomp.relay") && err.contains("cannot be combined"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod drain;
 pub mod front;
 pub mod limits;
 pub mod proxy;
+pub mod relay;
 pub mod server;
 pub mod session;
 pub mod sockjs;

@@ -70,6 +70,8 @@ pub struct Gateway {
     stomp_tls: Option<Tls>,
     /// TLS handshakes that failed or timed out, on every listener.
     tls_failures: Arc<std::sync::atomic::AtomicU64>,
+    /// The relay to an external STOMP broker (`[stomp.relay]`), when configured.
+    relay: Option<Arc<crate::relay::Relay>>,
 }
 
 impl Gateway {
@@ -86,6 +88,7 @@ impl Gateway {
                 key: "cluster.redis".into(),
                 message: e.to_string(),
             })?;
+        let relay = crate::relay::Relay::attach(&config.stomp, &stomp.broker());
         let tls_failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let tls_error = |e: crate::tls::TlsError| ConfigError::Invalid {
             key: "server.tls_cert".into(),
@@ -134,7 +137,13 @@ impl Gateway {
             tls,
             stomp_tls,
             tls_failures,
+            relay,
         })
+    }
+
+    /// The relay to an external STOMP broker, when `[stomp.relay]` configures one.
+    pub fn relay(&self) -> Option<&Arc<crate::relay::Relay>> {
+        self.relay.as_ref()
     }
 
     /// Whether the HTTP listener speaks TLS.

@@ -11,6 +11,7 @@ use sockjs_gateway::config::{Config, ServerConfig, ServiceConfig};
 use sockjs_gateway::demo::DemoConfig;
 use sockjs_gateway::stomp::StompConfig;
 use sockjs_gateway::stomp::acl::AclRule;
+use sockjs_gateway::stomp::config::RelayConfig;
 
 /// Each table of the file with the keys its struct accepts. A section added to [`Config`]
 /// must be added here too (the first test says so).
@@ -22,6 +23,7 @@ fn sections() -> Vec<(&'static str, &'static [&'static str])> {
         ("auth.jwt", field_names::<JwtConfig>()),
         ("stomp", field_names::<StompConfig>()),
         ("stomp.acl", field_names::<AclRule>()),
+        ("stomp.relay", field_names::<RelayConfig>()),
         ("admin", field_names::<AdminConfig>()),
         ("backend", field_names::<BackendConfig>()),
         ("cluster", field_names::<ClusterConfig>()),

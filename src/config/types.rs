@@ -206,6 +206,11 @@ pub fn write_optional_seconds<S: Serializer>(
     }
 }
 
+/// Writes a secret that always has a value as `"<redacted>"`.
+pub fn write_redacted_str<S: Serializer>(_secret: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("<redacted>")
+}
+
 /// Writes a secret as `"<redacted>"`, so printing a configuration never discloses it.
 pub fn write_redacted<S: Serializer>(secret: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
     match secret {

@@ -39,7 +39,7 @@ use super::config::{QueueSemantics, StompConfig};
 use super::destination::{
     Pattern, PatternError, PatternLimits, is_pattern, session_target, user_suffix,
 };
-use super::engine::{BrokerEngine, UserDelivery};
+use super::engine::{BrokerEngine, Refusal, UserDelivery};
 use super::frame::{Escaping, Version, put_content_length, write_header};
 use super::outbound::{Discard, Outbound, Payload};
 use super::selector::Selector;
@@ -391,13 +391,28 @@ pub enum BrokerError {
     /// The pattern exceeds the configured limits.
     #[error(transparent)]
     Pattern(#[from] PatternError),
+    /// The engine cannot serve this subscription (it says why).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// How many sessions a publish reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishOutcome {
-    /// Deliveries made now (a competing queue may store the message instead).
+    /// Deliveries made now (a competing queue may store the message instead; a relayed
+    /// destination delivers later, through the external broker).
     pub delivered: usize,
+    /// Why a relayed destination could not take the message (None: taken).
+    pub refused: Option<Refusal>,
+}
+
+impl PublishOutcome {
+    fn delivered(delivered: usize) -> PublishOutcome {
+        PublishOutcome {
+            delivered,
+            refused: None,
+        }
+    }
 }
 
 /// The embedded broker.
@@ -543,6 +558,11 @@ impl Broker {
 
     /// Activate a subscription. Once this returns, every later publish reaches it.
     pub fn subscribe(&self, session: &str, request: SubscribeRequest) -> Result<(), BrokerError> {
+        if let Some(engine) = self.engine() {
+            engine
+                .check_subscription(&request)
+                .map_err(BrokerError::Refused)?;
+        }
         let pattern = if is_pattern(&request.target) {
             let limits = &self.settings.pattern_limits;
             Some(Pattern::compile(
@@ -638,6 +658,9 @@ impl Broker {
     /// Publish to a broker destination (a literal, never a pattern).
     pub fn publish(&self, destination: &str, message: Arc<Published>) -> PublishOutcome {
         bump(&self.stats.published);
+        if let Some(outcome) = self.relayed(destination, &message) {
+            return outcome;
+        }
         let mut state = self.lock();
         if let Some(engine) = self.engine() {
             engine.published(destination, &message);
@@ -650,11 +673,31 @@ impl Broker {
         let mut state = self.lock();
         for (destination, message) in messages {
             bump(&self.stats.published);
+            if self.relayed(&destination, &message).is_some() {
+                continue;
+            }
             if let Some(engine) = self.engine() {
                 engine.published(&destination, &message);
             }
             self.publish_locked(&mut state, &destination, message);
         }
+    }
+
+    /// Hand a publish to the engine when an external broker serves `destination`; None when
+    /// the embedded broker does.
+    fn relayed(&self, destination: &str, message: &Arc<Published>) -> Option<PublishOutcome> {
+        let engine = self.engine()?;
+        if !engine.relays(destination) {
+            return None;
+        }
+        let refused = engine.relay(destination, message).err();
+        if refused.is_some() {
+            bump(&self.stats.dropped_overflow);
+        }
+        Some(PublishOutcome {
+            delivered: 0,
+            refused,
+        })
     }
 
     /// Deliver a message the engine received from another node to local subscribers of
@@ -873,7 +916,7 @@ impl Broker {
         if self.is_competing(destination) {
             self.enqueue(state, destination, message);
             let delivered = self.dispatch(state, destination);
-            return PublishOutcome { delivered };
+            return PublishOutcome::delivered(delivered);
         }
         let owner = user_suffix(destination)
             .filter(|s| state.sessions.contains_key(*s))
@@ -895,7 +938,7 @@ impl Broker {
                 delivered += 1;
             }
         }
-        PublishOutcome { delivered }
+        PublishOutcome::delivered(delivered)
     }
 
     fn enqueue(&self, state: &mut BrokerState, destination: &str, message: Arc<Published>) {

@@ -120,6 +120,124 @@ pub struct StompConfig {
     pub acl: Vec<AclRule>,
     /// What applies when no ACL rule does.
     pub acl_default: Policy,
+    /// Broker destinations served by an external STOMP broker (`[stomp.relay]`).
+    pub relay: Option<RelayConfig>,
+}
+
+/// `[stomp.relay]`: the broker prefixes an external STOMP broker (RabbitMQ) serves. In
+/// `shared` mode (the only one built) every subscription of this node to one destination is
+/// one broker subscription over a small pool of broker connections, and what the broker
+/// sends is fanned out locally.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// The broker's STOMP address (`host:port`, an IP address).
+    #[serde(deserialize_with = "crate::config::types::listen_addr")]
+    pub address: std::net::SocketAddr,
+    /// CONNECT `login` of the pool's connections.
+    pub system_login: String,
+    /// CONNECT `passcode` of the pool's connections (printed redacted by `print-config`).
+    #[serde(serialize_with = "crate::config::types::write_redacted_str")]
+    pub system_passcode: String,
+    /// CONNECT `host` (the virtual host).
+    pub virtual_host: String,
+    /// Destination prefixes the broker serves instead of the embedded one.
+    pub prefixes: Vec<String>,
+    /// `shared`: pooled broker connections, one subscription per destination per node.
+    pub mode: RelayMode,
+    /// Broker connections in the pool; a destination always uses the same one, so its
+    /// messages keep their order.
+    pub pool_size: usize,
+    /// Heart-beat interval both ways with the broker, in milliseconds (0: none).
+    pub heartbeat_ms: u64,
+    /// Frames (SEND, SUBSCRIBE, UNSUBSCRIBE) waiting for one broker connection; beyond it a
+    /// SEND is refused with `Broker unavailable`.
+    pub queue: usize,
+}
+
+/// How the relay uses broker connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RelayMode {
+    /// Pooled connections shared by every session.
+    Shared,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            address: std::net::SocketAddr::from(([127, 0, 0, 1], 61613)),
+            system_login: "guest".into(),
+            system_passcode: "guest".into(),
+            virtual_host: "/".into(),
+            prefixes: vec![
+                "/topic".into(),
+                "/queue".into(),
+                "/exchange".into(),
+                "/amq/queue".into(),
+            ],
+            mode: RelayMode::Shared,
+            pool_size: 4,
+            heartbeat_ms: 10_000,
+            queue: 4096,
+        }
+    }
+}
+
+impl RelayConfig {
+    /// Whether the broker serves `destination`.
+    pub fn relays(&self, destination: &str) -> bool {
+        self.prefixes.iter().any(|p| {
+            destination
+                .strip_prefix(p.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: format!("stomp.relay.{key}"),
+            message,
+        };
+        if !(1..=64).contains(&self.pool_size) {
+            return Err(invalid(
+                "pool_size",
+                format!("{} is not in 1..=64", self.pool_size),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.queue) {
+            return Err(invalid(
+                "queue",
+                format!("{} is not in 1..=1000000", self.queue),
+            ));
+        }
+        if self.heartbeat_ms > MAX_HEARTBEAT_MS {
+            return Err(invalid(
+                "heartbeat_ms",
+                format!(
+                    "{} is more than {MAX_HEARTBEAT_MS} (one hour)",
+                    self.heartbeat_ms
+                ),
+            ));
+        }
+        if self.prefixes.is_empty() {
+            return Err(invalid(
+                "prefixes",
+                "is empty: name the destination prefixes the broker serves".into(),
+            ));
+        }
+        if let Some(bad) = self
+            .prefixes
+            .iter()
+            .find(|p| !p.starts_with('/') || p.ends_with('/'))
+        {
+            return Err(invalid(
+                "prefixes",
+                format!("{bad:?} must start with '/' and not end with one (\"/topic\")"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for StompConfig {
@@ -169,6 +287,7 @@ impl Default for StompConfig {
             tls_listen: None,
             acl: Vec::new(),
             acl_default: Policy::Allow,
+            relay: None,
         }
     }
 }
@@ -297,7 +416,26 @@ impl StompConfig {
                 format!("{header:?} is not a header name (omit the key for none)"),
             ));
         }
+        if let Some(relay) = &self.relay {
+            relay.validate()?;
+        }
         Ok(())
+    }
+
+    /// The prefixes SENDs and SUBSCRIBEs reach the broker under: `broker_prefixes` plus the
+    /// relay's (empty: everything not otherwise routed).
+    pub fn served_prefixes(&self) -> Vec<String> {
+        let mut prefixes = self.broker_prefixes.clone();
+        if let Some(relay) = &self.relay
+            && !prefixes.is_empty()
+        {
+            for p in &relay.prefixes {
+                if !prefixes.contains(p) {
+                    prefixes.push(p.clone());
+                }
+            }
+        }
+        prefixes
     }
 
     /// The parser limits these settings imply.
@@ -555,6 +693,13 @@ mod tests {
                 "stomp.max_total_pending_ack_bytes",
             ),
             ("max_queues = 0", "stomp.max_queues"),
+            ("relay = { pool_size = 0 }", "stomp.relay.pool_size"),
+            ("relay = { prefixes = [] }", "stomp.relay.prefixes"),
+            ("relay = { prefixes = [\"topic\"] }", "stomp.relay.prefixes"),
+            (
+                "relay = { heartbeat_ms = 3600001 }",
+                "stomp.relay.heartbeat_ms",
+            ),
             ("max_transactions = 0", "stomp.max_transactions"),
             ("max_transaction_bytes = 0", "stomp.max_transaction_bytes"),
             ("max_queue_messages = 0", "stomp.max_queue_messages"),
@@ -584,6 +729,21 @@ mod tests {
             let config: StompConfig = toml::from_str(ok).unwrap();
             config.validate().unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
+    }
+
+    #[test]
+    fn relay_prefixes_reach_the_broker_and_user_destinations_are_not_among_them() {
+        let config: StompConfig =
+            toml::from_str("relay = { address = \"127.0.0.1:61613\" }").unwrap();
+        config.validate().unwrap();
+        let served = config.served_prefixes();
+        assert!(served.contains(&"/exchange".to_string()));
+        assert!(served.contains(&"/amq/queue".to_string()));
+        let relay = config.relay.as_ref().unwrap();
+        assert!(relay.relays("/exchange/amq.direct/k"));
+        assert!(relay.relays("/topic"));
+        assert!(!relay.relays("/topicx/a"));
+        assert!(!relay.relays("/app/x"));
     }
 
     #[test]

@@ -38,6 +38,7 @@ use super::destination::{
     Pattern, PatternError, Route, is_pattern, split_user_destination, user_subscription_target,
     user_suffix,
 };
+use super::engine::Refusal;
 use super::frame::{Command, Frame, FrameError, FrameParser, Version};
 use super::outbound::{Carriage, Outbound, now_ms};
 use super::pending::{Pending, Settled, Target};
@@ -804,8 +805,15 @@ impl Connection {
                     return Err(StompError::access_denied(destination));
                 }
                 let message = core.broker.message(&frame.headers, frame.body.clone());
-                core.broker.publish(destination, message);
-                Ok(())
+                match core.broker.publish(destination, message).refused {
+                    None => Ok(()),
+                    Some(Refusal::Unavailable(why)) => {
+                        Err(StompError::new("Broker unavailable", why))
+                    }
+                    Some(Refusal::InvalidDestination(why)) => {
+                        Err(StompError::new("Invalid header: destination", why))
+                    }
+                }
             }
             Route::Unroutable => self.unroutable(destination),
         }
@@ -953,6 +961,9 @@ impl Connection {
                 .map_err(|err| match err {
                     BrokerError::AccessDenied(_) => StompError::access_denied(destination),
                     BrokerError::Pattern(err) => invalid_pattern(destination, &err),
+                    BrokerError::Refused(why) => {
+                        StompError::new("Invalid header: destination", why)
+                    }
                     other => StompError::new("Not connected", other.to_string()),
                 })?;
             self.core.presence.subscribed(&self.id, id, destination);

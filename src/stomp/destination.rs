@@ -45,7 +45,7 @@ impl Router {
         Router {
             user_prefix: config.user_prefix(),
             application_prefixes: config.application_prefixes.clone(),
-            broker_prefixes: config.broker_prefixes.clone(),
+            broker_prefixes: config.served_prefixes(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! The seam between the broker and an engine attached to it (the Redis cluster bridge): what
+//! The seam between the broker and an engine attached to it (the Redis cluster bridge, or
+//! the relay to an external STOMP broker): what
 //! the broker reports outward, and the calls through which the engine's messages come back
 //! in (`Broker::deliver_remote`, `Broker::deliver_remote_user`,
 //! `Broker::deliver_to_subscription`).
@@ -19,6 +20,15 @@ pub enum UserDelivery {
     Local,
     /// The engine took the message (to store it first) and delivers it itself.
     Taken,
+}
+
+/// Why a relayed publish was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The external broker cannot take it now (not connected, queue full).
+    Unavailable(String),
+    /// The external broker would refuse the destination.
+    InvalidDestination(String),
 }
 
 /// An engine attached to the broker.
@@ -51,4 +61,24 @@ pub trait BrokerEngine: Send + Sync + 'static {
         request: &SubscribeRequest,
         message_ids: &[&str],
     );
+
+    /// Whether an external broker serves `destination` (the relay): publishes there go to
+    /// [`BrokerEngine::relay`] instead of local delivery, and what the external broker sends
+    /// back enters through `Broker::deliver_remote` like any message from outside.
+    fn relays(&self, _destination: &str) -> bool {
+        false
+    }
+
+    /// A publish to a relayed destination; `Err` says why it cannot be taken (the external
+    /// broker is unreachable or its queue full, or it would refuse the destination), and a
+    /// client SEND gets an ERROR.
+    fn relay(&self, _destination: &str, _message: &Arc<Published>) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    /// Whether a subscription can be served; `Err` says why not, and the client gets an
+    /// ERROR for its SUBSCRIBE.
+    fn check_subscription(&self, _request: &SubscribeRequest) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -1,0 +1,233 @@
+"""The STOMP relay (``[stomp.relay]``, shared mode) against a real RabbitMQ with rabbitmq_stomp.
+
+Runs when ``RABBITMQ_STOMP_PORT`` names a private RabbitMQ node's STOMP port (``scripts/proxy-tests``
+starts one, with ``RABBIT_NODE`` and ``RABBIT_DIR`` for ``rabbitmqctl``); skipped otherwise.
+The gateway relays ``/topic``, ``/queue``, ``/exchange`` and ``/amq/queue`` with a pool of two
+broker connections; stomp.py clients talk to the gateway, and one talks to RabbitMQ directly.
+
+The gateway answers a SUBSCRIBE's RECEIPT once its own subscription is active; the broker
+subscription follows one round trip later, so each test first waits until a probe crosses.
+"""
+
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+import stomp
+
+import conftest
+import stomp_client
+from stomp_client import WAIT
+
+PORT = os.environ.get("RABBITMQ_STOMP_PORT")
+pytestmark = pytest.mark.skipif(not PORT, reason="RABBITMQ_STOMP_PORT is not set (scripts/proxy-tests sets it)")
+
+POOL = 2
+
+
+def rabbitmqctl(*args):
+    env = dict(os.environ, RABBITMQ_CONF_ENV_FILE=os.path.join(os.environ["RABBIT_DIR"], "env.conf"))
+    return subprocess.run(["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", os.environ["RABBIT_NODE"], *args],
+                          env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def relay_gateway():
+    config = (
+        '[[service]]\nprefix = "/stomp"\napp = "stomp"\n\n'
+        '[stomp]\nprincipal_header = "login"\nallow_client_send_to_user = true\n\n'
+        '[stomp.relay]\naddress = "127.0.0.1:%s"\npool_size = %d\nheartbeat_ms = 2000\n' % (PORT, POOL)
+    )
+    with conftest.running_gateway(config, tempfile.mkdtemp(prefix="stomp-relay-")) as gw:
+        deadline = time.monotonic() + WAIT
+        while gw.log().count("STOMP relay connected") < POOL:
+            assert time.monotonic() < deadline, gw.log()
+            time.sleep(0.05)
+        yield gw
+
+
+@pytest.fixture
+def clients(relay_gateway):
+    pool = stomp_client.Pool(relay_gateway)
+    yield pool
+    pool.close_all()
+
+
+def unique(prefix):
+    """A destination nobody else uses, in RabbitMQ's syntax (one name, no further '/')."""
+    return "%s-%s" % (prefix, uuid.uuid4().hex[:12])
+
+
+def direct():
+    """A stomp.py client connected to RabbitMQ itself, not through the gateway."""
+    conn = stomp.Connection12([("127.0.0.1", int(PORT))], reconnect_attempts_max=3, timeout=WAIT,
+                              vhost="/")
+    rec = stomp_client.Recorder()
+    conn.set_listener("recorder", rec)
+    conn.connect("guest", "guest", wait=False)
+    rec.frame("CONNECTED")
+    return conn, rec
+
+
+def bodies(rec):
+    return [m.body for m in rec.of("MESSAGE")]
+
+
+def until_live(sender, destination, *recorders):
+    """Send probes until one reaches every recorder (the broker subscription is active), then
+    forget what was received."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        probe = "probe-" + uuid.uuid4().hex[:6]
+        sender.send(destination, probe)
+        time.sleep(0.1)
+        if all(probe in bodies(r) for r in recorders):
+            break
+        assert time.monotonic() < deadline, "the relay never subscribed %s at the broker" % destination
+    time.sleep(0.2)
+    for r in recorders:
+        with r.cond:
+            r.frames = [f for f in r.frames if f.cmd != "MESSAGE"]
+
+
+def test_topic_fan_out_goes_through_one_broker_subscription(clients):
+    dest = unique("/topic/relay")
+    subs = [clients.tcp("1.2") for _ in range(5)]
+    for i, c in enumerate(subs):
+        c.subscribe(dest, "s%d" % i)
+    sender = clients.tcp("1.2")
+    until_live(sender.conn, dest, *[c.rec for c in subs])
+    for i in range(3):
+        sender.conn.send(dest, "m%d" % i)
+    for c in subs:
+        assert [m.body for m in c.rec.messages(3)] == ["m0", "m1", "m2"]
+        c.rec.expect_no_more_messages(3)
+    # However many sessions subscribe, the gateway holds the pool's connections only.
+    # (Counted on the wire: the TCP connections to the broker's STOMP port; nothing else in
+    # this test connects there.)
+    out = subprocess.run(["ss", "-Htn", "state", "established", "( dport = :%s )" % PORT],
+                         capture_output=True, text=True, timeout=10, check=True).stdout
+    connections = [line for line in out.splitlines() if line.strip()]
+    assert len(connections) == POOL, connections
+
+
+def test_messages_published_at_the_broker_reach_gateway_subscribers(clients):
+    dest = unique("/topic/relay-direct")
+    c = clients.tcp("1.2")
+    c.subscribe(dest, "s")
+    conn, _ = direct()
+    try:
+        until_live(conn, dest, c.rec)
+        conn.send(dest, "from rabbitmq", headers={"x-origin": "broker"})
+        message = c.rec.messages(1)[0]
+        assert message.body == "from rabbitmq"
+        assert message.headers.get("x-origin") == "broker"
+        assert message.headers["destination"] == dest
+    finally:
+        conn.disconnect()
+
+
+def test_queue_and_exchange_destinations_round_trip(clients):
+    for dest in (unique("/queue/relay"), "/exchange/amq.direct/" + uuid.uuid4().hex[:8]):
+        c = clients.tcp("1.2")
+        c.subscribe(dest, "s")
+        sender = clients.tcp("1.1")
+        until_live(sender.conn, dest, c.rec)
+        sender.conn.send(dest, "to " + dest)
+        assert [m.body for m in c.rec.messages(1)] == ["to " + dest]
+
+
+def test_a_transaction_is_relayed_on_commit_and_client_acks_apply_locally(clients):
+    dest = unique("/topic/relay-tx")
+    # An auto-ack watcher makes the broker subscription live first; the client-ack
+    # subscriber then shares it (the node subscribes once per destination).
+    watcher = clients.tcp("1.2")
+    watcher.subscribe(dest, "w")
+    sender = clients.tcp("1.2")
+    until_live(sender.conn, dest, watcher.rec)
+    c = clients.tcp("1.2")
+    c.subscribe(dest, "s", ack="client-individual", **{"prefetch-count": "1"})
+    tx = "tx-" + uuid.uuid4().hex[:6]
+    sender.conn.begin(tx)
+    sender.conn.send(dest, "t1", transaction=tx)
+    sender.conn.send(dest, "t2", transaction=tx)
+    time.sleep(0.3)
+    sender.conn.commit(tx)
+    first = c.rec.wait(lambda: [m for m in c.rec.of("MESSAGE") if m.body == "t1"], "t1")[0]
+    assert first.headers["redelivered"] == "false"
+    # prefetch-count:1 holds t2 back until t1 is ACKed.
+    time.sleep(stomp_client.QUIET)
+    assert "t2" not in bodies(c.rec)
+    c.ack(first)
+    c.rec.wait(lambda: "t2" in bodies(c.rec), "t2 after the ACK")
+
+
+def test_user_destinations_stay_on_the_node(clients):
+    alice = clients.tcp("1.2", login="alice")
+    alice.subscribe("/user/queue/notify", "n")
+    bob = clients.tcp("1.2", login="bob")
+    bob.conn.send("/user/alice/queue/notify", "hello alice")
+    message = alice.rec.messages(1)[0]
+    assert message.body == "hello alice"
+    assert message.headers["destination"] == "/user/queue/notify"
+
+
+def test_a_pattern_under_a_relayed_prefix_is_refused(clients):
+    c = clients.tcp("1.2")
+    c.subscribe("/topic/relay/**", "p", receipt=False)
+    error = c.rec.frame("ERROR")
+    assert error.headers["message"] == "Invalid header: destination"
+    assert "relayed prefix" in error.body
+
+
+def test_destinations_rabbitmq_would_refuse_are_errors_that_cut_nobody_else(clients):
+    dest = unique("/topic/relay-ok")
+    c = clients.tcp("1.2")
+    c.subscribe(dest, "s")
+    sender = clients.tcp("1.2")
+    until_live(sender.conn, dest, c.rec)
+    bad_sub = clients.tcp("1.2")
+    bad_sub.subscribe("/topic/a/b", "x", receipt=False)
+    error = bad_sub.rec.frame("ERROR")
+    assert error.headers["message"] == "Invalid header: destination"
+    assert "routing keys use '.'" in error.body
+    bad_send = clients.tcp("1.2")
+    bad_send.conn.send("/queue/a/b", "nowhere")
+    assert bad_send.rec.frame("ERROR").headers["message"] == "Invalid header: destination"
+    # The pooled broker connections were not cut: the good subscription still delivers.
+    sender.conn.send(dest, "still here")
+    c.rec.wait(lambda: "still here" in bodies(c.rec), "a delivery after the refused frames")
+
+
+def test_a_broker_restart_is_an_error_for_senders_then_recovers(clients):
+    dest = unique("/topic/relay-restart")
+    c = clients.tcp("1.2")
+    c.subscribe(dest, "s")
+    sender = clients.tcp("1.2")
+    until_live(sender.conn, dest, c.rec)
+    rabbitmqctl("stop_app")
+    try:
+        # Once the relay has seen its connections drop, a SEND gets ERROR Broker unavailable.
+        doomed = clients.tcp("1.2")
+        deadline = time.monotonic() + WAIT
+        while not doomed.rec.of("ERROR"):
+            assert time.monotonic() < deadline, doomed.rec.describe()
+            doomed.conn.send(dest, "while down")
+            time.sleep(0.2)
+        error = doomed.rec.of("ERROR")[0]
+        assert error.headers["message"] == "Broker unavailable", error.headers
+    finally:
+        rabbitmqctl("start_app")
+        rabbitmqctl("await_startup")
+    # The relay reconnects and subscribes again by itself; the subscriber never resubscribed.
+    fresh = clients.tcp("1.2")
+    deadline = time.monotonic() + 30
+    while "after restart" not in bodies(c.rec):
+        assert time.monotonic() < deadline, "no delivery after the broker came back"
+        if fresh.rec.of("ERROR"):
+            fresh = clients.tcp("1.2")
+        fresh.conn.send(dest, "after restart")
+        time.sleep(0.3)
