@@ -26,6 +26,11 @@ use crate::stomp::frame::{Command, Frame, FrameLimits, FrameParser, Version};
 const IO_LIMIT: Duration = Duration::from_secs(5);
 /// The longest wait between reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a local SUBSCRIBE's RECEIPT waits for the broker to confirm its destination
+/// before it goes out anyway.
+const LIVE_WAIT: Duration = Duration::from_secs(5);
+/// How often waiters are checked against [`LIVE_WAIT`] (and the heart-beat considered).
+const TICK: Duration = Duration::from_millis(500);
 /// A connection that lived this long resets the reconnect backoff.
 const STABLE: Duration = Duration::from_secs(5);
 /// SENDs written together at most.
@@ -104,6 +109,7 @@ impl Connection {
                     let since = Instant::now();
                     let ended = self.serve(&lane, stream, parser, beats).await;
                     lane.up.store(false, Ordering::Relaxed);
+                    lane.not_live(None);
                     // A connection the broker ends at once (it refuses something we send
                     // on every connect) must not be retried at full speed.
                     if since.elapsed() < STABLE {
@@ -207,13 +213,15 @@ impl Connection {
         let mut subs = Subscriptions::default();
         let mut buf = vec![0u8; 16 * 1024];
         let mut last_read = Instant::now();
-        let mut tick = tokio::time::interval(beats.send.unwrap_or(Duration::from_secs(1)));
+        let mut last_write = Instant::now();
+        let mut tick = tokio::time::interval(TICK);
         tick.tick().await;
+        lane.dirty.store(false, Ordering::Release);
         if let Err(e) = self.converge(lane, &mut subs, &mut writer).await {
             return e;
         }
         // Frames already read with CONNECTED (a broker may send at once).
-        if let Err(e) = self.drain_frames(&mut parser, &subs) {
+        if let Err(e) = self.drain_frames(lane, &mut parser, &mut subs) {
             return e;
         }
         loop {
@@ -224,7 +232,7 @@ impl Connection {
                         Ok(n) => {
                             last_read = Instant::now();
                             parser.push(&buf[..n]);
-                            if let Err(e) = self.drain_frames(&mut parser, &subs) {
+                            if let Err(e) = self.drain_frames(lane, &mut parser, &mut subs) {
                                 return e;
                             }
                         }
@@ -232,43 +240,76 @@ impl Connection {
                     }
                 }
                 _ = lane.changed.notified() => {
+                    lane.dirty.store(false, Ordering::Release);
                     if let Err(e) = self.converge(lane, &mut subs, &mut writer).await {
                         return e;
                     }
+                    last_write = Instant::now();
                 }
                 next = self.queue.recv() => {
                     let Some(first) = next else { return Ended::Stopped };
+                    // A SUBSCRIBE that came before this SEND is written before it.
+                    if lane.dirty.swap(false, Ordering::AcqRel)
+                        && let Err(e) = self.converge(lane, &mut subs, &mut writer).await
+                    {
+                        return e;
+                    }
                     if let Err(e) = self.send(first, &mut writer).await {
                         return e;
                     }
+                    last_write = Instant::now();
                 }
                 _ = tick.tick() => {
                     if Arc::strong_count(lane) == 1 {
                         return Ended::Stopped;
+                    }
+                    let early = lane.expire_waiters(LIVE_WAIT);
+                    if early > 0 {
+                        tracing::warn!(
+                            connection = self.index,
+                            count = early,
+                            "the STOMP broker did not confirm subscriptions within 5 s; their RECEIPTs were sent anyway"
+                        );
                     }
                     if let Some(limit) = beats.dead_after
                         && last_read.elapsed() > limit
                     {
                         return Ended::Timeout;
                     }
-                    if beats.send.is_some()
-                        && let Err(e) = write(&mut writer, b"\n").await
+                    if let Some(every) = beats.send
+                        && last_write.elapsed() >= every
                     {
-                        return e;
+                        if let Err(e) = write(&mut writer, b"\n").await {
+                            return e;
+                        }
+                        last_write = Instant::now();
                     }
                 }
             }
         }
     }
 
-    /// Hand every complete frame to the local broker.
-    fn drain_frames(&self, parser: &mut FrameParser, subs: &Subscriptions) -> Result<(), Ended> {
+    /// Hand every complete frame to the local broker; a RECEIPT confirms a SUBSCRIBE.
+    fn drain_frames(
+        &self,
+        lane: &Lane,
+        parser: &mut FrameParser,
+        subs: &mut Subscriptions,
+    ) -> Result<(), Ended> {
         while let Some(frame) = parser
             .next_frame()
             .map_err(|e| Ended::Protocol(e.to_string()))?
         {
             match frame.command {
                 Command::Message => self.deliver(frame, subs),
+                Command::Receipt => {
+                    let id = frame.get("receipt-id").unwrap_or_default();
+                    if let Some(destination) = subs.unconfirmed.remove(id)
+                        && subs.by_destination.contains_key(&destination)
+                    {
+                        lane.confirmed(&destination);
+                    }
+                }
                 Command::Error => return Err(Ended::Broker(describe(&frame))),
                 _ => {}
             }
@@ -308,11 +349,15 @@ impl Connection {
             }
             subs.next += 1;
             let id = format!("relay-{}", subs.next);
+            // Its RECEIPT says the broker subscription exists; local SUBSCRIBEs wait for it.
+            let receipt = format!("{id}-ready");
             Frame::new(Command::Subscribe)
                 .header("id", id.clone())
                 .header("destination", destination.clone())
                 .header("ack", "auto")
+                .header("receipt", receipt.clone())
                 .encode_into(Version::V1_2, &mut wire);
+            subs.unconfirmed.insert(receipt, destination.clone());
             subs.by_destination.insert(destination.clone(), id.clone());
             subs.by_id.insert(id, destination.clone());
             self.stats.subscribes.fetch_add(1, Ordering::Relaxed);
@@ -329,6 +374,8 @@ impl Connection {
                     .header("id", id.clone())
                     .encode_into(Version::V1_2, &mut wire);
                 subs.by_id.remove(&id);
+                subs.unconfirmed.remove(&format!("{id}-ready"));
+                lane.not_live(Some(&destination));
             }
         }
         if wire.is_empty() {
@@ -369,6 +416,8 @@ struct Subscriptions {
     by_destination: HashMap<String, String>,
     /// Subscription id → destination.
     by_id: HashMap<String, String>,
+    /// SUBSCRIBE receipt ids not answered yet → destination.
+    unconfirmed: HashMap<String, String>,
     /// The last id number used.
     next: u64,
 }

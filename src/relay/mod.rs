@@ -23,14 +23,16 @@
 
 mod connection;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 
 use crate::stomp::StompConfig;
+use crate::stomp::application::Completion;
 use crate::stomp::broker::{Broker, Published, SubscribeRequest};
 use crate::stomp::config::RelayConfig;
 use crate::stomp::destination::{is_pattern, user_suffix};
@@ -66,6 +68,83 @@ struct Lane {
     outgoing: mpsc::Sender<Outgoing>,
     /// Whether the connection is up (CONNECTED received).
     up: AtomicBool,
+    /// Set with every change of `desired`, so a SEND is never written before a SUBSCRIBE
+    /// that preceded it.
+    dirty: AtomicBool,
+    /// Broker subscriptions confirmed on the live connection, and SUBSCRIBEs waiting.
+    confirm: Mutex<Confirm>,
+}
+
+/// Which destinations the broker confirmed (its RECEIPT for our SUBSCRIBE), and the local
+/// SUBSCRIBEs whose RECEIPT waits for that.
+#[derive(Debug, Default)]
+struct Confirm {
+    /// Confirmed on the current connection.
+    live: HashSet<String>,
+    /// Waiting SUBSCRIBEs by destination, with when they started.
+    waiters: HashMap<String, Vec<(Instant, Completion)>>,
+}
+
+impl Lane {
+    /// The broker confirmed `destination`: it is live, and its waiters are answered.
+    fn confirmed(&self, destination: &str) {
+        let waiters = {
+            let mut confirm = lock(&self.confirm);
+            confirm.live.insert(destination.to_owned());
+            confirm.waiters.remove(destination)
+        };
+        for (_, completion) in waiters.into_iter().flatten() {
+            completion.accept();
+        }
+    }
+
+    /// `destination` is no longer subscribed (or the connection is gone: `None`, all).
+    fn not_live(&self, destination: Option<&str>) {
+        let waiters = {
+            let mut confirm = lock(&self.confirm);
+            match destination {
+                Some(d) => {
+                    confirm.live.remove(d);
+                    // Nobody here subscribes any more: nothing to wait for.
+                    confirm.waiters.remove(d)
+                }
+                None => {
+                    confirm.live.clear();
+                    None
+                }
+            }
+        };
+        for (_, completion) in waiters.into_iter().flatten() {
+            completion.accept();
+        }
+    }
+
+    /// Answer waiters that waited `limit` or longer (the broker is slow or down: their
+    /// RECEIPT goes out rather than hang) and forget abandoned ones; returns how many were
+    /// answered early.
+    fn expire_waiters(&self, limit: Duration) -> usize {
+        let mut due = Vec::new();
+        {
+            let mut confirm = lock(&self.confirm);
+            confirm.waiters.retain(|_, list| {
+                list.retain(|(_, c)| !c.is_abandoned());
+                let mut i = 0;
+                while i < list.len() {
+                    if list[i].0.elapsed() >= limit {
+                        due.push(list.remove(i).1);
+                    } else {
+                        i += 1;
+                    }
+                }
+                !list.is_empty()
+            });
+        }
+        let count = due.len();
+        for completion in due {
+            completion.accept();
+        }
+        count
+    }
 }
 
 /// The relay attached to a broker.
@@ -92,6 +171,8 @@ impl Relay {
                 changed: Notify::new(),
                 outgoing,
                 up: AtomicBool::new(false),
+                dirty: AtomicBool::new(false),
+                confirm: Mutex::new(Confirm::default()),
             });
             let task = connection::Connection {
                 index,
@@ -121,7 +202,7 @@ impl Relay {
             return None;
         }
         if stomp.stats_log_period_s > 0 {
-            let period = std::time::Duration::from_secs(stomp.stats_log_period_s);
+            let period = Duration::from_secs(stomp.stats_log_period_s);
             tokio::spawn(log_stats(Arc::downgrade(&relay), period));
         }
         Some(relay)
@@ -166,6 +247,7 @@ impl Relay {
         };
         drop(desired);
         if changed {
+            lane.dirty.store(true, Ordering::Release);
             lane.changed.notify_one();
         }
     }
@@ -227,6 +309,29 @@ impl BrokerEngine for Relay {
                 self.config.address, self.config.queue
             )),
         }
+    }
+
+    fn is_live(&self, destination: &str) -> bool {
+        !self.serves(destination)
+            || lock(&self.lane(destination).confirm)
+                .live
+                .contains(destination)
+    }
+
+    fn when_live(&self, destination: &str, completion: Completion) {
+        if !self.serves(destination) {
+            return completion.accept();
+        }
+        let mut confirm = lock(&self.lane(destination).confirm);
+        if confirm.live.contains(destination) {
+            drop(confirm);
+            return completion.accept();
+        }
+        confirm
+            .waiters
+            .entry(destination.to_owned())
+            .or_default()
+            .push((Instant::now(), completion));
     }
 
     fn check_subscription(&self, request: &SubscribeRequest) -> Result<(), String> {
@@ -293,7 +398,7 @@ fn destination_problem(destination: &str) -> Option<String> {
 }
 
 /// Log the relay's counters every `period`, as the STOMP summary is logged.
-async fn log_stats(relay: std::sync::Weak<Relay>, period: std::time::Duration) {
+async fn log_stats(relay: std::sync::Weak<Relay>, period: Duration) {
     let mut tick = tokio::time::interval(period);
     tick.tick().await;
     loop {

@@ -683,6 +683,20 @@ impl Broker {
         }
     }
 
+    /// Whether `destination` is live for a new subscriber: always, except for a relayed one
+    /// whose external broker subscription is not confirmed yet.
+    pub fn is_live(&self, destination: &str) -> bool {
+        self.engine().is_none_or(|e| e.is_live(destination))
+    }
+
+    /// Answer `completion` once `destination` is live (see [`BrokerEngine::when_live`]).
+    pub fn when_live(&self, destination: &str, completion: super::application::Completion) {
+        match self.engine() {
+            Some(engine) => engine.when_live(destination, completion),
+            None => completion.accept(),
+        }
+    }
+
     /// Hand a publish to the engine when an external broker serves `destination`; None when
     /// the embedded broker does.
     fn relayed(&self, destination: &str, message: &Arc<Published>) -> Option<PublishOutcome> {

@@ -249,6 +249,10 @@ struct Negotiated {
     heartbeats: Heartbeats,
 }
 
+/// SUBSCRIBEs of one session that may wait at once for a relayed destination to go live
+/// (without a backend, whose own bound applies otherwise).
+const RELAY_WAITS: usize = 64;
+
 /// A CONNECT's pending decision: its authentication, then the connect hook.
 type ConnectCheckFuture = Pin<Box<dyn Future<Output = Result<ConnectGrant, StompError>> + Send>>;
 
@@ -863,6 +867,23 @@ impl Connection {
         Ok(())
     }
 
+    /// Hold this SUBSCRIBE's RECEIPT (and every later one) until the broker says `target`
+    /// is live, so a RECEIPT still means "later publishes reach this subscription" when an
+    /// external broker serves the destination. Beyond the waiting bound it is not held.
+    fn hold_until_live(&mut self, target: &str, receipt: Option<&str>) {
+        let capacity = self
+            .core
+            .app_handler
+            .as_ref()
+            .map_or(RELAY_WAITS, |h| h.max_pending_per_session());
+        let pending = self
+            .pending
+            .get_or_insert_with(|| Box::new(Pending::new(capacity)));
+        if let Some(completion) = pending.begin(receipt.map(str::to_owned), Target::Send) {
+            self.core.broker.when_live(target, completion);
+        }
+    }
+
     fn unroutable(&self, destination: &str) -> Result<(), StompError> {
         match self.core.config.unroutable {
             Unroutable::Drop => {
@@ -967,6 +988,9 @@ impl Connection {
                     other => StompError::new("Not connected", other.to_string()),
                 })?;
             self.core.presence.subscribed(&self.id, id, destination);
+            if !self.core.broker.is_live(&target) {
+                self.hold_until_live(&target, frame.get("receipt"));
+            }
         }
         self.subscriptions.insert(id.to_owned(), route);
         self.core.events.emit(StompEvent::Subscribe {

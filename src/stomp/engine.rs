@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use super::application::Completion;
 use super::broker::{Published, SubscribeRequest};
 
 /// What the broker does with a message to every session of a user.
@@ -80,5 +81,18 @@ pub trait BrokerEngine: Send + Sync + 'static {
     /// ERROR for its SUBSCRIBE.
     fn check_subscription(&self, _request: &SubscribeRequest) -> Result<(), String> {
         Ok(())
+    }
+
+    /// Whether everything published to `destination` from now on reaches this node's
+    /// subscribers (false while a relay's broker subscription is not yet confirmed).
+    fn is_live(&self, _destination: &str) -> bool {
+        true
+    }
+
+    /// Answer `completion` once `destination` is live (at once when it is, or after a
+    /// bounded wait); the connection holds the SUBSCRIBE's RECEIPT, and every later one,
+    /// until then.
+    fn when_live(&self, _destination: &str, completion: Completion) {
+        completion.accept();
     }
 }
