@@ -1196,24 +1196,7 @@ impl Broker {
             return false;
         }
         if !sub.request.ack.needs_ack() {
-            let head = DeliveryHead {
-                destination: sub.request.shown.as_deref().unwrap_or(destination),
-                subscription: &sub.request.id,
-                ack: None,
-                redelivered,
-            };
-            let (bytes, dropped) = message.encode_for(&head, entry.out.version());
-            entry.out.count_dropped_headers(dropped);
-            if entry
-                .out
-                .send_encoded(bytes, message.payload, Discard::Allowed)
-                .is_err()
-            {
-                bump(&self.stats.dropped_overflow);
-                return false;
-            }
-            bump(&self.stats.delivered);
-            return true;
+            return self.write_delivery(&entry.out, sub, destination, message, None, redelivered);
         }
         let size = message.size();
         let fits = self.budget_fits(entry.pending_bytes, *pending_bytes, size);
@@ -1248,6 +1231,39 @@ impl Broker {
         false
     }
 
+    /// Encode one MESSAGE for `sub` and queue it on `out`; counted as delivered, or as an
+    /// overflow drop when the carrier refused it.
+    fn write_delivery(
+        &self,
+        out: &Outbound,
+        sub: &Subscription,
+        destination: &str,
+        message: &Published,
+        ack: Option<&str>,
+        redelivered: Redelivered,
+    ) -> bool {
+        let head = DeliveryHead {
+            destination: sub.request.shown.as_deref().unwrap_or(destination),
+            subscription: &sub.request.id,
+            ack,
+            redelivered,
+        };
+        let (bytes, dropped) = message.encode_for(&head, out.version());
+        out.count_dropped_headers(dropped);
+        // A delivery awaiting ACK is never discarded: the client could not ACK what it never
+        // saw, and the delivery would hold its pending-ack slot (and prefetch window) forever.
+        let discard = match ack {
+            Some(_) => Discard::Never,
+            None => Discard::Allowed,
+        };
+        if out.send_encoded(bytes, message.payload, discard).is_err() {
+            bump(&self.stats.dropped_overflow);
+            return false;
+        }
+        bump(&self.stats.delivered);
+        true
+    }
+
     /// Send one client-ack delivery whose bytes are already counted in the budgets, and
     /// remember it; false (nothing remembered) when the carrier refused it.
     fn send_tracked(
@@ -1265,25 +1281,16 @@ impl Broker {
         entry.next_ack += 1;
         let token = entry.next_ack;
         let token_text = token.to_string();
-        let head = DeliveryHead {
-            destination: sub.request.shown.as_deref().unwrap_or(destination),
-            subscription: &sub.request.id,
-            ack: Some(&token_text),
+        if !self.write_delivery(
+            &entry.out,
+            sub,
+            destination,
+            message,
+            Some(&token_text),
             redelivered,
-        };
-        let (bytes, dropped) = message.encode_for(&head, entry.out.version());
-        entry.out.count_dropped_headers(dropped);
-        // A delivery awaiting ACK is never discarded: the client could not ACK what it never
-        // saw, and the delivery would hold its pending-ack slot (and prefetch window) forever.
-        if entry
-            .out
-            .send_encoded(bytes, message.payload, Discard::Never)
-            .is_err()
-        {
-            bump(&self.stats.dropped_overflow);
+        ) {
             return false;
         }
-        bump(&self.stats.delivered);
         sub.unacked.insert(
             token,
             Delivery {
