@@ -1431,15 +1431,10 @@ mod tests {
     }
 
     fn fixture(semantics: QueueSemantics) -> Fixture {
-        let config = StompConfig {
+        fixture_with(StompConfig {
             queue_semantics: semantics,
             ..StompConfig::default()
-        };
-        let stats = Arc::new(StompStats::default());
-        Fixture {
-            broker: Broker::new(&config, stats.clone()),
-            stats,
-        }
+        })
     }
 
     impl Fixture {
