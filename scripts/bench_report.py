@@ -15,7 +15,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-GATEWAYS = ("gateway", "gateway-stomp", "gateway-proxy", "gateway-proxy-node", "gateway-app")
+GATEWAYS = ("gateway", "gateway-stomp", "gateway-relay", "gateway-proxy", "gateway-proxy-node", "gateway-app")
 METRICS = [
     # key, header, format
     ("msgs_per_s", "msgs/s", "{:,.0f}"),
@@ -29,6 +29,7 @@ METRICS = [
     ("client_cpu_cores", "gen cores", "{:.2f}"),
     ("machine_busy_cores", "machine cores", "{:.2f}"),
     ("lost", "lost", "{:,.0f}"),
+    ("broker_connections", "broker conns", "{:,.0f}"),
 ]
 
 
@@ -58,6 +59,11 @@ def one(js):
             parts.append(f"server {d['server_cpu_us_per_msg']:.2f} CPU-us/msg")
         if "lost" in d:
             parts.append(f"lost {d['lost']}")
+        if s == "contention":
+            ops = " ".join(f"{op} {d.get(op + '_p99_us', 0):,.0f}"
+                           for op in ("subscribe", "send", "ack", "unsubscribe"))
+            parts.append(f"probe p99 us: {ops}; max {d.get('max_us', 0):,.0f}us; "
+                         f"{d.get('published', 0)} publishes")
     if d.get("error"):
         parts.append("error: " + str(d["error"]))
     return ", ".join(parts)
@@ -193,6 +199,17 @@ def targets(med):
     add("/app round trips 100 clients vs wrk on the same backend", r and f"{r:.2f}×", "≥ 0.7×",
         r is not None and r >= 0.7,
         f"broker-only loop {g('app-rt-100', 'gateway-broker', 'msgs_per_s') or 0:,.0f}/s")
+    v = g("relay-fanout-1k", "gateway-relay", "broker_connections")
+    add("relay: broker connections for 1,000 /topic subscribers", v and f"{v:,.0f}", "≤ pool_size + 1 = 5",
+        v is not None and v <= 5, "Spring's relay: 1,001")
+    r = ratio(g("relay-fanout-1k", "gateway-relay", "msgs_per_s"), g("relay-fanout-1k", "rabbitmq", "msgs_per_s"))
+    add("relay /topic fan-out 1k vs RabbitMQ Web-STOMP", r and f"{r:.1f}×", "≥ 2×", r is not None and r >= 2)
+    for i in ("contention-10k", "contention-1k"):
+        v = g(i, "gateway-stomp", "p99_us")
+        b = g(i, "baseline-stomp", "p99_us")
+        add(f"{i}: probe p99 round trip during a fan-out", v and f"{v/1000:.2f} ms",
+            "≤ 1 ms", v is not None and v <= 1000,
+            f"baseline {b/1000:.2f} ms ({b/v:.1f}× slower)" if b and v else "no baseline run (--baseline REV)")
     for i in ("fanout-ws-1k", "fanout-raw-1k", "fanout-ws-10k"):
         r = ratio(g(i, "gateway", "msgs_per_s"), g(i, "ceiling", "msgs_per_s"))
         c = ratio(g(i, "ceiling", "server_cpu_us_per_msg"), g(i, "gateway", "server_cpu_us_per_msg"))

@@ -11,6 +11,8 @@ mod app_backend;
 mod ceiling;
 #[path = "sockjs_bench/client.rs"]
 mod client;
+#[path = "sockjs_bench/contention.rs"]
+mod contention;
 #[path = "sockjs_bench/echo.rs"]
 mod echo;
 #[path = "sockjs_bench/scenarios.rs"]
@@ -75,6 +77,18 @@ enum Command {
         timing: Timing,
         #[command(flatten)]
         fan: FanArgs,
+    },
+    /// One STOMP publisher fans out to C subscribers of --destination at --rate publishes/s
+    /// while a probe SUBSCRIBEs, SENDs, ACKs and UNSUBSCRIBEs on a destination of its own;
+    /// the probe's round trips (p50/p99 per operation) show what waits behind the fan-out.
+    Contention {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        timing: Timing,
+        /// Publishes per second to the crowded destination.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
     },
     /// A trivial tokio-tungstenite broadcaster: the ceiling for WebSocket fan-out.
     CeilingServer {
@@ -256,9 +270,9 @@ fn main() -> ExitCode {
         Command::Idle { common, .. }
         | Command::Echo { common, .. }
         | Command::Fanout { common, .. } => (common.build(false), common.max_seconds),
-        Command::StompFanout { common, .. } | Command::AppRoundtrip { common, .. } => {
-            (common.build(true), common.max_seconds)
-        }
+        Command::StompFanout { common, .. }
+        | Command::AppRoundtrip { common, .. }
+        | Command::Contention { common, .. } => (common.build(true), common.max_seconds),
     };
     let common = match common {
         Ok(c) => c,
@@ -307,6 +321,14 @@ fn main() -> ExitCode {
                 Command::AppRoundtrip { timing, .. } => {
                     scenarios::app_roundtrip(common, secs(timing.warmup), secs(timing.duration))
                         .await
+                }
+                Command::Contention { timing, rate, .. } => {
+                    let o = contention::ContentionOpts {
+                        warmup: secs(timing.warmup),
+                        duration: secs(timing.duration),
+                        rate: *rate,
+                    };
+                    contention::contention(common, o).await
                 }
                 Command::CeilingServer { .. }
                 | Command::EchoServer { .. }

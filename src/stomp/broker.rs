@@ -1,9 +1,23 @@
 //! The embedded broker: subscriptions, fan-out, competing queues, acks and the user registry.
 //!
-//! All broker state sits behind one `std::sync::Mutex`. Every operation is short and
-//! synchronous (it appends to bounded carrier queues and never waits), so the lock is never
-//! held across an `.await`, and a slow client cannot stall a publisher: its carrier either
-//! buffers within its limit or closes it.
+//! The broker's state (sessions, subscriptions, queues, acks) sits behind one
+//! `std::sync::Mutex`, but a publish holds it only to look its receivers up: the auto-ack
+//! subscribers of a literal destination are kept as a copy-on-write snapshot
+//! (`Arc<[Arc<Receiver>]>`, rebuilt on the first publish after a subscription change), and
+//! the fan-out to them (encoding each MESSAGE head, queueing it on each carrier) runs after
+//! the lock is released. Deliveries that change broker state (client acks, prefetch windows,
+//! competing queues) and pattern subscriptions are still made under the lock. So a publish
+//! to 10,000 subscribers of `/topic/a` does not make a SUBSCRIBE, ACK or SEND on `/topic/b`
+//! wait for it.
+//!
+//! Order per destination is kept: each literal destination has its own order lock, taken
+//! by a fan-out outside the broker lock (never while holding it), so every subscriber sees
+//! concurrent publishes to one destination in one order. An UNSUBSCRIBE marks its receiver
+//! dead and then waits for the destination's order lock, so once it returns no MESSAGE is
+//! sent for that subscription (it waits at most for one fan-out already under way). Every
+//! operation is synchronous (it appends to bounded carrier queues and never waits for a
+//! client), so no lock is held across an `.await`, and a slow client cannot stall a
+//! publisher: its carrier either buffers within its limit or closes it.
 //!
 //! # Encode once per destination
 //!
@@ -280,6 +294,10 @@ struct Subscription {
     request: SubscribeRequest,
     /// The compiled pattern, for pattern subscriptions.
     pattern: Option<Pattern>,
+    /// Its place in its destination's (or the patterns') subscription order.
+    position: u64,
+    /// How a fan-out outside the lock reaches it: auto-ack literal subscriptions only.
+    receiver: Option<Arc<Receiver>>,
     /// Deliveries awaiting ACK/NACK by number, oldest first (cumulative ACKs drain a prefix).
     unacked: BTreeMap<u64, Delivery>,
     /// Broadcast messages waiting for its prefetch window (or the connection's budget) to
@@ -310,6 +328,91 @@ struct SessionEntry {
     message_index: Option<HashMap<String, Vec<u64>>>,
 }
 
+/// An auto-ack subscription to a literal destination, as a fan-out outside the broker's
+/// lock sees it.
+#[derive(Debug)]
+struct Receiver {
+    /// The session's outbound side.
+    out: Arc<Outbound>,
+    /// The subscription id.
+    id: Arc<str>,
+    /// The destination its MESSAGEs show, when not the published one.
+    shown: Option<Arc<str>>,
+    /// Only messages whose headers it selects are delivered.
+    selector: Option<Arc<Selector>>,
+    /// False once unsubscribed (or the session is gone): a fan-out that took its snapshot
+    /// before then skips it.
+    live: AtomicBool,
+}
+
+/// One subscription in a destination's order.
+#[derive(Debug)]
+struct Member {
+    /// The subscription.
+    key: SubKey,
+    /// Its receiver, when it is delivered outside the lock.
+    receiver: Option<Arc<Receiver>>,
+}
+
+/// The subscriptions of one literal destination.
+#[derive(Debug, Default)]
+struct Topic {
+    /// Every subscription by position, in subscription order (removal is a lookup, so a mass
+    /// disconnect of one hot destination is not quadratic).
+    members: BTreeMap<u64, Member>,
+    /// How many of them are delivered under the lock (client-ack subscriptions).
+    tracked: usize,
+    /// The receivers, built on the first publish after a change; None: stale.
+    snapshot: Option<Arc<[Arc<Receiver>]>>,
+    /// Taken by every fan-out to this destination, so subscribers see one order.
+    order: Arc<Mutex<()>>,
+}
+
+impl Topic {
+    /// The receivers of a fan-out outside the lock.
+    fn receivers(&mut self) -> Arc<[Arc<Receiver>]> {
+        let members = &self.members;
+        self.snapshot
+            .get_or_insert_with(|| {
+                members
+                    .values()
+                    .filter_map(|m| m.receiver.clone())
+                    .collect()
+            })
+            .clone()
+    }
+}
+
+/// What a publish still has to deliver once the broker's lock is released.
+#[must_use]
+struct Fanout {
+    /// Deliveries already made under the lock.
+    delivered: usize,
+    /// The auto-ack subscribers to deliver to outside the lock.
+    batch: Option<Batch>,
+}
+
+impl Fanout {
+    fn done(delivered: usize) -> Fanout {
+        Fanout {
+            delivered,
+            batch: None,
+        }
+    }
+}
+
+/// A fan-out to a destination's receivers.
+struct Batch {
+    /// The published destination.
+    destination: Box<str>,
+    /// The message.
+    message: Arc<Published>,
+    /// Who gets it.
+    receivers: Arc<[Arc<Receiver>]>,
+    /// The destination's order lock.
+    order: Arc<Mutex<()>>,
+}
+
 /// Identifies one subscription in the broker.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SubKey {
@@ -335,8 +438,8 @@ struct CompetingQueue {
     stored: VecDeque<Stored>,
     /// Their summed size.
     bytes: usize,
-    /// Where the next round-robin search starts.
-    cursor: usize,
+    /// The subscription position where the next round-robin search starts.
+    cursor: u64,
 }
 
 /// Everything behind the broker's lock.
@@ -346,10 +449,12 @@ struct BrokerState {
     sessions: HashMap<Arc<str>, SessionEntry>,
     /// User name → session ids.
     users: HashMap<String, HashSet<Arc<str>>>,
-    /// Literal destination → subscriptions, in subscription order.
-    literal: HashMap<String, Vec<SubKey>>,
-    /// Pattern subscriptions.
-    patterns: Vec<SubKey>,
+    /// Literal destination → its subscriptions.
+    literal: HashMap<String, Topic>,
+    /// Pattern subscriptions by position.
+    patterns: BTreeMap<u64, SubKey>,
+    /// The next subscription position.
+    next_position: u64,
     /// Competing queues by destination.
     queues: HashMap<String, CompetingQueue>,
     /// Bytes awaiting ACK or waiting for a window, over every session.
@@ -542,8 +647,9 @@ impl Broker {
             }
         }
         let mut touched = Vec::new();
-        for (id, sub) in entry.subs {
-            forget_subscription_index(&mut state, session, &id, &sub);
+        for sub in entry.subs.into_values() {
+            // The session is gone: nothing waits for a fan-out under way to it.
+            let _ = forget_subscription_index(&mut state, &sub);
             self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
             if let Some(engine) = self.engine() {
                 engine.unsubscribed(session, entry.user.as_deref(), &sub.request);
@@ -592,10 +698,35 @@ impl Broker {
             id: request.id.as_str().into(),
         };
         let target = request.target.clone();
+        state.next_position += 1;
+        let position = state.next_position;
+        let mut receiver = None;
         if pattern.is_some() {
-            state.patterns.push(key);
+            state.patterns.insert(position, key);
         } else {
-            state.literal.entry(target.clone()).or_default().push(key);
+            if request.ack == AckMode::Auto
+                && let Some(entry) = state.sessions.get(session)
+            {
+                receiver = Some(Arc::new(Receiver {
+                    out: entry.out.clone(),
+                    id: key.id.clone(),
+                    shown: request.shown.as_deref().map(Arc::from),
+                    selector: request.selector.clone(),
+                    live: AtomicBool::new(true),
+                }));
+            }
+            let topic = state.literal.entry(target.clone()).or_default();
+            match &receiver {
+                Some(_) => topic.snapshot = None,
+                None => topic.tracked += 1,
+            }
+            topic.members.insert(
+                position,
+                Member {
+                    key,
+                    receiver: receiver.clone(),
+                },
+            );
         }
         if let Some(entry) = state.sessions.get_mut(session) {
             if let Some(engine) = self.engine() {
@@ -606,6 +737,8 @@ impl Broker {
                 Subscription {
                     request,
                     pattern,
+                    position,
+                    receiver,
                     unacked: BTreeMap::new(),
                     waiting: VecDeque::new(),
                 },
@@ -647,11 +780,17 @@ impl Broker {
                 engine.unsubscribed(session, entry.user.as_deref(), &sub.request);
             }
         }
-        forget_subscription_index(&mut state, session, id, &sub);
+        let order = forget_subscription_index(&mut state, &sub);
         self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
         let touched = self.release(&mut state, sub.unacked.into_values());
         self.send_waiting(&mut state, session);
         self.dispatch_all(&mut state, touched);
+        drop(state);
+        // A fan-out that took its snapshot before the receiver died may still be sending to
+        // it: wait until it is done (it skips the receiver if it has not reached it yet).
+        if let Some(order) = order {
+            drop(lock_order(&order));
+        }
         true
     }
 
@@ -661,25 +800,34 @@ impl Broker {
         if let Some(outcome) = self.relayed(destination, &message) {
             return outcome;
         }
-        let mut state = self.lock();
-        if let Some(engine) = self.engine() {
-            engine.published(destination, &message);
-        }
-        self.publish_locked(&mut state, destination, message)
+        let fanout = {
+            let mut state = self.lock();
+            if let Some(engine) = self.engine() {
+                engine.published(destination, &message);
+            }
+            self.publish_locked(&mut state, destination, message)
+        };
+        PublishOutcome::delivered(self.complete(fanout))
     }
 
     /// Publish several messages atomically, in order (a transaction's COMMIT).
     pub fn publish_all(&self, messages: Vec<(String, Arc<Published>)>) {
-        let mut state = self.lock();
-        for (destination, message) in messages {
-            bump(&self.stats.published);
-            if self.relayed(&destination, &message).is_some() {
-                continue;
+        let mut fanouts = Vec::with_capacity(messages.len());
+        {
+            let mut state = self.lock();
+            for (destination, message) in messages {
+                bump(&self.stats.published);
+                if self.relayed(&destination, &message).is_some() {
+                    continue;
+                }
+                if let Some(engine) = self.engine() {
+                    engine.published(&destination, &message);
+                }
+                fanouts.push(self.publish_locked(&mut state, &destination, message));
             }
-            if let Some(engine) = self.engine() {
-                engine.published(&destination, &message);
-            }
-            self.publish_locked(&mut state, &destination, message);
+        }
+        for fanout in fanouts {
+            self.complete(fanout);
         }
     }
 
@@ -717,20 +865,29 @@ impl Broker {
     /// Deliver a message the engine received from another node to local subscribers of
     /// `destination` (never reported back to the engine).
     pub fn deliver_remote(&self, destination: &str, message: Arc<Published>) -> PublishOutcome {
-        let mut state = self.lock();
-        self.publish_locked(&mut state, destination, message)
+        let fanout = self.publish_locked(&mut self.lock(), destination, message);
+        PublishOutcome::delivered(self.complete(fanout))
     }
 
     /// Deliver a message the engine received for every session of `user` here (never
     /// reported back to the engine). Returns how many sessions it reached.
     pub fn deliver_remote_user(&self, user: &str, actual: &str, message: Arc<Published>) -> usize {
-        let mut state = self.lock();
-        let targets = choose_user_sessions(&state, user, None);
-        for session in &targets {
-            let target = session_target(actual, session);
-            self.publish_locked(&mut state, &target, message.clone());
+        let (reached, fanouts) = {
+            let mut state = self.lock();
+            let targets = choose_user_sessions(&state, user, None);
+            let fanouts: Vec<Fanout> = targets
+                .iter()
+                .map(|session| {
+                    let target = session_target(actual, session);
+                    self.publish_locked(&mut state, &target, message.clone())
+                })
+                .collect();
+            (targets.len(), fanouts)
+        };
+        for fanout in fanouts {
+            self.complete(fanout);
         }
-        targets.len()
+        reached
     }
 
     /// Deliver one message to one registered subscription (the engine's stored messages),
@@ -774,27 +931,29 @@ impl Broker {
         message: Arc<Published>,
     ) -> usize {
         bump(&self.stats.published);
-        let mut state = self.lock();
-        if let Some(engine) = self.engine()
-            && narrowed_to_origin(&state, user, origin).is_none()
-            && engine.sent_to_user(user, actual, &message) == UserDelivery::Taken
-        {
-            return state.users.get(user).map_or(0, |s| s.len());
-        }
-        let targets = choose_user_sessions(&state, user, origin);
-        if targets.is_empty() {
-            bump(&self.stats.dropped_user_unknown);
-            tracing::debug!(user, actual, "message to a user without sessions dropped");
-            return 0;
-        }
-        let mut delivered = 0;
-        for session in &targets {
-            let target = session_target(actual, session);
-            delivered += self
-                .publish_locked(&mut state, &target, message.clone())
-                .delivered;
-        }
-        delivered
+        let fanouts: Vec<Fanout> = {
+            let mut state = self.lock();
+            if let Some(engine) = self.engine()
+                && narrowed_to_origin(&state, user, origin).is_none()
+                && engine.sent_to_user(user, actual, &message) == UserDelivery::Taken
+            {
+                return state.users.get(user).map_or(0, |s| s.len());
+            }
+            let targets = choose_user_sessions(&state, user, origin);
+            if targets.is_empty() {
+                bump(&self.stats.dropped_user_unknown);
+                tracing::debug!(user, actual, "message to a user without sessions dropped");
+                return 0;
+            }
+            targets
+                .iter()
+                .map(|session| {
+                    let target = session_target(actual, session);
+                    self.publish_locked(&mut state, &target, message.clone())
+                })
+                .collect()
+        };
+        fanouts.into_iter().map(|f| self.complete(f)).sum()
     }
 
     /// Send to one session's user destination (`@SendToUser(broadcast=false)`, and the only
@@ -806,9 +965,9 @@ impl Broker {
         message: Arc<Published>,
     ) -> PublishOutcome {
         bump(&self.stats.published);
-        let mut state = self.lock();
         let target = session_target(actual, session);
-        self.publish_locked(&mut state, &target, message)
+        let fanout = self.publish_locked(&mut self.lock(), &target, message);
+        PublishOutcome::delivered(self.complete(fanout))
     }
 
     /// Deliver one message to one subscription of one session only (an `/app` subscribe
@@ -826,12 +985,10 @@ impl Broker {
             ack: None,
             redelivered: Redelivered::No,
         };
-        let (bytes, dropped) = message.encode_for(&head, out.version());
-        out.count_dropped_headers(dropped);
-        match out.send_encoded(bytes, message.payload, Discard::Allowed) {
-            Ok(()) => bump(&self.stats.delivered),
-            Err(_) => bump(&self.stats.dropped_overflow),
-        }
+        bump(match send_message(out, &head, message, Discard::Allowed) {
+            true => &self.stats.delivered,
+            false => &self.stats.dropped_overflow,
+        });
     }
 
     /// Apply an ACK or NACK from `session`.
@@ -921,38 +1078,99 @@ impl Broker {
             && !is_pattern(destination)
     }
 
+    /// Deliver what needs the lock (client-ack and pattern subscriptions, competing queues)
+    /// and take the snapshot of the auto-ack subscribers, delivered by [`Broker::complete`]
+    /// once the lock is released.
     fn publish_locked(
         &self,
         state: &mut BrokerState,
         destination: &str,
         message: Arc<Published>,
-    ) -> PublishOutcome {
+    ) -> Fanout {
         if self.is_competing(destination) {
             self.enqueue(state, destination, message);
-            let delivered = self.dispatch(state, destination);
-            return PublishOutcome::delivered(delivered);
+            return Fanout::done(self.dispatch(state, destination));
         }
         let owner = user_suffix(destination)
             .filter(|s| state.sessions.contains_key(*s))
             .map(str::to_owned);
-        let mut receivers: Vec<SubKey> =
-            state.literal.get(destination).cloned().unwrap_or_default();
-        for key in &state.patterns {
-            let visible = owner.as_deref().is_none_or(|o| *o == *key.session);
-            if visible && pattern_matches(state, key, destination) {
-                receivers.push(key.clone());
+        let mut tracked: Vec<SubKey> = Vec::new();
+        let mut batch = None;
+        if let Some(topic) = state.literal.get_mut(destination) {
+            if topic.tracked > 0 {
+                tracked.extend(
+                    topic
+                        .members
+                        .values()
+                        .filter(|m| m.receiver.is_none())
+                        .map(|m| m.key.clone()),
+                );
+            }
+            let receivers = topic.receivers();
+            if !receivers.is_empty() {
+                batch = Some(Batch {
+                    destination: destination.into(),
+                    message: message.clone(),
+                    receivers,
+                    order: topic.order.clone(),
+                });
             }
         }
-        if receivers.is_empty() {
+        for key in state.patterns.values() {
+            let visible = owner.as_deref().is_none_or(|o| *o == *key.session);
+            if visible && pattern_matches(state, key, destination) {
+                tracked.push(key.clone());
+            }
+        }
+        if tracked.is_empty() && batch.is_none() {
             bump(&self.stats.dropped_no_subscriber);
         }
         let mut delivered = 0;
-        for key in receivers {
+        for key in tracked {
             if self.deliver(state, &key, destination, &message, Redelivered::No, None) {
                 delivered += 1;
             }
         }
-        PublishOutcome::delivered(delivered)
+        Fanout { delivered, batch }
+    }
+
+    /// Finish a publish outside the broker's lock: deliver its batch under the destination's
+    /// order lock. Returns the deliveries made in all.
+    fn complete(&self, fanout: Fanout) -> usize {
+        let Some(batch) = fanout.batch else {
+            return fanout.delivered;
+        };
+        let _order = lock_order(&batch.order);
+        let (mut delivered, mut refused) = (0u64, 0u64);
+        for receiver in batch.receivers.iter() {
+            if !receiver.live.load(Ordering::Acquire) {
+                continue;
+            }
+            if let Some(selector) = &receiver.selector
+                && !selector.matches(&batch.message.headers)
+            {
+                continue;
+            }
+            let head = DeliveryHead {
+                destination: receiver.shown.as_deref().unwrap_or(&batch.destination),
+                subscription: &receiver.id,
+                ack: None,
+                redelivered: Redelivered::No,
+            };
+            if send_message(&receiver.out, &head, &batch.message, Discard::Allowed) {
+                delivered += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        // One addition per publish, not per delivery: these counters are shared by every core.
+        self.stats.delivered.fetch_add(delivered, Ordering::Relaxed);
+        if refused > 0 {
+            self.stats
+                .dropped_overflow
+                .fetch_add(refused, Ordering::Relaxed);
+        }
+        fanout.delivered + delivered as usize
     }
 
     fn enqueue(&self, state: &mut BrokerState, destination: &str, message: Arc<Published>) {
@@ -1033,21 +1251,22 @@ impl Broker {
             };
             let size = head.message.size();
             let cursor = queue.cursor;
-            let Some(subscribers) = state.literal.get(destination) else {
+            let Some(topic) = state.literal.get(destination) else {
                 return delivered;
             };
-            let count = subscribers.len();
-            let chosen = (0..count)
-                .map(|step| (cursor + step) % count)
-                .find(|&i| self.has_room(state, &subscribers[i], size));
-            let Some(index) = chosen else {
+            let chosen = topic
+                .members
+                .range(cursor..)
+                .chain(topic.members.range(..cursor))
+                .find(|(_, m)| self.has_room(state, &m.key, size))
+                .map(|(position, m)| (*position, m.key.clone()));
+            let Some((position, key)) = chosen else {
                 return delivered;
             };
-            let key = subscribers[index].clone();
             let Some(queue) = state.queues.get_mut(destination) else {
                 return delivered;
             };
-            queue.cursor = (index + 1) % count;
+            queue.cursor = position + 1;
             let Some(stored) = queue.stored.pop_front() else {
                 return delivered;
             };
@@ -1248,20 +1467,18 @@ impl Broker {
             ack,
             redelivered,
         };
-        let (bytes, dropped) = message.encode_for(&head, out.version());
-        out.count_dropped_headers(dropped);
         // A delivery awaiting ACK is never discarded: the client could not ACK what it never
         // saw, and the delivery would hold its pending-ack slot (and prefetch window) forever.
         let discard = match ack {
             Some(_) => Discard::Never,
             None => Discard::Allowed,
         };
-        if out.send_encoded(bytes, message.payload, discard).is_err() {
-            bump(&self.stats.dropped_overflow);
-            return false;
-        }
-        bump(&self.stats.delivered);
-        true
+        let sent = send_message(out, &head, message, discard);
+        bump(match sent {
+            true => &self.stats.delivered,
+            false => &self.stats.dropped_overflow,
+        });
+        sent
     }
 
     /// Send one client-ack delivery whose bytes are already counted in the budgets, and
@@ -1330,6 +1547,18 @@ impl SessionEntry {
     }
 }
 
+/// Encode one MESSAGE for `head` and queue it on `out`; false when the carrier refused it.
+fn send_message(
+    out: &Outbound,
+    head: &DeliveryHead<'_>,
+    message: &Published,
+    discard: Discard,
+) -> bool {
+    let (bytes, dropped) = message.encode_for(head, out.version());
+    out.count_dropped_headers(dropped);
+    out.send_encoded(bytes, message.payload, discard).is_ok()
+}
+
 fn pattern_matches(state: &BrokerState, key: &SubKey, destination: &str) -> bool {
     state
         .sessions
@@ -1339,15 +1568,28 @@ fn pattern_matches(state: &BrokerState, key: &SubKey, destination: &str) -> bool
         .is_some_and(|p| p.matches(destination))
 }
 
-fn forget_subscription_index(state: &mut BrokerState, session: &str, id: &str, sub: &Subscription) {
-    let is_key = |k: &SubKey| &*k.session == session && &*k.id == id;
+/// Take an ended subscription out of its destination's order (marking its receiver dead);
+/// returns the destination's order lock when a fan-out outside the lock may be sending to it.
+fn forget_subscription_index(
+    state: &mut BrokerState,
+    sub: &Subscription,
+) -> Option<Arc<Mutex<()>>> {
     if sub.pattern.is_some() {
-        state.patterns.retain(|k| !is_key(k));
-        return;
+        state.patterns.remove(&sub.position);
+        return None;
     }
-    if let Some(keys) = state.literal.get_mut(&sub.request.target) {
-        keys.retain(|k| !is_key(k));
-        if keys.is_empty() {
+    let mut order = None;
+    if let Some(topic) = state.literal.get_mut(&sub.request.target) {
+        topic.members.remove(&sub.position);
+        match &sub.receiver {
+            Some(receiver) => {
+                receiver.live.store(false, Ordering::Release);
+                topic.snapshot = None;
+                order = Some(topic.order.clone());
+            }
+            None => topic.tracked -= 1,
+        }
+        if topic.members.is_empty() {
             state.literal.remove(&sub.request.target);
             // An empty competing queue nobody subscribes to any more is forgotten.
             if state
@@ -1359,6 +1601,15 @@ fn forget_subscription_index(state: &mut BrokerState, session: &str, id: &str, s
             }
         }
     }
+    order
+}
+
+/// Take a destination's order lock (a fan-out that panicked leaves nothing half-done that
+/// matters to the next one).
+fn lock_order(order: &Mutex<()>) -> MutexGuard<'_, ()> {
+    order
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Find the outstanding delivery an ACK/NACK names: (subscription id, delivery number), by
@@ -1936,5 +2187,200 @@ mod tests {
             f.broker.attach_engine(engine).is_err(),
             "one engine per broker"
         );
+    }
+
+    /// A sink whose first send blocks until the test releases it: a fan-out under way.
+    struct GatedSink {
+        inner: RecordingSink,
+        entered: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+        release: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    }
+
+    impl crate::session::SessionSink for GatedSink {
+        fn send(&self, msg: crate::session::OutMessage) -> Result<(), crate::session::SendError> {
+            if let Some(entered) = self.entered.lock().unwrap().take() {
+                let _ = entered.send(());
+                if let Some(release) = self.release.lock().unwrap().take() {
+                    let _ = release.recv_timeout(std::time::Duration::from_secs(10));
+                }
+            }
+            self.inner.send(msg)
+        }
+        fn close(&self, code: u16, reason: &str) {
+            self.inner.close(code, reason)
+        }
+        fn is_closed(&self) -> bool {
+            self.inner.is_closed()
+        }
+        fn queued_bytes(&self) -> usize {
+            0
+        }
+    }
+
+    type Gate = (
+        Arc<GatedSink>,
+        std::sync::mpsc::Receiver<()>,
+        std::sync::mpsc::Sender<()>,
+    );
+
+    impl Fixture {
+        /// A session whose first delivery blocks: (sink, "entered" signal, release).
+        fn gated_session(&self, id: &str) -> Gate {
+            let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+            let (release_tx, release_rx) = std::sync::mpsc::channel();
+            let sink = Arc::new(GatedSink {
+                inner: RecordingSink::default(),
+                entered: Mutex::new(Some(entered_tx)),
+                release: Mutex::new(Some(release_rx)),
+            });
+            let out = Arc::new(Outbound::new(
+                crate::stomp::testing::sender_for(sink.clone()),
+                Version::V1_2,
+                Carriage::TextAndBinary,
+                self.stats.clone(),
+            ));
+            self.broker.register_session(id, out, None);
+            (sink, entered_rx, release_tx)
+        }
+    }
+
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+    #[test]
+    fn a_fan_out_under_way_blocks_no_other_destination() {
+        let f = Arc::new(fixture(QueueSemantics::Competing));
+        let (_slow, entered, release) = f.gated_session("slow");
+        f.subscribe("slow", "1", "/topic/a", AckMode::Auto);
+        let b = f.session("b", None);
+        let publisher = {
+            let f = f.clone();
+            std::thread::spawn(move || f.publish("/topic/a", "big"))
+        };
+        entered
+            .recv_timeout(WAIT)
+            .expect("the fan-out reached the slow session");
+        // While that fan-out is stuck in a carrier, the rest of the broker answers.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let other = {
+            let f = f.clone();
+            std::thread::spawn(move || {
+                f.subscribe("b", "1", "/topic/b", AckMode::Auto);
+                f.subscribe("b", "2", "/queue/q", AckMode::ClientIndividual);
+                f.publish("/topic/b", "hello");
+                f.publish("/queue/q", "job");
+                let _ = done_tx.send(());
+            })
+        };
+        let answered = done_rx.recv_timeout(WAIT);
+        release.send(()).unwrap();
+        publisher.join().unwrap();
+        other.join().unwrap();
+        answered.expect("SUBSCRIBE and SEND elsewhere did not wait for the fan-out");
+        assert_eq!(bodies(&b), ["hello", "job"]);
+    }
+
+    #[test]
+    fn unsubscribe_waits_for_a_fan_out_under_way_which_then_skips_it() {
+        let f = Arc::new(fixture(QueueSemantics::Broadcast));
+        let (slow, entered, release) = f.gated_session("slow");
+        f.subscribe("slow", "1", "/topic/a", AckMode::Auto);
+        let late = f.session("late", None);
+        f.subscribe("late", "1", "/topic/a", AckMode::Auto);
+        let publisher = {
+            let f = f.clone();
+            std::thread::spawn(move || f.publish("/topic/a", "m1"))
+        };
+        entered.recv_timeout(WAIT).unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let unsubscriber = {
+            let f = f.clone();
+            std::thread::spawn(move || {
+                let existed = f.broker.unsubscribe("late", "1");
+                let _ = done_tx.send(existed);
+            })
+        };
+        // It cannot return while the fan-out that still lists it is under way.
+        assert!(
+            done_rx
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_err()
+        );
+        release.send(()).unwrap();
+        assert_eq!(done_rx.recv_timeout(WAIT), Ok(true));
+        publisher.join().unwrap();
+        unsubscriber.join().unwrap();
+        f.publish("/topic/a", "m2");
+        assert_eq!(bodies(&slow.inner), ["m1", "m2"]);
+        assert!(
+            late.frames().is_empty(),
+            "the fan-out skipped the dead receiver"
+        );
+    }
+
+    #[test]
+    fn concurrent_publishers_to_one_destination_are_seen_in_one_order() {
+        let f = Arc::new(fixture(QueueSemantics::Broadcast));
+        let sinks: Vec<_> = (0..3)
+            .map(|i| {
+                let id = format!("s{i}");
+                let sink = f.session(&id, None);
+                f.subscribe(&id, "1", "/topic/o", AckMode::Auto);
+                sink
+            })
+            .collect();
+        let publishers: Vec<_> = (0..2)
+            .map(|p| {
+                let f = f.clone();
+                std::thread::spawn(move || {
+                    for i in 0..300 {
+                        f.publish("/topic/o", &format!("{p}-{i}"));
+                    }
+                })
+            })
+            .collect();
+        for publisher in publishers {
+            publisher.join().unwrap();
+        }
+        let first = bodies(&sinks[0]);
+        assert_eq!(first.len(), 600);
+        for sink in &sinks[1..] {
+            assert_eq!(bodies(sink), first);
+        }
+        for p in 0..2 {
+            let own: Vec<_> = first
+                .iter()
+                .filter(|b| b.starts_with(&format!("{p}-")))
+                .collect();
+            let expected: Vec<String> = (0..300).map(|i| format!("{p}-{i}")).collect();
+            assert_eq!(own, expected.iter().collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn subscription_order_survives_removals_for_round_robin() {
+        let f = fixture(QueueSemantics::Competing);
+        let sinks: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|id| {
+                let sink = f.session(id, None);
+                f.subscribe(id, "1", "/queue/r", AckMode::Auto);
+                sink
+            })
+            .collect();
+        assert!(f.broker.unsubscribe("b", "1"));
+        for i in 0..4 {
+            f.publish("/queue/r", &format!("m{i}"));
+        }
+        assert_eq!(bodies(&sinks[0]), ["m0", "m2"]);
+        assert!(sinks[1].frames().is_empty());
+        assert_eq!(bodies(&sinks[2]), ["m1", "m3"]);
+        f.subscribe("b", "1", "/queue/r", AckMode::Auto);
+        for i in 4..7 {
+            f.publish("/queue/r", &format!("m{i}"));
+        }
+        // The newcomer is last in the order, right after where the round stopped.
+        assert_eq!(bodies(&sinks[1]), ["m4"]);
+        assert_eq!(bodies(&sinks[0]), ["m0", "m2", "m5"]);
+        assert_eq!(bodies(&sinks[2]), ["m1", "m3", "m6"]);
     }
 }

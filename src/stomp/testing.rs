@@ -137,6 +137,12 @@ pub fn recording_sender() -> (Arc<RecordingSink>, SessionSender) {
     (sink, handle.sender().clone())
 }
 
+/// A sender for any sink.
+pub fn sender_for(sink: Arc<dyn SessionSink>) -> SessionSender {
+    let (_side, handle) = new_session(test_info(TransportKind::Tcp, None), sink);
+    handle.sender().clone()
+}
+
 /// A full test session: the sink, the carrier's inbound side and the application's handle.
 pub fn recording_session(
     transport: TransportKind,

@@ -53,7 +53,7 @@ impl Common {
     }
 
     /// Source addresses to use: one per ~8000 connections, at least 1.
-    fn sources(&self, conns_per_client: usize) -> usize {
+    pub(super) fn sources(&self, conns_per_client: usize) -> usize {
         if self.sources > 0 {
             return self.sources;
         }
@@ -65,7 +65,7 @@ impl Common {
         }
     }
 
-    fn base(&self, scenario: &str) -> serde_json::Map<String, Value> {
+    pub(super) fn base(&self, scenario: &str) -> serde_json::Map<String, Value> {
         let mut m = serde_json::Map::new();
         m.insert("scenario".into(), json!(scenario));
         m.insert("label".into(), json!(self.label));
@@ -78,7 +78,7 @@ impl Common {
 }
 
 /// A per-run nonce so session ids and source addresses differ between runs.
-fn nonce() -> u64 {
+pub(super) fn nonce() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -89,13 +89,13 @@ fn nonce() -> u64 {
 /// Maps client index to a source address; the first address rotates per run so TIME_WAIT
 /// sockets of the previous run do not exhaust its ports.
 #[derive(Clone, Copy)]
-struct Sources {
+pub(super) struct Sources {
     n: usize,
     base: u8,
 }
 
 impl Sources {
-    fn new(n: usize, nonce: u64) -> Self {
+    pub(super) fn new(n: usize, nonce: u64) -> Self {
         let n = n.clamp(1, 200);
         let base = if n <= 1 {
             1
@@ -104,7 +104,7 @@ impl Sources {
         };
         Sources { n, base }
     }
-    fn get(&self, i: usize) -> Option<std::net::IpAddr> {
+    pub(super) fn get(&self, i: usize) -> Option<std::net::IpAddr> {
         if self.n <= 1 {
             return None;
         }
@@ -115,12 +115,12 @@ impl Sources {
     }
 }
 
-fn session_id(nonce: u64, i: usize) -> String {
+pub(super) fn session_id(nonce: u64, i: usize) -> String {
     format!("{:03}{:x}n{i}", i % 1000, nonce & 0xffff_ffff)
 }
 
 /// Open a session, and for STOMP connect (and subscribe when asked).
-async fn open_session(
+pub(super) async fn open_session(
     c: &Common,
     transport: Transport,
     i: usize,
@@ -152,7 +152,7 @@ async fn open_session(
     Ok((client, reader))
 }
 
-async fn wait_frame(
+pub(super) async fn wait_frame(
     client: &mut Client,
     reader: &mut stomp::Reader,
     want: &[u8],
@@ -196,7 +196,7 @@ async fn wait_frame(
 
 /// Counters shared by the sessions of a run.
 #[derive(Default)]
-struct Shared {
+pub(super) struct Shared {
     ready: AtomicUsize,
     failed: AtomicUsize,
     closed: AtomicUsize,
@@ -212,24 +212,24 @@ struct Shared {
 }
 
 impl Shared {
-    fn fail(&self, e: &io::Error) {
+    pub(super) fn fail(&self, e: &io::Error) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         let mut first = lock(&self.first_error);
         if first.is_none() {
             *first = Some(e.to_string());
         }
     }
-    fn error(&self) -> Option<String> {
+    pub(super) fn error(&self) -> Option<String> {
         lock(&self.first_error).clone()
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Print a progress line every two seconds until the handle is dropped.
-fn progress(label: String, f: impl Fn() -> String + Send + 'static) -> JoinHandle<()> {
+pub(super) fn progress(label: String, f: impl Fn() -> String + Send + 'static) -> JoinHandle<()> {
     tokio::spawn(async move {
         let start = Instant::now();
         loop {
@@ -244,7 +244,7 @@ fn progress(label: String, f: impl Fn() -> String + Send + 'static) -> JoinHandl
 }
 
 /// A payload: kind byte, sequence, send timestamp, padded with `x` to `size` bytes.
-fn payload(kind: u8, seq: u64, size: usize, out: &mut Vec<u8>) {
+pub(super) fn payload(kind: u8, seq: u64, size: usize, out: &mut Vec<u8>) {
     use std::io::Write;
     out.clear();
     out.push(kind);
@@ -271,11 +271,11 @@ fn parse_payload(p: &[u8]) -> Option<(u8, u64, u64)> {
     Some((kind, seq, t))
 }
 
-fn sample(proc: &Proc) -> (Option<f64>, Option<u64>) {
+pub(super) fn sample(proc: &Proc) -> (Option<f64>, Option<u64>) {
     (proc.cpu_seconds(), proc.rss_bytes())
 }
 
-async fn abort_all(handles: Vec<JoinHandle<()>>) {
+pub(super) async fn abort_all(handles: Vec<JoinHandle<()>>) {
     for h in &handles {
         h.abort();
     }
@@ -564,14 +564,14 @@ fn machine_busy() -> Option<f64> {
     Some(busy as f64 / 100.0)
 }
 
-fn own_cpu() -> Option<(f64, f64)> {
+pub(super) fn own_cpu() -> Option<(f64, f64)> {
     Some((
         Proc::new(vec![std::process::id()]).cpu_seconds()?,
         machine_busy()?,
     ))
 }
 
-fn client_cpu(
+pub(super) fn client_cpu(
     m: &mut serde_json::Map<String, Value>,
     a: Option<(f64, f64)>,
     b: Option<(f64, f64)>,
@@ -584,7 +584,7 @@ fn client_cpu(
     }
 }
 
-fn cpu_fields(
+pub(super) fn cpu_fields(
     m: &mut serde_json::Map<String, Value>,
     cpu0: Option<f64>,
     cpu1: Option<f64>,

@@ -29,6 +29,17 @@ pub fn send(destination: &str, body: &[u8], out: &mut Vec<u8>) {
     out.push(0);
 }
 
+/// SEND with a plain-text body and a receipt request.
+pub fn send_with_receipt(destination: &str, body: &[u8], receipt: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"SEND\ndestination:");
+    out.extend_from_slice(destination.as_bytes());
+    out.extend_from_slice(b"\nreceipt:");
+    out.extend_from_slice(receipt.as_bytes());
+    out.extend_from_slice(b"\ncontent-type:text/plain\n\n");
+    out.extend_from_slice(body);
+    out.push(0);
+}
+
 /// One received frame.
 pub struct Frame<'a> {
     pub command: &'a [u8],
