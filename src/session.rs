@@ -189,8 +189,12 @@ pub struct OutMessage {
 
 #[derive(Clone)]
 struct OutInner {
-    /// The payload bytes (UTF-8 for text messages).
+    /// The payload bytes (UTF-8 for text messages); with a shared tail, the part before it.
     payload: Bytes,
+    /// The rest of the payload, shared with other messages (a broker's encoded MESSAGE tail).
+    tail: Option<Arc<SharedTail>>,
+    /// The whole payload, joined on first use by a carrier that needs one buffer.
+    joined: OnceLock<Bytes>,
     /// Whether the payload is text; raw WebSocket sends binary payloads as binary frames.
     is_text: bool,
     /// A carrier's re-encoding of the payload, computed once on first use.
@@ -198,6 +202,51 @@ struct OutInner {
     /// Who is told when a carrier discards this message on overflow; None: never discarded.
     on_drop: Option<Arc<dyn DropObserver>>,
 }
+
+/// The end of a payload that many messages share: a broker's MESSAGE tail (user headers and
+/// body), which follows a per-delivery head. Carriers write it without copying it per message
+/// where they can (vectored writes), and SockJS escapes it once for every message carrying it.
+pub struct SharedTail {
+    /// The bytes.
+    bytes: Bytes,
+    /// Whether they are UTF-8 (checked once).
+    is_text: bool,
+    /// The SockJS JSON escaping of the bytes (no quotes), computed on first use.
+    escaped: OnceLock<Bytes>,
+}
+
+impl SharedTail {
+    /// A shared tail of `bytes`.
+    pub fn new(bytes: Bytes) -> Arc<SharedTail> {
+        Arc::new(SharedTail {
+            is_text: std::str::from_utf8(&bytes).is_ok(),
+            bytes,
+            escaped: OnceLock::new(),
+        })
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Whether the bytes are UTF-8.
+    pub fn is_text(&self) -> bool {
+        self.is_text
+    }
+}
+
+impl fmt::Debug for SharedTail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedTail")
+            .field("len", &self.bytes.len())
+            .field("is_text", &self.is_text)
+            .finish()
+    }
+}
+
+/// Writes the JSON escaping of a string (without quotes) to a buffer.
+pub type Escape = fn(&str, &mut Vec<u8>);
 
 /// Told when a carrier discards a droppable message unsent to make room for a newer one, so
 /// the application can count what its client missed.
@@ -223,15 +272,70 @@ impl OutMessage {
         Self::new(payload, false)
     }
 
+    /// A text message of `head` followed by a shared `tail`; None unless both are UTF-8. Only
+    /// the head is checked here: the tail was checked once when it was made.
+    pub fn text_with_tail(head: Bytes, tail: &Arc<SharedTail>) -> Option<Self> {
+        if !tail.is_text || std::str::from_utf8(&head).is_err() {
+            return None;
+        }
+        Some(Self::new_with_tail(head, Some(tail.clone()), true))
+    }
+
+    /// A binary message of `head` followed by a shared `tail`.
+    pub fn binary_with_tail(head: Bytes, tail: &Arc<SharedTail>) -> Self {
+        Self::new_with_tail(head, Some(tail.clone()), false)
+    }
+
     fn new(payload: Bytes, is_text: bool) -> Self {
+        Self::new_with_tail(payload, None, is_text)
+    }
+
+    fn new_with_tail(payload: Bytes, tail: Option<Arc<SharedTail>>, is_text: bool) -> Self {
         Self {
             inner: Arc::new(OutInner {
                 payload,
+                tail,
+                joined: OnceLock::new(),
                 is_text,
                 encoded: OnceLock::new(),
                 on_drop: None,
             }),
         }
+    }
+
+    /// The payload as the slices it is made of, in order (one, or a head and a shared tail),
+    /// for vectored writes.
+    pub fn parts(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(&self.inner.payload[..])
+            .chain(self.inner.tail.as_ref().map(|t| &t.bytes[..]))
+    }
+
+    /// Append the SockJS JSON string literal of this message (quotes included) to `out`.
+    /// `escape` runs over a whole message once, cached in it (a broadcast message goes to many
+    /// sessions); a message with a shared tail escapes only its head, and the tail's escaping
+    /// is computed once for every message that carries it.
+    pub fn put_quoted(&self, out: &mut Vec<u8>, escape: Escape) {
+        let Some(tail) = &self.inner.tail else {
+            let quoted = self.inner.encoded.get_or_init(|| {
+                let mut quoted = Vec::with_capacity(self.len() + 2);
+                quoted.push(b'"');
+                escape(&self.as_text(), &mut quoted);
+                quoted.push(b'"');
+                Bytes::from(quoted)
+            });
+            out.extend_from_slice(quoted);
+            return;
+        };
+        let escaped = tail.escaped.get_or_init(|| {
+            let mut escaped = Vec::with_capacity(tail.bytes.len());
+            escape(&String::from_utf8_lossy(&tail.bytes), &mut escaped);
+            Bytes::from(escaped)
+        });
+        out.reserve(self.inner.payload.len() + escaped.len() + 2);
+        out.push(b'"');
+        escape(&String::from_utf8_lossy(&self.inner.payload), out);
+        out.extend_from_slice(escaped);
+        out.push(b'"');
     }
 
     /// This message, marked as one a carrier may discard unsent, oldest first, when the
@@ -247,9 +351,18 @@ impl OutMessage {
         self.inner.on_drop.is_some()
     }
 
-    /// The payload bytes.
+    /// The payload bytes, in one buffer (a message with a shared tail joins its parts on
+    /// first use; carriers that can write slices use [`OutMessage::parts`]).
     pub fn payload(&self) -> &Bytes {
-        &self.inner.payload
+        match &self.inner.tail {
+            None => &self.inner.payload,
+            Some(tail) => self.inner.joined.get_or_init(|| {
+                let mut joined = Vec::with_capacity(self.len());
+                joined.extend_from_slice(&self.inner.payload);
+                joined.extend_from_slice(&tail.bytes);
+                Bytes::from(joined)
+            }),
+        }
     }
 
     /// Whether this is a text message.
@@ -259,26 +372,17 @@ impl OutMessage {
 
     /// The payload as text (lossy for binary payloads).
     pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.inner.payload)
+        String::from_utf8_lossy(self.payload())
     }
 
     /// Payload length in bytes, the unit of every queue limit.
     pub fn len(&self) -> usize {
-        self.inner.payload.len()
+        self.inner.payload.len() + self.inner.tail.as_ref().map_or(0, |t| t.bytes.len())
     }
 
     /// Whether the payload is empty.
     pub fn is_empty(&self) -> bool {
-        self.inner.payload.is_empty()
-    }
-
-    /// The carrier encoding of this message, computed by `encode` on first use and shared by
-    /// every session the message goes to. One carrier encoding exists per process (SockJS's).
-    pub fn encoded(&self, encode: impl FnOnce(&str) -> Bytes) -> Bytes {
-        self.inner
-            .encoded
-            .get_or_init(|| encode(&self.as_text()))
-            .clone()
+        self.len() == 0
     }
 }
 
@@ -745,14 +849,49 @@ pub(crate) mod tests {
         assert_eq!(discards.0.load(Ordering::Relaxed), 0);
     }
 
+    fn brackets(s: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(format!("[{s}]").as_bytes());
+    }
+
+    fn nothing(_: &str, _: &mut Vec<u8>) {}
+
     #[test]
     fn marking_keeps_the_payload_and_the_encoding_cache() {
         let message = OutMessage::text("hi");
-        let encoded = message.encoded(|t| Bytes::from(format!("[{t}]")));
+        let mut encoded = Vec::new();
+        message.put_quoted(&mut encoded, brackets);
         let marked = message.droppable(Arc::new(Discards::default()));
         assert!(marked.is_droppable());
         assert_eq!(marked.payload(), &Bytes::from_static(b"hi"));
-        assert_eq!(marked.encoded(|_| Bytes::new()), encoded);
+        let mut again = Vec::new();
+        marked.put_quoted(&mut again, nothing);
+        assert_eq!(again, encoded);
+        assert_eq!(encoded, b"\"[hi]\"");
         assert!(!OutMessage::text("hi").is_droppable());
+    }
+
+    #[test]
+    fn a_shared_tail_is_one_payload_and_is_escaped_once_for_all_its_messages() {
+        let tail = SharedTail::new(Bytes::from_static(b"body"));
+        let a = OutMessage::text_with_tail(Bytes::from_static(b"head-a "), &tail).unwrap();
+        let b = OutMessage::text_with_tail(Bytes::from_static(b"head-b "), &tail).unwrap();
+        assert_eq!(a.len(), 11);
+        assert_eq!(a.payload(), &Bytes::from_static(b"head-a body"));
+        assert_eq!(a.parts().collect::<Vec<_>>(), [&b"head-a "[..], b"body"]);
+        let mut out = Vec::new();
+        a.put_quoted(&mut out, brackets);
+        assert_eq!(out, b"\"[head-a ][body]\"");
+        // The tail's escaping is cached: a second message only escapes its head.
+        out.clear();
+        b.put_quoted(&mut out, |s, out| {
+            assert!(s.starts_with("head"), "only the head is escaped again");
+            brackets(s, out)
+        });
+        assert_eq!(out, b"\"[head-b ][body]\"");
+        let binary = SharedTail::new(Bytes::from_static(b"\xff"));
+        assert!(OutMessage::text_with_tail(Bytes::from_static(b"h"), &binary).is_none());
+        let message = OutMessage::binary_with_tail(Bytes::from_static(b"h"), &binary);
+        assert!(!message.is_text());
+        assert_eq!(message.len(), 2);
     }
 }

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use serde::de;
 
 use crate::session::OutMessage;
@@ -37,6 +37,13 @@ fn push_unicode_escape(out: &mut Vec<u8>, unit: u32) {
 /// script element).
 pub fn quote_into(out: &mut Vec<u8>, s: &str, escape_lt: bool) {
     out.push(b'"');
+    escape_into(out, s, escape_lt);
+    out.push(b'"');
+}
+
+/// Append the escaped characters of `s` as in [`quote_into`], without the quotes. Escaping
+/// is per character, so the escaping of a string is the escapings of its parts joined.
+fn escape_into(out: &mut Vec<u8>, s: &str, escape_lt: bool) {
     let mut start = 0;
     for (i, c) in s.char_indices() {
         let simple: Option<&[u8]> = match c {
@@ -64,7 +71,11 @@ pub fn quote_into(out: &mut Vec<u8>, s: &str, escape_lt: bool) {
         start = i + c.len_utf8();
     }
     out.extend_from_slice(&s.as_bytes()[start..]);
-    out.push(b'"');
+}
+
+/// [`escape_into`] for every transport but htmlfile, as [`OutMessage::put_quoted`] takes it.
+fn escape(s: &str, out: &mut Vec<u8>) {
+    escape_into(out, s, false);
 }
 
 /// `s` as a SockJS JSON string literal.
@@ -74,20 +85,21 @@ pub fn quote(s: &str) -> Bytes {
     Bytes::from(out)
 }
 
-/// The `a[...]` frame for a batch of messages, each quoted once and cached in the message.
+/// The `a[...]` frame for a batch of messages, each quoted once (see
+/// [`OutMessage::put_quoted`]).
 pub fn array_frame<'a>(messages: impl IntoIterator<Item = &'a OutMessage>) -> Bytes {
-    let parts: Vec<Bytes> = messages.into_iter().map(|m| m.encoded(quote)).collect();
-    let len = 3 + parts.iter().map(|p| p.len() + 1).sum::<usize>();
-    let mut out = BytesMut::with_capacity(len);
-    out.put_slice(b"a[");
-    for (i, p) in parts.iter().enumerate() {
+    let messages: Vec<&OutMessage> = messages.into_iter().collect();
+    // Escaping rarely grows a message much: reserve for the unescaped lengths.
+    let mut out = Vec::with_capacity(3 + messages.iter().map(|m| m.len() + 3).sum::<usize>());
+    out.extend_from_slice(b"a[");
+    for (i, message) in messages.into_iter().enumerate() {
         if i > 0 {
-            out.put_u8(b',');
+            out.push(b',');
         }
-        out.put_slice(p);
+        message.put_quoted(&mut out, escape);
     }
-    out.put_u8(b']');
-    out.freeze()
+    out.push(b']');
+    Bytes::from(out)
 }
 
 /// The `c[code,"reason"]` frame.

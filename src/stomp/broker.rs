@@ -58,6 +58,7 @@ use super::frame::{Escaping, Version, put_content_length, write_header};
 use super::outbound::{Discard, Outbound, Payload};
 use super::selector::Selector;
 use super::stats::{StompStats, bump};
+use crate::session::SharedTail;
 
 /// How a subscription acknowledges messages (spec §5.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +132,7 @@ pub struct Published {
     /// Whether the frame can travel as text.
     payload: Payload,
     /// The encoded tail, per version, built on first use (see the module comment).
-    tails: [OnceLock<(Bytes, usize)>; 3],
+    tails: [OnceLock<(Arc<SharedTail>, usize)>; 3],
 }
 
 /// SEND headers never copied into MESSAGE (spec §8.1): ours replace them.
@@ -190,7 +191,7 @@ impl Published {
     }
 
     /// The shared tail for `version`, and how many headers it had to drop.
-    fn tail(&self, version: Version) -> &(Bytes, usize) {
+    fn tail(&self, version: Version) -> &(Arc<SharedTail>, usize) {
         self.tails[version.index()].get_or_init(|| {
             let escaping = Escaping::for_frame(super::frame::Command::Message, version);
             let mut buf = BytesMut::with_capacity(self.size() + 32);
@@ -203,15 +204,20 @@ impl Published {
             buf.put_u8(b'\n');
             buf.put_slice(&self.body);
             buf.put_u8(0);
-            (buf.freeze(), dropped)
+            (SharedTail::new(buf.freeze()), dropped)
         })
     }
 
-    /// The complete MESSAGE frame for one delivery: a per-delivery head plus the shared tail.
-    fn encode_for(&self, head: &DeliveryHead<'_>, version: Version) -> (Bytes, usize) {
+    /// The MESSAGE frame for one delivery: its own head, the shared tail, and how many
+    /// headers could not be written.
+    fn encode_for(
+        &self,
+        head: &DeliveryHead<'_>,
+        version: Version,
+    ) -> (Bytes, &Arc<SharedTail>, usize) {
         let escaping = Escaping::for_frame(super::frame::Command::Message, version);
         let (tail, tail_dropped) = self.tail(version);
-        let mut buf = BytesMut::with_capacity(tail.len() + 128);
+        let mut buf = BytesMut::with_capacity(128);
         buf.put_slice(b"MESSAGE\n");
         let mut dropped = *tail_dropped;
         let mut put = |name: &str, value: &str| {
@@ -232,8 +238,7 @@ impl Published {
             (Redelivered::No, true) => put("redelivered", "false"),
             (Redelivered::No, false) => {}
         }
-        buf.put_slice(tail);
-        (buf.freeze(), dropped)
+        (buf.freeze(), tail, dropped)
     }
 }
 
@@ -1554,9 +1559,10 @@ fn send_message(
     message: &Published,
     discard: Discard,
 ) -> bool {
-    let (bytes, dropped) = message.encode_for(head, out.version());
+    let (head, tail, dropped) = message.encode_for(head, out.version());
     out.count_dropped_headers(dropped);
-    out.send_encoded(bytes, message.payload, discard).is_ok()
+    out.send_with_tail(head, tail, message.payload, discard)
+        .is_ok()
 }
 
 fn pattern_matches(state: &BrokerState, key: &SubKey, destination: &str) -> bool {
@@ -2091,14 +2097,17 @@ mod tests {
             ack: Some("7"),
             redelivered: Redelivered::No,
         };
-        let (bytes, _) = message.encode_for(&head, Version::V1_2);
+        let (head_bytes, tail, _) = message.encode_for(&head, Version::V1_2);
+        let bytes = [&head_bytes[..], &tail.bytes()[..]].concat();
         assert_eq!(
             &bytes[..],
             b"MESSAGE\ndestination:/topic/a\nmessage-id:m-1\nsubscription:s\nack:7\nredelivered:false\nx-foo:a\\cb\ncontent-length:2\n\nhi\0"
         );
         // Auto-ack fan-out frames do not carry `redelivered:false`.
         let auto = DeliveryHead { ack: None, ..head };
-        let (bytes, _) = message.encode_for(&auto, Version::V1_2);
+        let (head_bytes, again, _) = message.encode_for(&auto, Version::V1_2);
+        assert!(Arc::ptr_eq(tail, again), "one tail for every delivery");
+        let bytes = [&head_bytes[..], &again.bytes()[..]].concat();
         assert!(
             bytes.starts_with(
                 b"MESSAGE\ndestination:/topic/a\nmessage-id:m-1\nsubscription:s\nx-foo"

@@ -16,7 +16,9 @@ use bytes::Bytes;
 
 use super::frame::{Frame, Version};
 use super::stats::{StompStats, bump};
-use crate::session::{DropObserver, OutMessage, SendError, SessionSender, TransportKind};
+use crate::session::{
+    DropObserver, OutMessage, SendError, SessionSender, SharedTail, TransportKind,
+};
 use std::sync::Arc;
 
 /// Whether a carrier can deliver frames that are not valid UTF-8.
@@ -172,6 +174,39 @@ impl Outbound {
                 return Ok(());
             }
         };
+        self.queue(message, discard)
+    }
+
+    /// Queue a frame made of a per-delivery `head` and a `tail` shared by every delivery of
+    /// one message (a broker MESSAGE): nothing of the tail is copied or checked again here.
+    pub fn send_with_tail(
+        &self,
+        head: Bytes,
+        tail: &Arc<SharedTail>,
+        payload: Payload,
+        discard: Discard,
+    ) -> Result<(), SendError> {
+        let message = match (payload, self.carriage) {
+            (Payload::Text, _) | (Payload::OctetText, Carriage::TextOnly) => {
+                match OutMessage::text_with_tail(head.clone(), tail) {
+                    Some(message) => message,
+                    None => OutMessage::binary_with_tail(head, tail),
+                }
+            }
+            (Payload::Binary | Payload::OctetText, Carriage::TextAndBinary) => {
+                OutMessage::binary_with_tail(head, tail)
+            }
+            (Payload::Binary, Carriage::TextOnly) => {
+                self.unencodable("a binary");
+                return Ok(());
+            }
+        };
+        self.queue(message, discard)
+    }
+
+    /// Mark `message` per `discard` and queue it (a non-text message on a text-only carrier is
+    /// dropped and counted instead).
+    fn queue(&self, message: OutMessage, discard: Discard) -> Result<(), SendError> {
         let message = match discard {
             Discard::Allowed => message.droppable(self.drops.clone()),
             Discard::Never => message,

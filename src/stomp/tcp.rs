@@ -466,8 +466,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         };
         // The whole burst goes out in as few (vectored) writes as the socket takes, not one
         // write per frame; each write is bounded by the send time limit.
-        let mut slices: Vec<IoSlice<'_>> =
-            batch.iter().map(|m| IoSlice::new(m.payload())).collect();
+        // A broker MESSAGE is its own head and a tail shared with every other delivery of it:
+        // both are written from where they are, not joined.
+        let mut slices: Vec<IoSlice<'_>> = batch
+            .iter()
+            .flat_map(OutMessage::parts)
+            .map(IoSlice::new)
+            .collect();
         let mut rest = &mut slices[..];
         while !rest.is_empty() {
             let write = async {
