@@ -204,6 +204,15 @@ def targets(med):
         v is not None and v <= 5, "Spring's relay: 1,001")
     r = ratio(g("relay-fanout-1k", "gateway-relay", "msgs_per_s"), g("relay-fanout-1k", "rabbitmq", "msgs_per_s"))
     add("relay /topic fan-out 1k vs RabbitMQ Web-STOMP", r and f"{r:.1f}×", "≥ 2×", r is not None and r >= 2)
+    for carrier, label in (("sjs", "SockJS websocket"), ("raw", "raw WebSocket")):
+        for n in ("1k", "10k"):
+            for size, goal in (("100", 1.0), ("16k", 2.0)):
+                i = f"stomp-{carrier}-{n}-{size}"
+                r = ratio(g(i, "gateway-stomp", "msgs_per_s"), g(i, "baseline-stomp", "msgs_per_s"))
+                add(f"STOMP /topic fan-out {n}, {size} B, {label}: vs the baseline commit",
+                    r and f"{r:.2f}×", "≥ 2×" if goal > 1 else "no regression (≥ 0.95×)",
+                    r is not None and r >= (goal if goal > 1 else 0.95),
+                    "" if r is not None else "no baseline run (--baseline REV)")
     for i in ("contention-10k", "contention-1k"):
         v = g(i, "gateway-stomp", "p99_us")
         b = g(i, "baseline-stomp", "p99_us")

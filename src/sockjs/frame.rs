@@ -454,6 +454,22 @@ mod tests {
         }
 
         #[test]
+        fn a_head_and_shared_tail_frame_like_the_whole_text(
+            head in any::<String>(),
+            tail in any::<String>(),
+            plain in any::<String>(),
+        ) {
+            let shared = crate::session::SharedTail::new(Bytes::from(tail.clone()));
+            let parts = OutMessage::text_with_tail(Bytes::from(head.clone()), &shared).unwrap();
+            let whole = OutMessage::text(format!("{head}{tail}"));
+            let other = OutMessage::text(plain);
+            prop_assert_eq!(array_frame([&parts, &other]), array_frame([&whole, &other]));
+            // The second message with the same tail uses the cached escaping.
+            let again = OutMessage::text_with_tail(Bytes::from(head), &shared).unwrap();
+            prop_assert_eq!(array_frame([&again]), array_frame([&whole]));
+        }
+
+        #[test]
         fn decoding_never_panics(body in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode_send_body(&body);
         }
