@@ -229,6 +229,7 @@ impl Gateway {
             services,
             connections: self.connections.clone(),
             tls_failures: self.tls_failures.clone(),
+            relay: self.relay.clone(),
             shutdown,
         };
         let admin = crate::admin::Admin::new(&self.admin.0, &self.admin.1, sources)?;

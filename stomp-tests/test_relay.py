@@ -10,8 +10,11 @@ SUBSCRIBE to RabbitMQ asked for a RECEIPT), so anything published after it reach
 subscriber, whoever publishes; the tests rely on that, except where a probe is named.
 """
 
+import json
 import os
+import re
 import subprocess
+import urllib.request
 import tempfile
 import time
 import uuid
@@ -27,6 +30,7 @@ PORT = os.environ.get("RABBITMQ_STOMP_PORT")
 pytestmark = pytest.mark.skipif(not PORT, reason="RABBITMQ_STOMP_PORT is not set (scripts/proxy-tests sets it)")
 
 POOL = 2
+ADMIN_KEY = "relay-test-key"
 
 
 def rabbitmqctl(*args):
@@ -40,7 +44,8 @@ def relay_gateway():
     config = (
         '[[service]]\nprefix = "/stomp"\napp = "stomp"\n\n'
         '[stomp]\nprincipal_header = "login"\nallow_client_send_to_user = true\n\n'
-        '[stomp.relay]\naddress = "127.0.0.1:%s"\npool_size = %d\nheartbeat_ms = 2000\n' % (PORT, POOL)
+        '[stomp.relay]\naddress = "127.0.0.1:%s"\npool_size = %d\nheartbeat_ms = 2000\n\n'
+        '[admin]\nlisten = "127.0.0.1:0"\napi_key = "%s"\n' % (PORT, POOL, ADMIN_KEY)
     )
     with conftest.running_gateway(config, tempfile.mkdtemp(prefix="stomp-relay-")) as gw:
         deadline = time.monotonic() + WAIT
@@ -202,7 +207,45 @@ def test_destinations_rabbitmq_would_refuse_are_errors_that_cut_nobody_else(clie
     c.rec.wait(lambda: "still here" in bodies(c.rec), "a delivery after the refused frames")
 
 
-def test_a_broker_restart_is_an_error_for_senders_then_recovers(clients):
+def admin(gw, path):
+    """GET an admin endpoint of the gateway (the fixture's admin listener, with its key)."""
+    m = re.search(r"admin listener at http://([0-9.]+:[0-9]+)", gw.log())
+    assert m, gw.log()
+    req = urllib.request.Request("http://%s%s" % (m.group(1), path),
+                                 headers={"Authorization": "Bearer " + ADMIN_KEY})
+    with urllib.request.urlopen(req, timeout=WAIT) as resp:
+        return resp.read().decode()
+
+
+def relay_stats(gw):
+    return json.loads(admin(gw, "/api/stats"))["relay"]
+
+
+def test_api_stats_and_metrics_show_the_pool(clients, relay_gateway):
+    dest = unique("/topic/relay-stats")
+    c = clients.tcp("1.2")
+    c.subscribe(dest, "s")
+    stats = relay_stats(relay_gateway)
+    assert stats["broker"] == "127.0.0.1:%s" % PORT, stats
+    assert stats["mode"] == "shared"
+    assert (stats["pool_size"], stats["connected"]) == (POOL, POOL), stats
+    assert [conn["state"] for conn in stats["connections"]] == ["connected"] * POOL
+    wanted = sum(conn["destinations"] for conn in stats["connections"])
+    assert wanted >= 1 and stats["broker_subscriptions"] >= 1, stats
+    assert sum(conn["confirmed"] for conn in stats["connections"]) >= 1, stats
+    metrics = admin(relay_gateway, "/metrics")
+    up = [line for line in metrics.splitlines() if line.startswith("sockjs_gateway_relay_connection_up{")]
+    assert len(up) == POOL and all(line.endswith(" 1") for line in up), up
+    assert re.search(r"^sockjs_gateway_relay_received_total \d+$", metrics, re.M), metrics
+    # Unsubscribing drops the interest, and the pool shows one destination fewer.
+    c.conn.unsubscribe("s")
+    deadline = time.monotonic() + WAIT
+    while sum(conn["destinations"] for conn in relay_stats(relay_gateway)["connections"]) != wanted - 1:
+        assert time.monotonic() < deadline, relay_stats(relay_gateway)
+        time.sleep(0.05)
+
+
+def test_a_broker_restart_is_an_error_for_senders_then_recovers(clients, relay_gateway):
     dest = unique("/topic/relay-restart")
     c = clients.tcp("1.2")
     c.subscribe(dest, "s")
@@ -219,6 +262,9 @@ def test_a_broker_restart_is_an_error_for_senders_then_recovers(clients):
             time.sleep(0.2)
         error = doomed.rec.of("ERROR")[0]
         assert error.headers["message"] == "Broker unavailable", error.headers
+        # /api/stats says which connections are down.
+        stats = relay_stats(relay_gateway)
+        assert stats["connected"] < POOL and "down" in [c["state"] for c in stats["connections"]], stats
     finally:
         rabbitmqctl("start_app")
         rabbitmqctl("await_startup")
@@ -231,3 +277,7 @@ def test_a_broker_restart_is_an_error_for_senders_then_recovers(clients):
             fresh = clients.tcp("1.2")
         fresh.conn.send(dest, "after restart")
         time.sleep(0.3)
+    deadline = time.monotonic() + WAIT
+    while relay_stats(relay_gateway)["connected"] != POOL:
+        assert time.monotonic() < deadline, relay_stats(relay_gateway)
+        time.sleep(0.1)

@@ -26,6 +26,7 @@ use serde_json::{Map, Value, json};
 
 use super::{ServiceView, Sources};
 use crate::limits::{ConnectionLimiter, ConnectionRefused};
+use crate::relay::Relay;
 use crate::sockjs::stats::{CLOSE_CAUSES, LIMITS, TRANSPORTS, cause_name, limit_name};
 use crate::stomp::frame::Command;
 use crate::stomp::presence::LocalPresence;
@@ -88,6 +89,8 @@ struct Readings {
     connections: Arc<ConnectionLimiter>,
     /// Failed TLS handshakes on them.
     tls_failures: Arc<AtomicU64>,
+    /// The STOMP relay, when configured.
+    relay: Option<Arc<Relay>>,
     /// Queue depth samples.
     queues: Arc<QueueDepths>,
     /// Scrapes served (one self-describing counter, handy to check a scraper is there).
@@ -442,6 +445,9 @@ impl Collector for GatewayCollector {
             MetricType::Counter,
         )?;
         f.counter(vec![], load(&r.tls_failures))?;
+        if let Some(relay) = &r.relay {
+            relay_metrics(&mut encoder, relay)?;
+        }
         let mut f = family(
             &mut encoder,
             "sockjs_gateway_sessions_refused",
@@ -475,6 +481,7 @@ impl Metrics {
             services: sources.services.clone(),
             connections: sources.connections.clone(),
             tls_failures: sources.tls_failures.clone(),
+            relay: sources.relay.clone(),
             queues: Arc::default(),
             scrapes: AtomicU64::new(0),
         });
@@ -606,6 +613,106 @@ impl Metrics {
                 "summary": s.summary(),
             },
             "sockjs": services,
+            "relay": r.relay.as_deref().map(relay_json),
         })
     }
+}
+
+/// The relay's families in `/metrics`: connection state per pool connection, and counters.
+fn relay_metrics(
+    encoder: &mut DescriptorEncoder<'_>,
+    relay: &Relay,
+) -> Result<(), std::fmt::Error> {
+    let status = relay.status();
+    let per_connection = |pick: fn(&crate::relay::ConnectionStatus) -> i64| {
+        status
+            .connections
+            .iter()
+            .enumerate()
+            .map(move |(i, c)| (vec![("connection", i.to_string())], pick(c)))
+    };
+    for (name, help, pick) in [
+        (
+            "sockjs_gateway_relay_connection_up",
+            "1 while the relay's pool connection to the external STOMP broker is up, else 0.",
+            (|c| i64::from(c.up)) as fn(&crate::relay::ConnectionStatus) -> i64,
+        ),
+        (
+            "sockjs_gateway_relay_destinations",
+            "Destinations local subscriptions want from the external broker, per pool connection.",
+            |c| c.destinations as i64,
+        ),
+        (
+            "sockjs_gateway_relay_queued_sends",
+            "SENDs waiting for the pool connection to the external broker.",
+            |c| c.queued as i64,
+        ),
+    ] {
+        let mut f = family(encoder, name, help, MetricType::Gauge)?;
+        for (labels, value) in per_connection(pick) {
+            f.gauge(labels, value)?;
+        }
+    }
+    let s = relay.stats();
+    for (name, help, counter) in [
+        (
+            "sockjs_gateway_relay_connects",
+            "Times a pool connection to the external broker was established.",
+            &s.connects,
+        ),
+        (
+            "sockjs_gateway_relay_broker_subscriptions",
+            "SUBSCRIBEs the relay made at the external broker (one per destination per connection).",
+            &s.subscribes,
+        ),
+        (
+            "sockjs_gateway_relay_sent",
+            "Messages the relay sent to the external broker.",
+            &s.sent,
+        ),
+        (
+            "sockjs_gateway_relay_received",
+            "Messages the relay received from the external broker and fanned out locally.",
+            &s.received,
+        ),
+        (
+            "sockjs_gateway_relay_refused",
+            "Publishes to relayed destinations refused (broker down, queue full or a destination it would refuse).",
+            &s.refused,
+        ),
+    ] {
+        let mut f = family(encoder, name, help, MetricType::Counter)?;
+        f.counter(vec![], load(counter))?;
+    }
+    Ok(())
+}
+
+/// The relay's part of `/api/stats`.
+fn relay_json(relay: &Relay) -> Value {
+    let status = relay.status();
+    let s = relay.stats();
+    let connections: Vec<Value> = status
+        .connections
+        .iter()
+        .map(|c| {
+            json!({
+                "state": if c.up { "connected" } else { "down" },
+                "destinations": c.destinations,
+                "confirmed": c.confirmed,
+                "queued_sends": c.queued,
+            })
+        })
+        .collect();
+    json!({
+        "broker": status.broker,
+        "mode": status.mode,
+        "connected": status.connections.iter().filter(|c| c.up).count(),
+        "pool_size": status.connections.len(),
+        "connections": connections,
+        "connects": load(&s.connects),
+        "broker_subscriptions": load(&s.subscribes),
+        "sent": load(&s.sent),
+        "received": load(&s.received),
+        "refused": load(&s.refused),
+    })
 }

@@ -92,6 +92,8 @@ pub struct Sources {
     pub connections: Arc<ConnectionLimiter>,
     /// TLS handshakes that failed or timed out on the main listeners.
     pub tls_failures: Arc<std::sync::atomic::AtomicU64>,
+    /// The STOMP relay, when `[stomp.relay]` configures one.
+    pub relay: Option<Arc<crate::relay::Relay>>,
     /// True while the gateway drains (what `Gateway::serve` watches).
     pub shutdown: watch::Receiver<bool>,
 }

@@ -57,6 +57,30 @@ pub struct RelayStats {
     pub refused: AtomicU64,
 }
 
+/// One pool connection as `/api/stats` and `/metrics` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionStatus {
+    /// Whether it is up (the broker answered CONNECTED and it has not failed since).
+    pub up: bool,
+    /// Destinations local subscriptions want from it.
+    pub destinations: usize,
+    /// Of those, the ones the broker confirmed on the current connection.
+    pub confirmed: usize,
+    /// SENDs waiting for it.
+    pub queued: usize,
+}
+
+/// The relay's state: where it relays to and each connection of its pool.
+#[derive(Debug, Clone)]
+pub struct RelayStatus {
+    /// The external broker's address.
+    pub broker: String,
+    /// `shared`.
+    pub mode: &'static str,
+    /// Per pool connection, in pool order.
+    pub connections: Vec<ConnectionStatus>,
+}
+
 /// What one broker connection should be subscribed to, and what it must send.
 #[derive(Debug)]
 struct Lane {
@@ -148,6 +172,7 @@ impl Lane {
 }
 
 /// The relay attached to a broker.
+#[derive(Debug)]
 pub struct Relay {
     /// The settings.
     config: RelayConfig,
@@ -211,6 +236,25 @@ impl Relay {
     /// The counters.
     pub fn stats(&self) -> &Arc<RelayStats> {
         &self.stats
+    }
+
+    /// The state of the pool now.
+    pub fn status(&self) -> RelayStatus {
+        let connections = self
+            .lanes
+            .iter()
+            .map(|lane| ConnectionStatus {
+                up: lane.up.load(Ordering::Relaxed),
+                destinations: lock(&lane.desired).len(),
+                confirmed: lock(&lane.confirm).live.len(),
+                queued: self.config.queue - lane.outgoing.capacity(),
+            })
+            .collect();
+        RelayStatus {
+            broker: self.config.address.to_string(),
+            mode: "shared",
+            connections,
+        }
     }
 
     /// Whether `destination` is served by the external broker.
