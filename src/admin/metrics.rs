@@ -311,20 +311,20 @@ impl Collector for GatewayCollector {
             }
         }
 
-        for (name, help, counter) in [
+        for (name, help, value) in [
             (
                 "sockjs_gateway_stomp_bytes_in",
                 "Bytes received from STOMP clients on every carrier (TCP included).",
-                &s.bytes_in,
+                load(&s.bytes_in),
             ),
             (
                 "sockjs_gateway_stomp_bytes_out",
                 "Bytes queued for STOMP clients on every carrier (TCP included).",
-                &s.bytes_out,
+                s.bytes_out.load(Ordering::Relaxed),
             ),
         ] {
             let mut f = family(&mut encoder, name, help, MetricType::Counter)?;
-            f.counter(vec![], load(counter))?;
+            f.counter(vec![], value)?;
         }
         let mut f = family(
             &mut encoder,
@@ -596,7 +596,7 @@ impl Metrics {
                 "frames_in": frames,
                 "connected_sent": load(&s.connected_sent),
                 "bytes_in": load(&s.bytes_in),
-                "bytes_out": load(&s.bytes_out),
+                "bytes_out": s.bytes_out.load(Ordering::Relaxed),
                 "subscriptions": s.subscriptions.load(Ordering::Relaxed),
                 "destinations": r.presence.destination_count(),
                 "broker": {

@@ -236,7 +236,7 @@ impl Outbound {
     /// Queue one heart-beat EOL.
     pub fn send_heartbeat(&self) -> Result<(), SendError> {
         self.sender.send(OutMessage::text("\n"))?;
-        super::stats::bump(&self.stats.bytes_out);
+        self.stats.bytes_out.fetch_add(1, Ordering::Relaxed);
         self.last_write_ms.store(now_ms(), Ordering::Relaxed);
         Ok(())
     }
