@@ -254,36 +254,30 @@ impl Conn {
         }
     }
 
+    /// Send one SockJS frame (our own encoding: UTF-8 by construction).
     async fn send_text(&mut self, text: Bytes) -> bool {
         match self {
-            Conn::Rfc6455(ws) => match tokio_tungstenite::tungstenite::Utf8Bytes::try_from(text) {
-                Ok(t) => ws.send(Message::Text(t)).await.is_ok(),
-                Err(_) => false,
-            },
+            Conn::Rfc6455(ws) => write_data_frames(ws, &[(OPCODE_TEXT, vec![&text[..]])]).await,
             Conn::Hixie76(h) => h.send_text(&text).await,
         }
     }
 
-    /// Queue a batch of unframed messages and write them with one flush (raw WebSocket).
+    /// Write a batch of unframed messages, one WebSocket message each (raw WebSocket).
     async fn send_batch(&mut self, messages: Vec<OutMessage>) -> bool {
         match self {
             Conn::Rfc6455(ws) => {
-                for msg in messages {
-                    let frame = if msg.is_text() {
-                        match tokio_tungstenite::tungstenite::Utf8Bytes::try_from(
-                            msg.payload().clone(),
-                        ) {
-                            Ok(t) => Message::Text(t),
-                            Err(_) => return false,
-                        }
-                    } else {
-                        Message::Binary(msg.payload().clone())
-                    };
-                    if ws.feed(frame).await.is_err() {
-                        return false;
-                    }
-                }
-                ws.flush().await.is_ok()
+                let frames: Vec<(u8, Vec<&[u8]>)> = messages
+                    .iter()
+                    .map(|m| {
+                        let opcode = if m.is_text() {
+                            OPCODE_TEXT
+                        } else {
+                            OPCODE_BINARY
+                        };
+                        (opcode, m.parts().collect())
+                    })
+                    .collect();
+                write_data_frames(ws, &frames).await
             }
             Conn::Hixie76(h) => {
                 for msg in messages {
@@ -477,6 +471,69 @@ impl Deadlines {
     }
 }
 
+/// The opcode of a text data frame (RFC 6455 §5.2).
+const OPCODE_TEXT: u8 = 0x1;
+/// The opcode of a binary data frame.
+const OPCODE_BINARY: u8 = 0x2;
+
+/// The header of an unmasked, final server data frame of `len` payload bytes: the bytes and
+/// how many of them are used (RFC 6455 §5.2).
+fn frame_header(opcode: u8, len: usize) -> ([u8; 10], usize) {
+    let mut header = [0u8; 10];
+    header[0] = 0x80 | opcode;
+    if len < 126 {
+        header[1] = len as u8;
+        (header, 2)
+    } else if let Ok(short) = u16::try_from(len) {
+        header[1] = 126;
+        header[2..4].copy_from_slice(&short.to_be_bytes());
+        (header, 4)
+    } else {
+        header[1] = 127;
+        header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        (header, 10)
+    }
+}
+
+/// Write data frames (opcode, payload slices) to the socket ourselves, after what tungstenite
+/// still holds (a pong, say) is flushed: each payload is written from where it lies (a broker
+/// MESSAGE's shared tail is not copied per subscriber), in vectored writes, and a text
+/// payload is not checked for UTF-8 again (what the session queues as text is UTF-8 by
+/// construction, see [`OutMessage`]). Server frames are unmasked and never fragmented here,
+/// so tungstenite's own state is not affected. False when the socket failed.
+async fn write_data_frames<S>(ws: &mut WebSocketStream<S>, frames: &[(u8, Vec<&[u8]>)]) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    if ws.flush().await.is_err() {
+        return false;
+    }
+    let headers: Vec<([u8; 10], usize)> = frames
+        .iter()
+        .map(|(opcode, parts)| frame_header(*opcode, parts.iter().map(|p| p.len()).sum()))
+        .collect();
+    let mut slices = Vec::with_capacity(frames.len() * 3);
+    for ((header, used), (_, parts)) in headers.iter().zip(frames) {
+        slices.push(std::io::IoSlice::new(&header[..*used]));
+        slices.extend(
+            parts
+                .iter()
+                .filter(|p| !p.is_empty())
+                .map(|p| std::io::IoSlice::new(p)),
+        );
+    }
+    let io = ws.get_mut();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match io.write_vectored(rest).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => std::io::IoSlice::advance_slices(&mut rest, n),
+        }
+    }
+    io.flush().await.is_ok()
+}
+
 /// Write everything queued: one `a[...]` frame (SockJS) or one message each (raw).
 async fn flush(session: &Session, conn: &mut Conn, framing: Framing) -> bool {
     match framing {
@@ -550,6 +607,48 @@ async fn handle_inbound(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_written_directly_read_back_as_the_messages_after_what_tungstenite_held() {
+        let (server_io, client_io) = tokio::io::duplex(1 << 20);
+        let mut server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        // Something tungstenite queued but did not flush yet goes out first.
+        server
+            .feed(Message::Ping(Bytes::from_static(b"p")))
+            .await
+            .unwrap();
+        let long = "é".repeat(40_000);
+        let bytes = [0u8, 0xff, 0x80];
+        let frames: Vec<(u8, Vec<&[u8]>)> = vec![
+            (OPCODE_TEXT, vec![b"head ", b"tail"]),
+            (OPCODE_TEXT, vec![]),
+            (OPCODE_TEXT, vec![&[b'x'; 125]]),
+            (OPCODE_TEXT, vec![&[b'y'; 126]]),
+            (OPCODE_TEXT, vec![&[b'z'; 65_535]]),
+            (OPCODE_TEXT, vec![long.as_bytes(), b"!"]),
+            (OPCODE_BINARY, vec![&bytes]),
+        ];
+        assert!(write_data_frames(&mut server, &frames).await);
+        let mut got = Vec::new();
+        while got.len() < frames.len() + 1 {
+            got.push(client.next().await.unwrap().unwrap());
+        }
+        assert_eq!(got[0], Message::Ping(Bytes::from_static(b"p")));
+        let text = |t: String| Message::Text(t.into());
+        assert_eq!(got[1], text("head tail".into()));
+        assert_eq!(got[2], text(String::new()));
+        assert_eq!(got[3], text("x".repeat(125)));
+        assert_eq!(got[4], text("y".repeat(126)));
+        assert_eq!(got[5], text("z".repeat(65_535)));
+        assert_eq!(got[6], text(format!("{long}!")));
+        assert_eq!(got[7], Message::Binary(Bytes::copy_from_slice(&bytes)));
+        // tungstenite still works on the same connection afterwards.
+        server.send(Message::Text("after".into())).await.unwrap();
+        assert_eq!(client.next().await.unwrap().unwrap(), text("after".into()));
+    }
+
     #[test]
     fn the_highest_offered_stomp_version_is_selected() {
         struct Stomp;
