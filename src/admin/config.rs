@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::types::{optional_listen_addr, write_redacted};
 
-use crate::config::ConfigError;
+use crate::config::types::ConfigError;
 
 /// Where the embedded default serves the admin listener.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";

@@ -41,7 +41,7 @@ use tokio::sync::{Semaphore, watch};
 
 pub use config::AdminConfig;
 
-use crate::config::ConfigError;
+use crate::config::types::ConfigError;
 use crate::limits::ConnectionLimiter;
 use crate::sockjs::stats::ServiceStats;
 use crate::stomp::StompApp;

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::config::ConfigError;
+use crate::config::types::ConfigError;
 use crate::stomp::StompConfig;
 use crate::stomp::destination::{Route, Router};
 

@@ -40,7 +40,7 @@ use std::sync::{Arc, OnceLock};
 pub use config::{BackendConfig, OnError};
 pub use forward::{BackendStats, ERRORS_QUEUE};
 
-use crate::config::ConfigError;
+use crate::config::types::ConfigError;
 use crate::stomp::{
     AppHandler, AppRequest, BackendError, Broker, ConnectCheck, ConnectDecision, SessionEnded,
     StompConfig,

@@ -11,8 +11,8 @@
 
 use std::sync::Arc;
 
-use super::application::Completion;
-use super::broker::{Published, SubscribeRequest};
+use super::completion::Completion;
+use super::message::{Published, SubscribeRequest};
 
 /// What the broker does with a message to every session of a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
