@@ -124,6 +124,7 @@ fn broker(
                 ack: AckMode::Auto,
                 prefetch: None,
                 selector: None,
+                headers: Vec::new(),
             };
             if let Err(e) = broker.subscribe(&session, request) {
                 eprintln!("subscribe failed: {e}");

@@ -478,11 +478,14 @@ mod tests {
 
     #[test]
     fn the_relay_and_the_cluster_are_not_combined_and_the_passcode_is_not_printed() {
-        let relay = "[[service]]\nprefix = \"/s\"\napp = \"stomp\"\n[stomp.relay]\nsystem_passcode = \"hunter2\"\n";
+        let relay = "[[service]]\nprefix = \"/s\"\napp = \"stomp\"\n[stomp.relay]\nsystem_passcode = \"hunter2\"\npasscode = \"hunter3\"\nmode = \"per-session\"\n";
         let c = Config::from_toml(relay).unwrap();
         let printed = c.to_toml().unwrap();
         assert!(
-            !printed.contains("hunter2") && printed.contains("<redacted>"),
+            !printed.contains("hunter2")
+                && !printed.contains("hunter3")
+                && printed.contains("<redacted>")
+                && printed.contains("mode = \"per-session\""),
             "{printed}"
         );
         for cluster in [

@@ -88,7 +88,7 @@ impl Gateway {
                 key: "cluster.redis".into(),
                 message: e.to_string(),
             })?;
-        let relay = crate::relay::Relay::attach(&config.stomp, &stomp.broker());
+        let relay = crate::relay::Relay::attach(&config.stomp, &stomp.broker(), stomp.presence());
         let tls_failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let tls_error = |e: crate::tls::TlsError| ConfigError::Invalid {
             key: "server.tls_cert".into(),

@@ -1,4 +1,5 @@
-"""The STOMP relay (``[stomp.relay]``, shared mode) against a real RabbitMQ with rabbitmq_stomp.
+"""The STOMP relay (``[stomp.relay]``, shared and per-session modes) against a real RabbitMQ with
+rabbitmq_stomp.
 
 Runs when ``RABBITMQ_STOMP_PORT`` names a private RabbitMQ node's STOMP port (``scripts/proxy-tests``
 starts one, with ``RABBIT_NODE`` and ``RABBIT_DIR`` for ``rabbitmqctl``); skipped otherwise.
@@ -145,10 +146,10 @@ def test_queue_and_exchange_destinations_round_trip(clients):
         assert [m.body for m in c.rec.messages(1)] == ["to " + dest]
 
 
-def test_a_transaction_is_relayed_on_commit_and_client_acks_apply_locally(clients):
+def test_a_transaction_is_relayed_on_commit_and_prefetch_holds_until_the_ack(clients):
     dest = unique("/topic/relay-tx")
-    # An auto-ack watcher makes the broker subscription live first; the client-ack
-    # subscriber then shares it (the node subscribes once per destination).
+    # An auto-ack watcher shares the pool's broker subscription; the client-ack subscriber
+    # gets a broker connection of its session's own, where RabbitMQ applies prefetch-count.
     watcher = clients.tcp("1.2")
     watcher.subscribe(dest, "w")
     sender = clients.tcp("1.2")
@@ -205,6 +206,88 @@ def test_destinations_rabbitmq_would_refuse_are_errors_that_cut_nobody_else(clie
     # The pooled broker connections were not cut: the good subscription still delivers.
     sender.conn.send(dest, "still here")
     c.rec.wait(lambda: "still here" in bodies(c.rec), "a delivery after the refused frames")
+
+
+def broker_connections():
+    """The TCP connections to the broker's STOMP port, counted on the wire."""
+    out = subprocess.run(["ss", "-Htn", "state", "established", "( dport = :%s )" % PORT],
+                         capture_output=True, text=True, timeout=10, check=True).stdout
+    return len([line for line in out.splitlines() if line.strip()])
+
+
+def wait_for(predicate, what, timeout=WAIT):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_client_acks_are_the_brokers_own(clients):
+    """A client-ack subscription has its session's own broker connection: what the client does
+    not ACK, RabbitMQ redelivers (after a NACK, and after the session is gone)."""
+    dest = unique("/queue/relay-acks")
+    before = broker_connections()
+    c = clients.tcp("1.2")
+    c.subscribe(dest, "s", ack="client-individual")
+    assert broker_connections() == before + 1
+    sender = clients.tcp("1.2")
+    sender.conn.send(dest, "job-1")
+    first = c.rec.messages(1)[0]
+    assert (first.body, first.headers["redelivered"]) == ("job-1", "false"), first.headers
+    # The message id the client sees is the broker's: the ACK it sends names it there.
+    c.nack(first)
+    again = c.rec.wait(lambda: [m for m in c.rec.of("MESSAGE") if m.headers["redelivered"] == "true"],
+                       "the NACKed message, redelivered by RabbitMQ")[0]
+    assert again.body == "job-1"
+    # Not ACKed and the session ends: RabbitMQ requeues it for the next consumer.
+    c.abandon()
+    wait_for(lambda: broker_connections() == before, "the session's broker connection closes")
+    d = clients.tcp("1.2")
+    d.subscribe(dest, "s2", ack="client")
+    redelivered = d.rec.messages(1)[0]
+    assert (redelivered.body, redelivered.headers["redelivered"]) == ("job-1", "true")
+    d.ack(redelivered, receipt="acked")
+    d.rec.receipt("acked")
+    d.conn.unsubscribe("s2")
+    # ACKed at the broker: nobody gets it again.
+    e = clients.tcp("1.2")
+    e.subscribe(dest, "s3", ack="client")
+    e.rec.expect_no_more_messages(0)
+
+
+def test_a_durable_subscription_keeps_what_was_sent_while_away(clients):
+    dest = unique("/topic/relay-durable")
+    name = "durable-" + uuid.uuid4().hex[:8]
+    durable = {"durable": "true", "auto-delete": "false"}
+    c = clients.tcp("1.2")
+    c.subscribe(dest, name, **durable)
+    c.disconnect("bye")
+    conn, _ = direct()
+    try:
+        conn.send(dest, "while away")
+    finally:
+        conn.disconnect()
+    back = clients.tcp("1.2")
+    back.subscribe(dest, name, **durable)
+    assert [m.body for m in back.rec.messages(1)] == ["while away"]
+
+
+def test_a_broker_error_on_a_sessions_connection_closes_that_session_only(clients):
+    dest = unique("/topic/relay-calm")
+    calm = clients.tcp("1.2")
+    calm.subscribe(dest, "s")
+    sender = clients.tcp("1.2")
+    until_live(sender.conn, dest, calm.rec)
+    doomed = clients.tcp("1.2")
+    # RabbitMQ refuses a subscription to a queue that does not exist (an ERROR that ends its
+    # connection): only this session's own connection carries it.
+    doomed.subscribe("/amq/queue/" + unique("missing"), "m", ack="client", receipt=False)
+    error = doomed.rec.frame("ERROR")
+    assert error.headers["message"].startswith("Broker error: "), error.headers
+    assert "not_found" in error.headers["message"].lower() or "NOT_FOUND" in error.body, error
+    doomed.rec.closed()
+    sender.conn.send(dest, "still here")
+    calm.rec.wait(lambda: "still here" in bodies(calm.rec), "a delivery after the other session's broker error")
 
 
 def admin(gw, path):
@@ -281,3 +364,48 @@ def test_a_broker_restart_is_an_error_for_senders_then_recovers(clients, relay_g
     while relay_stats(relay_gateway)["connected"] != POOL:
         assert time.monotonic() < deadline, relay_stats(relay_gateway)
         time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def per_session_gateway():
+    config = (
+        '[[service]]\nprefix = "/stomp"\napp = "stomp"\n\n'
+        '[stomp.relay]\naddress = "127.0.0.1:%s"\nmode = "per-session"\npool_size = 1\n'
+        'login = "guest"\npasscode = "guest"\n\n'
+        '[admin]\nlisten = "127.0.0.1:0"\napi_key = "%s"\n' % (PORT, ADMIN_KEY)
+    )
+    with conftest.running_gateway(config, tempfile.mkdtemp(prefix="stomp-relay-ps-")) as gw:
+        wait_for(lambda: "STOMP relay connected" in gw.log(), gw.log())
+        yield gw
+
+
+def test_per_session_mode_gives_every_session_its_own_broker_connection(per_session_gateway):
+    pool = stomp_client.Pool(per_session_gateway)
+    try:
+        dest = unique("/topic/relay-ps")
+        before = broker_connections()
+        subs = [pool.tcp("1.2") for _ in range(3)]
+        for i, c in enumerate(subs):
+            c.subscribe(dest, "s%d" % i)
+        assert broker_connections() == before + 3
+        sender = pool.tcp("1.1")
+        sender.conn.send(dest, "m0")
+        tx = "tx-" + uuid.uuid4().hex[:6]
+        sender.conn.begin(tx)
+        sender.conn.send(dest, "m1", transaction=tx)
+        sender.conn.commit(tx)
+        for c in subs:
+            assert [m.body for m in c.rec.messages(2)] == ["m0", "m1"]
+            c.rec.expect_no_more_messages(2)
+        # The sender's SENDs went on a connection of its own, too.
+        assert broker_connections() == before + 4
+        stats = relay_stats(per_session_gateway)
+        assert stats["mode"] == "per-session", stats
+        assert stats["sessions_with_own_connection"] == 4, stats
+        assert stats["session_connections_up"] == 4, stats
+        metrics = admin(per_session_gateway, "/metrics")
+        assert re.search(r"^sockjs_gateway_relay_session_connections 4$", metrics, re.M), metrics
+    finally:
+        pool.close_all()
+    wait_for(lambda: broker_connections() == before, "the sessions' broker connections close")
+    assert relay_stats(per_session_gateway)["sessions_with_own_connection"] == 0

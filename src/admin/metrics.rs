@@ -654,6 +654,13 @@ fn relay_metrics(
         }
     }
     let s = relay.stats();
+    family(
+        encoder,
+        "sockjs_gateway_relay_session_connections",
+        "Broker connections of sessions' own that are up.",
+        MetricType::Gauge,
+    )?
+    .gauge(vec![], load(&s.session_connected) as i64)?;
     for (name, help, counter) in [
         (
             "sockjs_gateway_relay_connects",
@@ -674,6 +681,16 @@ fn relay_metrics(
             "sockjs_gateway_relay_received",
             "Messages the relay received from the external broker and fanned out locally.",
             &s.received,
+        ),
+        (
+            "sockjs_gateway_relay_session_connects",
+            "Broker connections of sessions' own (per-session mode, or subscriptions the broker must see itself) established.",
+            &s.session_connects,
+        ),
+        (
+            "sockjs_gateway_relay_session_failures",
+            "Sessions closed because their own broker connection failed or could not be made.",
+            &s.session_failures,
         ),
         (
             "sockjs_gateway_relay_refused",
@@ -709,6 +726,10 @@ fn relay_json(relay: &Relay) -> Value {
         "connected": status.connections.iter().filter(|c| c.up).count(),
         "pool_size": status.connections.len(),
         "connections": connections,
+        "sessions_with_own_connection": status.session_connections,
+        "session_connections_up": load(&s.session_connected),
+        "session_connects": load(&s.session_connects),
+        "session_failures": load(&s.session_failures),
         "connects": load(&s.connects),
         "broker_subscriptions": load(&s.subscribes),
         "sent": load(&s.sent),

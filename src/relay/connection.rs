@@ -23,14 +23,14 @@ use crate::stomp::config::RelayConfig;
 use crate::stomp::frame::{Command, Frame, FrameLimits, FrameParser, Version};
 
 /// How long connecting, the CONNECT exchange or one write may take.
-const IO_LIMIT: Duration = Duration::from_secs(5);
+pub(super) const IO_LIMIT: Duration = Duration::from_secs(5);
 /// The longest wait between reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long a local SUBSCRIBE's RECEIPT waits for the broker to confirm its destination
 /// before it goes out anyway.
-const LIVE_WAIT: Duration = Duration::from_secs(5);
+pub(super) const LIVE_WAIT: Duration = Duration::from_secs(5);
 /// How often waiters are checked against [`LIVE_WAIT`] (and the heart-beat considered).
-const TICK: Duration = Duration::from_millis(500);
+pub(super) const TICK: Duration = Duration::from_millis(500);
 /// A connection that lived this long resets the reconnect backoff.
 const STABLE: Duration = Duration::from_secs(5);
 /// SENDs written together at most.
@@ -47,7 +47,7 @@ pub struct Outgoing {
 
 /// Why one connection ended.
 #[derive(Debug, thiserror::Error)]
-enum Ended {
+pub(super) enum Ended {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("timed out")]
@@ -79,11 +79,11 @@ pub(super) struct Connection {
 }
 
 /// The heart-beat intervals agreed in CONNECTED.
-struct Beats {
+pub(super) struct Beats {
     /// How often to send an EOL (None: never).
-    send: Option<Duration>,
+    pub(super) send: Option<Duration>,
     /// Silence after which the broker is taken for dead (None: never).
-    dead_after: Option<Duration>,
+    pub(super) dead_after: Option<Duration>,
 }
 
 impl Connection {
@@ -109,7 +109,7 @@ impl Connection {
                     let since = Instant::now();
                     let ended = self.serve(&lane, stream, parser, beats).await;
                     lane.up.store(false, Ordering::Relaxed);
-                    lane.not_live(None);
+                    lane.ready.not_live(None);
                     // A connection the broker ends at once (it refuses something we send
                     // on every connect) must not be retried at full speed.
                     if since.elapsed() < STABLE {
@@ -148,58 +148,13 @@ impl Connection {
     }
 
     async fn connect(&self) -> Result<(TcpStream, FrameParser, Beats), Ended> {
-        let mut stream = timeout(IO_LIMIT, TcpStream::connect(self.config.address))
-            .await
-            .map_err(|_| Ended::Timeout)??;
-        stream.set_nodelay(true)?;
-        let beat = self.config.heartbeat_ms;
-        let connect = Frame::new(Command::Connect)
-            .header("accept-version", "1.2")
-            .header("host", self.config.virtual_host.clone())
-            .header("login", self.config.system_login.clone())
-            .header("passcode", self.config.system_passcode.clone())
-            .header("heart-beat", format!("{beat},{beat}"));
-        timeout(IO_LIMIT, stream.write_all(&connect.encode(Version::V1_2)))
-            .await
-            .map_err(|_| Ended::Timeout)??;
-        let mut parser = FrameParser::new(FrameLimits {
-            max_frame_bytes: self.max_frame,
-            max_headers: 1024,
-            max_header_line: 64 * 1024,
-        });
-        parser.set_version(Version::V1_2);
-        let mut buf = vec![0u8; 4096];
-        let answered = async {
-            loop {
-                if let Some(frame) = parser
-                    .next_frame()
-                    .map_err(|e| Ended::Protocol(e.to_string()))?
-                {
-                    return Ok::<Frame, Ended>(frame);
-                }
-                let n = stream.read(&mut buf).await?;
-                if n == 0 {
-                    return Err(Ended::Protocol(
-                        "the broker closed the connection before CONNECTED".into(),
-                    ));
-                }
-                parser.push(&buf[..n]);
-            }
-        };
-        let frame = timeout(IO_LIMIT, answered)
-            .await
-            .map_err(|_| Ended::Timeout)??;
-        match frame.command {
-            Command::Connected => {
-                let beats = agree(beat, frame.get("heart-beat"));
-                Ok((stream, parser, beats))
-            }
-            Command::Error => Err(Ended::Broker(describe(&frame))),
-            other => Err(Ended::Protocol(format!(
-                "the broker answered CONNECT with {}",
-                other.as_str()
-            ))),
-        }
+        open(
+            &self.config,
+            &self.config.system_login,
+            &self.config.system_passcode,
+            self.max_frame,
+        )
+        .await
     }
 
     async fn serve(
@@ -263,7 +218,7 @@ impl Connection {
                     if Arc::strong_count(lane) == 1 {
                         return Ended::Stopped;
                     }
-                    let early = lane.expire_waiters(LIVE_WAIT);
+                    let early = lane.ready.expire_waiters(LIVE_WAIT);
                     if early > 0 {
                         tracing::warn!(
                             connection = self.index,
@@ -307,7 +262,7 @@ impl Connection {
                     if let Some(destination) = subs.unconfirmed.remove(id)
                         && subs.by_destination.contains_key(&destination)
                     {
-                        lane.confirmed(&destination);
+                        lane.ready.confirmed(&destination);
                     }
                 }
                 Command::Error => return Err(Ended::Broker(describe(&frame))),
@@ -375,7 +330,7 @@ impl Connection {
                     .encode_into(Version::V1_2, &mut wire);
                 subs.by_id.remove(&id);
                 subs.unconfirmed.remove(&format!("{id}-ready"));
-                lane.not_live(Some(&destination));
+                lane.ready.not_live(Some(&destination));
             }
         }
         if wire.is_empty() {
@@ -390,13 +345,7 @@ impl Connection {
         let mut count = 0;
         let mut next = Some(first);
         while let Some(out) = next {
-            let mut frame = Frame::new(Command::Send).header("destination", out.destination);
-            for (name, value) in out.message.headers() {
-                frame.add_header(name.clone(), value.clone());
-            }
-            frame
-                .body(Bytes::clone(out.message.body()))
-                .encode_into(Version::V1_2, &mut wire);
+            put_send(&out.destination, &out.message, &mut wire);
             count += 1;
             next = match count < SEND_BATCH {
                 true => self.queue.try_recv().ok(),
@@ -407,6 +356,17 @@ impl Connection {
         self.stats.sent.fetch_add(count as u64, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Append a SEND of `message` to `destination`, with its user headers.
+pub(super) fn put_send(destination: &str, message: &Published, wire: &mut BytesMut) {
+    let mut frame = Frame::new(Command::Send).header("destination", destination.to_owned());
+    for (name, value) in message.headers() {
+        frame.add_header(name.clone(), value.clone());
+    }
+    frame
+        .body(Bytes::clone(message.body()))
+        .encode_into(Version::V1_2, wire);
 }
 
 /// The broker subscriptions of one connection.
@@ -422,7 +382,69 @@ struct Subscriptions {
     next: u64,
 }
 
-async fn write(writer: &mut OwnedWriteHalf, bytes: &[u8]) -> Result<(), Ended> {
+/// Connect to the broker and CONNECT as `login`; returns the stream, the parser (which
+/// may already hold frames the broker sent right after CONNECTED) and the agreed beats.
+pub(super) async fn open(
+    config: &RelayConfig,
+    login: &str,
+    passcode: &str,
+    max_frame: usize,
+) -> Result<(TcpStream, FrameParser, Beats), Ended> {
+    let mut stream = timeout(IO_LIMIT, TcpStream::connect(config.address))
+        .await
+        .map_err(|_| Ended::Timeout)??;
+    stream.set_nodelay(true)?;
+    let beat = config.heartbeat_ms;
+    let connect = Frame::new(Command::Connect)
+        .header("accept-version", "1.2")
+        .header("host", config.virtual_host.clone())
+        .header("login", login.to_owned())
+        .header("passcode", passcode.to_owned())
+        .header("heart-beat", format!("{beat},{beat}"));
+    timeout(IO_LIMIT, stream.write_all(&connect.encode(Version::V1_2)))
+        .await
+        .map_err(|_| Ended::Timeout)??;
+    let mut parser = FrameParser::new(FrameLimits {
+        max_frame_bytes: max_frame,
+        max_headers: 1024,
+        max_header_line: 64 * 1024,
+    });
+    parser.set_version(Version::V1_2);
+    let mut buf = vec![0u8; 4096];
+    let answered = async {
+        loop {
+            if let Some(frame) = parser
+                .next_frame()
+                .map_err(|e| Ended::Protocol(e.to_string()))?
+            {
+                return Ok::<Frame, Ended>(frame);
+            }
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Err(Ended::Protocol(
+                    "the broker closed the connection before CONNECTED".into(),
+                ));
+            }
+            parser.push(&buf[..n]);
+        }
+    };
+    let frame = timeout(IO_LIMIT, answered)
+        .await
+        .map_err(|_| Ended::Timeout)??;
+    match frame.command {
+        Command::Connected => {
+            let beats = agree(beat, frame.get("heart-beat"));
+            Ok((stream, parser, beats))
+        }
+        Command::Error => Err(Ended::Broker(describe(&frame))),
+        other => Err(Ended::Protocol(format!(
+            "the broker answered CONNECT with {}",
+            other.as_str()
+        ))),
+    }
+}
+
+pub(super) async fn write(writer: &mut OwnedWriteHalf, bytes: &[u8]) -> Result<(), Ended> {
     timeout(IO_LIMIT, writer.write_all(bytes))
         .await
         .map_err(|_| Ended::Timeout)?
@@ -448,7 +470,7 @@ fn agree(ours: u64, theirs: Option<&str>) -> Beats {
 }
 
 /// An ERROR frame's message and body, for the log.
-fn describe(frame: &Frame) -> String {
+pub(super) fn describe(frame: &Frame) -> String {
     let message = frame.get("message").unwrap_or("(no message)");
     let body = String::from_utf8_lossy(&frame.body);
     match body.trim() {

@@ -11,6 +11,12 @@
 //! publish) to a relayed destination goes to the external broker only; it reaches local
 //! subscribers when the broker delivers it.
 //!
+//! A subscription whose meaning lives at the external broker (client acks, durable, `x-*`
+//! queue arguments), and in `per-session` mode everything a session does with relayed
+//! destinations, goes over a connection of that session's own instead (`session.rs`):
+//! the broker keeps such a subscription out of its fan-out ([`BrokerEngine::serves_alone`])
+//! and delivers only what that connection receives for it.
+//!
 //! Not relayed: a session's own user destinations (`/queue/x-user<S>`, which live on their
 //! node), and pattern subscriptions under a relayed prefix, which are refused (the external
 //! broker has its own wildcard syntax).
@@ -22,6 +28,7 @@
 //! ```
 
 mod connection;
+mod session;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -34,9 +41,12 @@ use tokio::sync::{Notify, mpsc};
 use crate::stomp::StompConfig;
 use crate::stomp::application::Completion;
 use crate::stomp::broker::{Broker, Published, SubscribeRequest};
-use crate::stomp::config::RelayConfig;
+use crate::stomp::config::{RelayConfig, RelayMode};
 use crate::stomp::destination::{is_pattern, user_suffix};
 use crate::stomp::engine::{BrokerEngine, Refusal, UserDelivery};
+use crate::stomp::message::AckMode;
+use crate::stomp::presence::PresenceDirectory;
+use session::{Link, Order};
 
 pub use connection::Outgoing;
 
@@ -55,6 +65,12 @@ pub struct RelayStats {
     pub received: AtomicU64,
     /// Publishes refused because a connection was down or its queue full.
     pub refused: AtomicU64,
+    /// Sessions' own broker connections that are up.
+    pub session_connected: AtomicU64,
+    /// Sessions' own broker connections established.
+    pub session_connects: AtomicU64,
+    /// Sessions closed because their own broker connection failed or could not be made.
+    pub session_failures: AtomicU64,
 }
 
 /// One pool connection as `/api/stats` and `/metrics` show it.
@@ -75,10 +91,12 @@ pub struct ConnectionStatus {
 pub struct RelayStatus {
     /// The external broker's address.
     pub broker: String,
-    /// `shared`.
+    /// `shared` or `per-session`.
     pub mode: &'static str,
     /// Per pool connection, in pool order.
     pub connections: Vec<ConnectionStatus>,
+    /// Sessions with a broker connection of their own.
+    pub session_connections: usize,
 }
 
 /// What one broker connection should be subscribed to, and what it must send.
@@ -95,42 +113,67 @@ struct Lane {
     /// Set with every change of `desired`, so a SEND is never written before a SUBSCRIBE
     /// that preceded it.
     dirty: AtomicBool,
-    /// Broker subscriptions confirmed on the live connection, and SUBSCRIBEs waiting.
-    confirm: Mutex<Confirm>,
+    /// Broker subscriptions (by destination) confirmed on the live connection.
+    ready: Readiness,
 }
 
-/// Which destinations the broker confirmed (its RECEIPT for our SUBSCRIBE), and the local
-/// SUBSCRIBEs whose RECEIPT waits for that.
+/// Which broker subscriptions of one connection the broker confirmed (its RECEIPT for our
+/// SUBSCRIBE), and the local SUBSCRIBEs whose RECEIPT waits for that. Keyed by destination
+/// on a pool connection, by subscription id on a session's own.
+#[derive(Debug, Default)]
+struct Readiness {
+    inner: Mutex<Confirm>,
+}
+
 #[derive(Debug, Default)]
 struct Confirm {
     /// Confirmed on the current connection.
     live: HashSet<String>,
-    /// Waiting SUBSCRIBEs by destination, with when they started.
+    /// Waiting SUBSCRIBEs by key, with when they started.
     waiters: HashMap<String, Vec<(Instant, Completion)>>,
 }
 
-impl Lane {
-    /// The broker confirmed `destination`: it is live, and its waiters are answered.
-    fn confirmed(&self, destination: &str) {
+impl Readiness {
+    /// Whether `key` is confirmed.
+    fn is_live(&self, key: &str) -> bool {
+        lock(&self.inner).live.contains(key)
+    }
+
+    /// Answer `completion` once `key` is confirmed (now, when it is).
+    fn when_live(&self, key: &str, completion: Completion) {
+        let mut confirm = lock(&self.inner);
+        if confirm.live.contains(key) {
+            drop(confirm);
+            return completion.accept();
+        }
+        confirm
+            .waiters
+            .entry(key.to_owned())
+            .or_default()
+            .push((Instant::now(), completion));
+    }
+
+    /// The broker confirmed `key`: it is live, and its waiters are answered.
+    fn confirmed(&self, key: &str) {
         let waiters = {
-            let mut confirm = lock(&self.confirm);
-            confirm.live.insert(destination.to_owned());
-            confirm.waiters.remove(destination)
+            let mut confirm = lock(&self.inner);
+            confirm.live.insert(key.to_owned());
+            confirm.waiters.remove(key)
         };
         for (_, completion) in waiters.into_iter().flatten() {
             completion.accept();
         }
     }
 
-    /// `destination` is no longer subscribed (or the connection is gone: `None`, all).
-    fn not_live(&self, destination: Option<&str>) {
+    /// `key` is no longer subscribed (or the connection is gone: `None`, all).
+    fn not_live(&self, key: Option<&str>) {
         let waiters = {
-            let mut confirm = lock(&self.confirm);
-            match destination {
-                Some(d) => {
-                    confirm.live.remove(d);
+            let mut confirm = lock(&self.inner);
+            match key {
+                Some(k) => {
+                    confirm.live.remove(k);
                     // Nobody here subscribes any more: nothing to wait for.
-                    confirm.waiters.remove(d)
+                    confirm.waiters.remove(k)
                 }
                 None => {
                     confirm.live.clear();
@@ -143,13 +186,18 @@ impl Lane {
         }
     }
 
+    /// How many keys are confirmed.
+    fn live_count(&self) -> usize {
+        lock(&self.inner).live.len()
+    }
+
     /// Answer waiters that waited `limit` or longer (the broker is slow or down: their
     /// RECEIPT goes out rather than hang) and forget abandoned ones; returns how many were
     /// answered early.
     fn expire_waiters(&self, limit: Duration) -> usize {
         let mut due = Vec::new();
         {
-            let mut confirm = lock(&self.confirm);
+            let mut confirm = lock(&self.inner);
             confirm.waiters.retain(|_, list| {
                 list.retain(|(_, c)| !c.is_abandoned());
                 let mut i = 0;
@@ -172,7 +220,6 @@ impl Lane {
 }
 
 /// The relay attached to a broker.
-#[derive(Debug)]
 pub struct Relay {
     /// The settings.
     config: RelayConfig,
@@ -180,14 +227,40 @@ pub struct Relay {
     lanes: Vec<Arc<Lane>>,
     /// Counters.
     stats: Arc<RelayStats>,
+    /// Sessions' own broker connections, by STOMP session id.
+    links: Mutex<HashMap<String, Arc<Link>>>,
+    /// Where their messages go.
+    broker: std::sync::Weak<Broker>,
+    /// How a session whose connection failed is closed.
+    presence: Arc<dyn PresenceDirectory>,
+    /// Where their tasks run (hooks are called from any thread).
+    runtime: tokio::runtime::Handle,
+    /// The largest frame accepted from the broker.
+    max_frame: usize,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("config", &self.config)
+            .field("lanes", &self.lanes)
+            .field("links", &lock(&self.links).len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Relay {
-    /// Start the pool for `config` and attach it to `broker` (inside a tokio runtime).
-    /// Returns None when the broker already has an engine.
-    pub fn attach(stomp: &StompConfig, broker: &Arc<Broker>) -> Option<Arc<Relay>> {
+    /// Start the pool for `config` and attach it to `broker` (inside a tokio runtime);
+    /// `presence` closes a session whose own broker connection fails. Returns None when the
+    /// broker already has an engine.
+    pub fn attach(
+        stomp: &StompConfig,
+        broker: &Arc<Broker>,
+        presence: Arc<dyn PresenceDirectory>,
+    ) -> Option<Arc<Relay>> {
         let config = stomp.relay.clone()?;
         let stats = Arc::new(RelayStats::default());
+        let max_frame = stomp.message_size_limit.max(64 * 1024) * 4;
         let mut lanes = Vec::with_capacity(config.pool_size);
         for index in 0..config.pool_size {
             let (outgoing, queue) = mpsc::channel(config.queue);
@@ -197,7 +270,7 @@ impl Relay {
                 outgoing,
                 up: AtomicBool::new(false),
                 dirty: AtomicBool::new(false),
-                confirm: Mutex::new(Confirm::default()),
+                ready: Readiness::default(),
             });
             let task = connection::Connection {
                 index,
@@ -206,13 +279,14 @@ impl Relay {
                 queue,
                 broker: Arc::downgrade(broker),
                 stats: stats.clone(),
-                max_frame: stomp.message_size_limit.max(64 * 1024) * 4,
+                max_frame,
             };
             tokio::spawn(task.run());
             lanes.push(lane);
         }
         tracing::info!(
             broker = %config.address,
+            mode = config.mode.as_str(),
             pool_size = config.pool_size,
             prefixes = ?config.prefixes,
             "STOMP relay: these broker destinations are served by the external broker"
@@ -221,6 +295,11 @@ impl Relay {
             config,
             lanes,
             stats,
+            links: Mutex::new(HashMap::new()),
+            broker: Arc::downgrade(broker),
+            presence,
+            runtime: tokio::runtime::Handle::current(),
+            max_frame,
         });
         if broker.attach_engine(relay.clone()).is_err() {
             tracing::warn!("the broker already has an engine; the STOMP relay is not attached");
@@ -246,14 +325,100 @@ impl Relay {
             .map(|lane| ConnectionStatus {
                 up: lane.up.load(Ordering::Relaxed),
                 destinations: lock(&lane.desired).len(),
-                confirmed: lock(&lane.confirm).live.len(),
+                confirmed: lane.ready.live_count(),
                 queued: self.config.queue - lane.outgoing.capacity(),
             })
             .collect();
         RelayStatus {
             broker: self.config.address.to_string(),
-            mode: "shared",
+            mode: self.config.mode.as_str(),
             connections,
+            session_connections: lock(&self.links).len(),
+        }
+    }
+
+    /// Whether a subscription gets the session's own broker connection: every relayed one
+    /// in `per-session` mode; in `shared` mode the ones whose semantics live at the broker
+    /// (client acks, durable or persistent subscriptions, `x-*` queue arguments).
+    fn needs_own_connection(&self, request: &SubscribeRequest) -> bool {
+        if is_pattern(&request.target) || !self.serves(&request.target) {
+            return false;
+        }
+        if self.config.mode == RelayMode::PerSession || request.ack != AckMode::Auto {
+            return true;
+        }
+        request.headers.iter().any(|(name, value)| {
+            let name = name.to_ascii_lowercase();
+            name.starts_with("x-")
+                || (matches!(name.as_str(), "durable" | "persistent") && value == "true")
+                || (name == "auto-delete" && value == "false")
+        })
+    }
+
+    /// The session's own broker connection, started on first use.
+    fn link(&self, session: &str) -> Arc<Link> {
+        let mut links = lock(&self.links);
+        if let Some(link) = links.get(session) {
+            return link.clone();
+        }
+        let link = session::start(
+            session,
+            &self.config,
+            self.broker.clone(),
+            self.presence.clone(),
+            self.stats.clone(),
+            self.max_frame,
+            &self.runtime,
+        );
+        links.insert(session.to_owned(), link.clone());
+        link
+    }
+
+    fn existing_link(&self, session: &str) -> Option<Arc<Link>> {
+        lock(&self.links).get(session).cloned()
+    }
+
+    /// Queue `order` for the session's connection; when its queue is full the session is
+    /// closed (a frame it made cannot be dropped), and false is returned.
+    fn order(&self, session: &str, link: &Link, order: Order) -> bool {
+        if link.orders.try_send(order).is_ok() {
+            return true;
+        }
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        session::close_session(
+            &*self.presence,
+            session,
+            format!(
+                "Broker unavailable: more than {} frames wait for the STOMP broker at {}",
+                self.config.queue, self.config.address
+            ),
+        );
+        false
+    }
+
+    /// Forward the client's ACKs or NACKs of a subscription on its own connection: in
+    /// `client` mode one frame for the newest (the broker's are cumulative too).
+    fn settle(&self, session: &str, request: &SubscribeRequest, ids: &[&str], ack: bool) {
+        if !self.needs_own_connection(request) {
+            return;
+        }
+        let Some(link) = self.existing_link(session) else {
+            return;
+        };
+        let ids = match request.ack {
+            AckMode::Client => ids.last().map_or(&[][..], std::slice::from_ref),
+            _ => ids,
+        };
+        for id in ids {
+            let id = (*id).to_owned();
+            let order = if ack {
+                Order::Ack { id }
+            } else {
+                Order::Nack { id }
+            };
+            if !self.order(session, &link, order) {
+                return;
+            }
         }
     }
 
@@ -300,16 +465,35 @@ impl Relay {
 impl BrokerEngine for Relay {
     fn session_opened(&self, _session: &str, _user: Option<&str>) {}
 
-    fn session_closed(&self, _session: &str, _user: Option<&str>) {}
+    fn session_closed(&self, session: &str, _user: Option<&str>) {
+        // Dropping the link ends its connection (a DISCONNECT; the broker requeues what
+        // was not ACKed).
+        lock(&self.links).remove(session);
+    }
 
-    fn subscribed(&self, _session: &str, _user: Option<&str>, request: &SubscribeRequest) {
-        if !is_pattern(&request.target) && self.serves(&request.target) {
+    fn subscribed(&self, session: &str, _user: Option<&str>, request: &SubscribeRequest) {
+        if self.needs_own_connection(request) {
+            let link = self.link(session);
+            let order = Order::Subscribe {
+                id: request.id.clone(),
+                destination: request.target.clone(),
+                ack: request.ack,
+                headers: request.headers.clone(),
+            };
+            self.order(session, &link, order);
+        } else if !is_pattern(&request.target) && self.serves(&request.target) {
             self.interest(&request.target, true);
         }
     }
 
-    fn unsubscribed(&self, _session: &str, _user: Option<&str>, request: &SubscribeRequest) {
-        if !is_pattern(&request.target) && self.serves(&request.target) {
+    fn unsubscribed(&self, session: &str, _user: Option<&str>, request: &SubscribeRequest) {
+        if self.needs_own_connection(request) {
+            if let Some(link) = self.existing_link(session) {
+                link.ready.not_live(Some(&request.id));
+                let id = request.id.clone();
+                self.order(session, &link, Order::Unsubscribe { id });
+            }
+        } else if !is_pattern(&request.target) && self.serves(&request.target) {
             self.interest(&request.target, false);
         }
     }
@@ -320,16 +504,47 @@ impl BrokerEngine for Relay {
         UserDelivery::Local
     }
 
-    fn acked(&self, _: &str, _: Option<&str>, _: &SubscribeRequest, _: &[&str]) {}
+    fn acked(&self, session: &str, _: Option<&str>, request: &SubscribeRequest, ids: &[&str]) {
+        self.settle(session, request, ids, true);
+    }
+
+    fn nacked(&self, session: &str, _: Option<&str>, request: &SubscribeRequest, ids: &[&str]) {
+        self.settle(session, request, ids, false);
+    }
+
+    fn serves_alone(&self, request: &SubscribeRequest) -> bool {
+        self.needs_own_connection(request)
+    }
 
     fn relays(&self, destination: &str) -> bool {
         self.serves(destination)
     }
 
-    fn relay(&self, destination: &str, message: &Arc<Published>) -> Result<(), Refusal> {
+    fn relay(
+        &self,
+        origin: Option<&str>,
+        destination: &str,
+        message: &Arc<Published>,
+    ) -> Result<(), Refusal> {
         if let Some(problem) = destination_problem(destination) {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Refusal::InvalidDestination(problem));
+        }
+        if self.config.mode == RelayMode::PerSession
+            && let Some(session) = origin
+        {
+            let link = self.link(session);
+            let order = Order::Send {
+                destination: destination.to_owned(),
+                message: message.clone(),
+            };
+            return match self.order(session, &link, order) {
+                true => Ok(()),
+                false => Err(Refusal::Unavailable(format!(
+                    "the queue to the STOMP broker at {} is full ([stomp.relay] queue = {})",
+                    self.config.address, self.config.queue
+                ))),
+            };
         }
         let lane = self.lane(destination);
         let refused = |why: String| {
@@ -355,27 +570,28 @@ impl BrokerEngine for Relay {
         }
     }
 
-    fn is_live(&self, destination: &str) -> bool {
-        !self.serves(destination)
-            || lock(&self.lane(destination).confirm)
-                .live
-                .contains(destination)
+    fn is_live(&self, session: &str, request: &SubscribeRequest) -> bool {
+        if self.needs_own_connection(request) {
+            return self
+                .existing_link(session)
+                .is_none_or(|link| link.ready.is_live(&request.id));
+        }
+        !self.serves(&request.target) || self.lane(&request.target).ready.is_live(&request.target)
     }
 
-    fn when_live(&self, destination: &str, completion: Completion) {
-        if !self.serves(destination) {
+    fn when_live(&self, session: &str, request: &SubscribeRequest, completion: Completion) {
+        if self.needs_own_connection(request) {
+            return match self.existing_link(session) {
+                Some(link) => link.ready.when_live(&request.id, completion),
+                None => completion.accept(),
+            };
+        }
+        if !self.serves(&request.target) {
             return completion.accept();
         }
-        let mut confirm = lock(&self.lane(destination).confirm);
-        if confirm.live.contains(destination) {
-            drop(confirm);
-            return completion.accept();
-        }
-        confirm
-            .waiters
-            .entry(destination.to_owned())
-            .or_default()
-            .push((Instant::now(), completion));
+        self.lane(&request.target)
+            .ready
+            .when_live(&request.target, completion);
     }
 
     fn check_subscription(&self, request: &SubscribeRequest) -> Result<(), String> {

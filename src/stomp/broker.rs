@@ -113,6 +113,9 @@ struct Subscription {
     pattern: Option<Pattern>,
     /// Its place in its destination's (or the patterns') subscription order.
     position: u64,
+    /// Whether the destination's (or the patterns') index holds it: not when an engine
+    /// serves it alone ([`BrokerEngine::serves_alone`]).
+    indexed: bool,
     /// How a fan-out outside the lock reaches it: auto-ack literal subscriptions only.
     receiver: Option<Arc<Receiver>>,
     /// Deliveries awaiting ACK/NACK by number, oldest first (cumulative ACKs drain a prefix).
@@ -518,7 +521,10 @@ impl Broker {
         state.next_position += 1;
         let position = state.next_position;
         let mut receiver = None;
-        if pattern.is_some() {
+        let alone = self.engine().is_some_and(|e| e.serves_alone(&request));
+        if alone {
+            // The engine delivers it through `deliver_to_subscription`; no index holds it.
+        } else if pattern.is_some() {
             state.patterns.insert(position, key);
         } else {
             if request.ack == AckMode::Auto
@@ -555,6 +561,7 @@ impl Broker {
                     request,
                     pattern,
                     position,
+                    indexed: !alone,
                     receiver,
                     unacked: BTreeMap::new(),
                     waiting: VecDeque::new(),
@@ -613,8 +620,28 @@ impl Broker {
 
     /// Publish to a broker destination (a literal, never a pattern).
     pub fn publish(&self, destination: &str, message: Arc<Published>) -> PublishOutcome {
+        self.publish_as(None, destination, message)
+    }
+
+    /// Publish a client SEND of `session` (a relay may carry it on that session's own
+    /// connection to the external broker).
+    pub fn publish_from(
+        &self,
+        session: &str,
+        destination: &str,
+        message: Arc<Published>,
+    ) -> PublishOutcome {
+        self.publish_as(Some(session), destination, message)
+    }
+
+    fn publish_as(
+        &self,
+        origin: Option<&str>,
+        destination: &str,
+        message: Arc<Published>,
+    ) -> PublishOutcome {
         bump(&self.stats.published);
-        if let Some(outcome) = self.relayed(destination, &message) {
+        if let Some(outcome) = self.relayed(origin, destination, &message) {
             return outcome;
         }
         let fanout = {
@@ -634,7 +661,7 @@ impl Broker {
             let mut state = self.lock();
             for (destination, message) in messages {
                 bump(&self.stats.published);
-                if self.relayed(&destination, &message).is_some() {
+                if self.relayed(None, &destination, &message).is_some() {
                     continue;
                 }
                 if let Some(engine) = self.engine() {
@@ -648,28 +675,38 @@ impl Broker {
         }
     }
 
-    /// Whether `destination` is live for a new subscriber: always, except for a relayed one
+    /// Whether a new subscription of `session` is live: always, except for a relayed one
     /// whose external broker subscription is not confirmed yet.
-    pub fn is_live(&self, destination: &str) -> bool {
-        self.engine().is_none_or(|e| e.is_live(destination))
+    pub fn is_live(&self, session: &str, request: &SubscribeRequest) -> bool {
+        self.engine().is_none_or(|e| e.is_live(session, request))
     }
 
-    /// Answer `completion` once `destination` is live (see [`BrokerEngine::when_live`]).
-    pub fn when_live(&self, destination: &str, completion: super::completion::Completion) {
+    /// Answer `completion` once the subscription is live (see [`BrokerEngine::when_live`]).
+    pub fn when_live(
+        &self,
+        session: &str,
+        request: &SubscribeRequest,
+        completion: super::completion::Completion,
+    ) {
         match self.engine() {
-            Some(engine) => engine.when_live(destination, completion),
+            Some(engine) => engine.when_live(session, request, completion),
             None => completion.accept(),
         }
     }
 
     /// Hand a publish to the engine when an external broker serves `destination`; None when
     /// the embedded broker does.
-    fn relayed(&self, destination: &str, message: &Arc<Published>) -> Option<PublishOutcome> {
+    fn relayed(
+        &self,
+        origin: Option<&str>,
+        destination: &str,
+        message: &Arc<Published>,
+    ) -> Option<PublishOutcome> {
         let engine = self.engine()?;
         if !engine.relays(destination) {
             return None;
         }
-        let refused = engine.relay(destination, message).err();
+        let refused = engine.relay(origin, destination, message).err();
         if refused.is_some() {
             bump(&self.stats.dropped_overflow);
         }
@@ -834,11 +871,12 @@ impl Broker {
             }
             _ => sub.unacked.remove(&token).into_iter().collect(),
         };
-        if kind == AckKind::Ack
-            && let Some(engine) = self.engine()
-        {
+        if let Some(engine) = self.engine() {
             let ids: Vec<&str> = settled.iter().map(|d| d.message.message_id()).collect();
-            engine.acked(session, entry.user.as_deref(), &sub.request, &ids);
+            match kind {
+                AckKind::Ack => engine.acked(session, entry.user.as_deref(), &sub.request, &ids),
+                AckKind::Nack => engine.nacked(session, entry.user.as_deref(), &sub.request, &ids),
+            }
         }
         let competing_target = self
             .is_competing(&sub.request.target)
@@ -893,6 +931,7 @@ impl Broker {
             && (destination.starts_with("/queue/") || destination == "/queue")
             && user_suffix(destination).is_none()
             && !is_pattern(destination)
+            && self.engine().is_none_or(|e| !e.relays(destination))
     }
 
     /// Deliver what needs the lock (client-ack and pattern subscriptions, competing queues)
@@ -1392,6 +1431,9 @@ fn forget_subscription_index(
     state: &mut BrokerState,
     sub: &Subscription,
 ) -> Option<Arc<Mutex<()>>> {
+    if !sub.indexed {
+        return None;
+    }
     if sub.pattern.is_some() {
         state.patterns.remove(&sub.position);
         return None;
@@ -1528,6 +1570,7 @@ mod tests {
                 ack,
                 prefetch: None,
                 selector: None,
+                headers: Vec::new(),
             };
             self.broker.subscribe(session, request).unwrap();
         }
@@ -1636,6 +1679,7 @@ mod tests {
             ack: AckMode::Client,
             prefetch: Some(1),
             selector: None,
+            headers: Vec::new(),
         };
         for body in ["1", "2", "3"] {
             f.publish("/queue/q", body);
@@ -1671,6 +1715,7 @@ mod tests {
             ack,
             prefetch: Some(window),
             selector: None,
+            headers: Vec::new(),
         };
         f.broker.subscribe(session, request).unwrap();
     }
@@ -1791,6 +1836,7 @@ mod tests {
                 ack: AckMode::ClientIndividual,
                 prefetch: Some(1),
                 selector: None,
+                headers: Vec::new(),
             };
             f.broker.subscribe("old", request).unwrap();
         }
@@ -1868,6 +1914,7 @@ mod tests {
             ack: AckMode::Auto,
             prefetch: None,
             selector: None,
+            headers: Vec::new(),
         };
         f.broker.subscribe("aaa", request).unwrap();
         f.subscribe("bbb", "p", "/queue/**", AckMode::Auto);
@@ -1890,6 +1937,7 @@ mod tests {
             ack: AckMode::Auto,
             prefetch: None,
             selector: None,
+            headers: Vec::new(),
         };
         let err = f.broker.subscribe("bbb", request).unwrap_err();
         assert!(matches!(err, BrokerError::AccessDenied(_)));
@@ -1956,6 +2004,45 @@ mod tests {
         fn acked(&self, session: &str, _: Option<&str>, _: &SubscribeRequest, ids: &[&str]) {
             self.note(format!("ack {session} {}", ids.len()));
         }
+        fn nacked(&self, session: &str, _: Option<&str>, _: &SubscribeRequest, ids: &[&str]) {
+            self.note(format!("nack {session} {}", ids.join(",")));
+        }
+        fn serves_alone(&self, request: &SubscribeRequest) -> bool {
+            request.target.starts_with("/queue/alone")
+        }
+    }
+
+    #[test]
+    fn a_subscription_the_engine_serves_alone_gets_only_what_the_engine_hands_it() {
+        let f = fixture(QueueSemantics::Competing);
+        let engine = Arc::new(RecordingEngine::default());
+        f.broker.attach_engine(engine.clone()).unwrap();
+        let a = f.session("aaa", None);
+        let b = f.session("bbb", None);
+        f.subscribe("aaa", "1", "/queue/alone", AckMode::Client);
+        f.subscribe("bbb", "1", "/queue/alone", AckMode::Auto);
+        // No local publish or fan-out reaches them (the engine's connection does).
+        f.publish("/queue/alone", "local");
+        f.broker.deliver_remote(
+            "/queue/alone",
+            f.broker.message(&[], Bytes::from_static(b"x")),
+        );
+        assert!(a.frames().is_empty() && b.frames().is_empty());
+        for id in ["T_1", "T_2"] {
+            let m = Arc::new(Published::new(id.into(), &[], Bytes::from_static(b"m")));
+            assert!(f.broker.deliver_to_subscription("aaa", "1", &m, false));
+        }
+        let frames = a.frames();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[1].get("message-id"), Some("T_2"));
+        // A cumulative NACK names both broker ids, oldest first.
+        let token = frames[1].get("ack").unwrap().to_owned();
+        engine.take();
+        f.broker
+            .acknowledge("aaa", &AckTarget::Token(token), AckKind::Nack);
+        assert_eq!(engine.take(), ["nack aaa T_1,T_2"]);
+        assert!(f.broker.unsubscribe("aaa", "1"));
+        assert!(f.broker.unsubscribe("bbb", "1"));
     }
 
     impl RecordingEngine {

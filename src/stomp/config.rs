@@ -125,15 +125,22 @@ pub struct StompConfig {
 }
 
 /// `[stomp.relay]`: the broker prefixes an external STOMP broker (RabbitMQ) serves. In
-/// `shared` mode (the only one built) every subscription of this node to one destination is
-/// one broker subscription over a small pool of broker connections, and what the broker
-/// sends is fanned out locally.
+/// `shared` mode every auto-ack subscription of this node to one destination is one broker
+/// subscription over a small pool of broker connections, and what the broker sends is
+/// fanned out locally; a subscription the broker must see for itself (client acks, durable,
+/// `x-*` headers) gets a connection of its session's own. In `per-session` mode every
+/// session that uses a relayed destination has its own broker connection.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RelayConfig {
     /// The broker's STOMP address (`host:port`, an IP address).
     #[serde(deserialize_with = "crate::config::types::listen_addr")]
     pub address: std::net::SocketAddr,
+    /// CONNECT `login` of a session's own broker connection (Spring's `clientLogin`).
+    pub login: String,
+    /// CONNECT `passcode` of a session's own broker connection (printed redacted).
+    #[serde(serialize_with = "crate::config::types::write_redacted_str")]
+    pub passcode: String,
     /// CONNECT `login` of the pool's connections.
     pub system_login: String,
     /// CONNECT `passcode` of the pool's connections (printed redacted by `print-config`).
@@ -143,7 +150,8 @@ pub struct RelayConfig {
     pub virtual_host: String,
     /// Destination prefixes the broker serves instead of the embedded one.
     pub prefixes: Vec<String>,
-    /// `shared`: pooled broker connections, one subscription per destination per node.
+    /// `shared`: pooled broker connections, one subscription per destination per node;
+    /// `per-session`: one broker connection per session, every frame relayed.
     pub mode: RelayMode,
     /// Broker connections in the pool; a destination always uses the same one, so its
     /// messages keep their order.
@@ -159,14 +167,29 @@ pub struct RelayConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RelayMode {
-    /// Pooled connections shared by every session.
+    /// Pooled connections shared by every session (a session gets its own only for the
+    /// subscriptions that need one).
     Shared,
+    /// One broker connection per session, as Spring's broker relay does.
+    PerSession,
+}
+
+impl RelayMode {
+    /// The name in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayMode::Shared => "shared",
+            RelayMode::PerSession => "per-session",
+        }
+    }
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             address: std::net::SocketAddr::from(([127, 0, 0, 1], 61613)),
+            login: "guest".into(),
+            passcode: "guest".into(),
             system_login: "guest".into(),
             system_passcode: "guest".into(),
             virtual_host: "/".into(),

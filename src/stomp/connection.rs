@@ -809,7 +809,11 @@ impl Connection {
                     return Err(StompError::access_denied(destination));
                 }
                 let message = core.broker.message(&frame.headers, frame.body.clone());
-                match core.broker.publish(destination, message).refused {
+                match core
+                    .broker
+                    .publish_from(&self.id, destination, message)
+                    .refused
+                {
                     None => Ok(()),
                     Some(Refusal::Unavailable(why)) => {
                         Err(StompError::new("Broker unavailable", why))
@@ -870,7 +874,7 @@ impl Connection {
     /// Hold this SUBSCRIBE's RECEIPT (and every later one) until the broker says `target`
     /// is live, so a RECEIPT still means "later publishes reach this subscription" when an
     /// external broker serves the destination. Beyond the waiting bound it is not held.
-    fn hold_until_live(&mut self, target: &str, receipt: Option<&str>) {
+    fn hold_until_live(&mut self, request: &SubscribeRequest, receipt: Option<&str>) {
         let capacity = self
             .core
             .app_handler
@@ -880,7 +884,7 @@ impl Connection {
             .pending
             .get_or_insert_with(|| Box::new(Pending::new(capacity)));
         if let Some(completion) = pending.begin(receipt.map(str::to_owned), Target::Send) {
-            self.core.broker.when_live(target, completion);
+            self.core.broker.when_live(&self.id, request, completion);
         }
     }
 
@@ -975,10 +979,11 @@ impl Connection {
                 ack,
                 prefetch,
                 selector,
+                headers: passed_through(frame),
             };
             self.core
                 .broker
-                .subscribe(&self.id, request)
+                .subscribe(&self.id, request.clone())
                 .map_err(|err| match err {
                     BrokerError::AccessDenied(_) => StompError::access_denied(destination),
                     BrokerError::Pattern(err) => invalid_pattern(destination, &err),
@@ -988,8 +993,8 @@ impl Connection {
                     other => StompError::new("Not connected", other.to_string()),
                 })?;
             self.core.presence.subscribed(&self.id, id, destination);
-            if !self.core.broker.is_live(&target) {
-                self.hold_until_live(&target, frame.get("receipt"));
+            if !self.core.broker.is_live(&self.id, &request) {
+                self.hold_until_live(&request, frame.get("receipt"));
             }
         }
         self.subscriptions.insert(id.to_owned(), route);
@@ -1584,6 +1589,25 @@ fn unknown_transaction(tx: &str) -> StompError {
 }
 
 /// Bytes a buffered frame holds: headers and body.
+/// The SUBSCRIBE headers an external broker may define (`durable`, `auto-delete`,
+/// `prefetch-count`, `x-*`, ...): all but the ones this gateway interprets.
+fn passed_through(frame: &Frame) -> Vec<(String, String)> {
+    const OURS: &[&str] = &[
+        "destination",
+        "id",
+        "ack",
+        "receipt",
+        "selector",
+        "content-length",
+    ];
+    frame
+        .headers
+        .iter()
+        .filter(|(name, _)| !OURS.contains(&name.as_str()))
+        .cloned()
+        .collect()
+}
+
 fn frame_size(frame: &Frame) -> usize {
     let headers: usize = frame
         .headers

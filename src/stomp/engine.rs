@@ -63,6 +63,26 @@ pub trait BrokerEngine: Send + Sync + 'static {
         message_ids: &[&str],
     );
 
+    /// The client NACKed these messages of a subscription (client modes).
+    fn nacked(
+        &self,
+        _session: &str,
+        _user: Option<&str>,
+        _request: &SubscribeRequest,
+        _message_ids: &[&str],
+    ) {
+    }
+
+    /// Whether the engine serves this subscription over a connection of the session's own
+    /// (the relay's per-session connections): the broker keeps its ack state and delivers
+    /// what the engine hands to [`Broker::deliver_to_subscription`], but no publish or
+    /// fan-out to its destination reaches it.
+    ///
+    /// [`Broker::deliver_to_subscription`]: super::broker::Broker::deliver_to_subscription
+    fn serves_alone(&self, _request: &SubscribeRequest) -> bool {
+        false
+    }
+
     /// Whether an external broker serves `destination` (the relay): publishes there go to
     /// [`BrokerEngine::relay`] instead of local delivery, and what the external broker sends
     /// back enters through `Broker::deliver_remote` like any message from outside.
@@ -70,10 +90,16 @@ pub trait BrokerEngine: Send + Sync + 'static {
         false
     }
 
-    /// A publish to a relayed destination; `Err` says why it cannot be taken (the external
+    /// A publish to a relayed destination, from `origin` (a client session's SEND) or from
+    /// a backend or the admin API (None); `Err` says why it cannot be taken (the external
     /// broker is unreachable or its queue full, or it would refuse the destination), and a
     /// client SEND gets an ERROR.
-    fn relay(&self, _destination: &str, _message: &Arc<Published>) -> Result<(), Refusal> {
+    fn relay(
+        &self,
+        _origin: Option<&str>,
+        _destination: &str,
+        _message: &Arc<Published>,
+    ) -> Result<(), Refusal> {
         Ok(())
     }
 
@@ -83,16 +109,17 @@ pub trait BrokerEngine: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Whether everything published to `destination` from now on reaches this node's
-    /// subscribers (false while a relay's broker subscription is not yet confirmed).
-    fn is_live(&self, _destination: &str) -> bool {
+    /// Whether everything published to its destination from now on reaches this new
+    /// subscription of `session` (false while a relay's broker subscription is not yet
+    /// confirmed).
+    fn is_live(&self, _session: &str, _request: &SubscribeRequest) -> bool {
         true
     }
 
-    /// Answer `completion` once `destination` is live (at once when it is, or after a
+    /// Answer `completion` once the subscription is live (at once when it is, or after a
     /// bounded wait); the connection holds the SUBSCRIBE's RECEIPT, and every later one,
     /// until then.
-    fn when_live(&self, _destination: &str, completion: Completion) {
+    fn when_live(&self, _session: &str, _request: &SubscribeRequest, completion: Completion) {
         completion.accept();
     }
 }

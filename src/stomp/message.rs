@@ -204,4 +204,7 @@ pub struct SubscribeRequest {
     pub prefetch: Option<usize>,
     /// Only messages whose headers it selects are delivered (spec §7.3).
     pub selector: Option<Arc<Selector>>,
+    /// The SUBSCRIBE's other headers (`durable`, `auto-delete`, `x-*`, ...), which an
+    /// external broker may define; the embedded broker ignores them.
+    pub headers: Vec<(String, String)>,
 }
