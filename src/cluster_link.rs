@@ -8,8 +8,10 @@
 //!
 //! * literal destinations starting with `/`, except a session's own user destinations
 //!   (`/queue/x-user<S>`: a session lives on one node; users are reached through their user
-//!   channel) and, with `queue_semantics = "competing"`, `/queue` destinations (a competing
-//!   queue stays on its node: one logical queue across nodes is not built);
+//!   channel) and, with `queue_semantics = "competing"`, `/queue` destinations, which are
+//!   one logical queue across nodes instead ([`queue_link`], over
+//!   [`cluster::queues`](crate::cluster::queues)): a SEND appends to it, and each message
+//!   goes to one subscriber on one node;
 //! * pattern subscriptions, through [`cluster::glob`](crate::cluster::glob);
 //! * `/user/{name}/...` messages, on the user's channel, to every node where the user has a
 //!   session.
@@ -25,6 +27,8 @@
 //! subscriptions go through one lock, taken before the broker's, so they stay in order; the
 //! broker's callbacks never take it (they hold the broker's lock).
 
+mod queue_link;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -39,8 +43,9 @@ use crate::cluster::{
 };
 use crate::stomp::broker::{AckMode, Broker, Published, SubscribeRequest};
 use crate::stomp::destination::{is_pattern, user_suffix};
-use crate::stomp::engine::{BrokerEngine, UserDelivery};
+use crate::stomp::engine::{BrokerEngine, Refusal, UserDelivery};
 use crate::stomp::{QueueSemantics, StompConfig};
+use queue_link::QueueLink;
 
 /// The broker's engine: the cluster bridge, presence and the inbox, as configured.
 pub struct ClusterLink {
@@ -54,8 +59,10 @@ pub struct ClusterLink {
     inbox: Option<Arc<InboxLink>>,
     /// The pattern separator.
     separator: char,
-    /// Whether `/queue` destinations are competing queues (kept local).
+    /// Whether `/queue` destinations are competing queues.
     competing: bool,
+    /// The competing queues shared by the cluster, in cluster mode with competing queues.
+    queues: Option<Arc<QueueLink>>,
 }
 
 /// Counters of the inbox.
@@ -103,13 +110,24 @@ impl ClusterLink {
                 Arc::downgrade(broker),
             )
         });
+        let competing = stomp.queue_semantics == QueueSemantics::Competing;
+        let queues = cluster.as_ref().filter(|_| competing).map(|c| {
+            QueueLink::start(
+                c,
+                Arc::downgrade(broker),
+                config.outbound_queue,
+                stomp.max_queue_messages,
+                Duration::from_millis(config.queue_reclaim_ms),
+            )
+        });
         let link = Arc::new(ClusterLink {
             broker: Arc::downgrade(broker),
             cluster,
             presence,
             inbox,
             separator: stomp.path_separator,
-            competing: stomp.queue_semantics == QueueSemantics::Competing,
+            competing,
+            queues,
         });
         if let Some(inbound) = inbound {
             tokio::spawn(feed_inbound(Arc::downgrade(&link), inbound));
@@ -140,11 +158,23 @@ impl ClusterLink {
         self.inbox.as_ref().map(|i| &i.stats)
     }
 
-    /// Whether a literal destination crosses nodes.
+    /// The shared queues' counters, in cluster mode with competing queues.
+    pub fn queue_stats(&self) -> Option<&crate::cluster::queues::QueueStats> {
+        self.queues.as_ref().and_then(|q| q.stats())
+    }
+
+    /// Whether a literal destination crosses nodes as pub/sub.
     fn bridged(&self, destination: &str) -> bool {
         destination.starts_with('/')
             && user_suffix(destination).is_none()
-            && !(self.competing && (destination.starts_with("/queue/") || destination == "/queue"))
+            && !(self.competing && is_queue(destination))
+    }
+
+    /// The shared queue `target` is, if it is one (a literal `/queue` destination with
+    /// competing queues in cluster mode).
+    fn shared_queue(&self, target: &str) -> Option<&Arc<QueueLink>> {
+        let queues = self.queues.as_ref()?;
+        (is_queue(target) && user_suffix(target).is_none() && !is_pattern(target)).then_some(queues)
     }
 
     fn interest(&self, request: &SubscribeRequest, added: bool) {
@@ -186,6 +216,9 @@ impl BrokerEngine for ClusterLink {
     }
 
     fn subscribed(&self, session: &str, user: Option<&str>, request: &SubscribeRequest) {
+        if let Some(queues) = self.shared_queue(&request.target) {
+            return queues.subscribed(session, request);
+        }
         if let (Some(inbox), Some(user)) = (&self.inbox, user)
             && let Some(actual) = inbox.actual_of(request)
         {
@@ -196,6 +229,9 @@ impl BrokerEngine for ClusterLink {
     }
 
     fn unsubscribed(&self, session: &str, user: Option<&str>, request: &SubscribeRequest) {
+        if let Some(queues) = self.shared_queue(&request.target) {
+            return queues.unsubscribed(session, request);
+        }
         if let (Some(inbox), Some(user)) = (&self.inbox, user)
             && let Some(actual) = inbox.actual_of(request)
         {
@@ -233,11 +269,14 @@ impl BrokerEngine for ClusterLink {
 
     fn acked(
         &self,
-        _session: &str,
+        session: &str,
         user: Option<&str>,
         request: &SubscribeRequest,
         message_ids: &[&str],
     ) {
+        if let Some(queues) = self.shared_queue(&request.target) {
+            return queues.settled(session, request, message_ids, true);
+        }
         if let (Some(inbox), Some(user)) = (&self.inbox, user)
             && let Some(actual) = inbox.actual_of(request)
         {
@@ -250,6 +289,59 @@ impl BrokerEngine for ClusterLink {
             }
         }
     }
+
+    fn nacked(&self, session: &str, _: Option<&str>, request: &SubscribeRequest, ids: &[&str]) {
+        if let Some(queues) = self.shared_queue(&request.target) {
+            queues.settled(session, request, ids, false);
+        }
+    }
+
+    fn serves_alone(&self, request: &SubscribeRequest) -> bool {
+        self.shared_queue(&request.target).is_some()
+    }
+
+    fn check_subscription(&self, request: &SubscribeRequest) -> Result<(), String> {
+        match self.shared_queue(&request.target).is_some() && request.selector.is_some() {
+            true => Err(format!(
+                "selectors are not supported on competing queues ({} is shared by the \
+                 cluster's nodes)",
+                request.target
+            )),
+            false => Ok(()),
+        }
+    }
+
+    fn relays(&self, destination: &str) -> bool {
+        self.shared_queue(destination).is_some()
+    }
+
+    fn relay(
+        &self,
+        _origin: Option<&str>,
+        destination: &str,
+        message: &Arc<Published>,
+    ) -> Result<(), Refusal> {
+        let Some(queues) = self.shared_queue(destination) else {
+            return Ok(());
+        };
+        queues
+            .append(destination, to_message(message))
+            .map_err(|e| match e {
+                crate::cluster::PublishError::Full => Refusal::Unavailable(format!(
+                    "the queue to Redis is full ([cluster] outbound_queue): {destination} \
+                     cannot take the message now"
+                )),
+                crate::cluster::PublishError::TooLarge => Refusal::Unavailable(format!(
+                    "the message is larger than [cluster] max_envelope_bytes, and {destination} \
+                     is a queue shared through Redis"
+                )),
+            })
+    }
+}
+
+/// Whether `destination` is a `/queue` destination.
+fn is_queue(destination: &str) -> bool {
+    destination.starts_with("/queue/") || destination == "/queue"
 }
 
 /// Deliver what other nodes publish, until the engine stops or the link is dropped.
@@ -285,6 +377,19 @@ async fn log_stats(link: Weak<ClusterLink>, period: Duration) {
         let Some(link) = link.upgrade() else { return };
         if let Some(cluster) = &link.cluster {
             tracing::info!(node = %cluster.node_id(), "{}", cluster.stats().summary());
+        }
+        if let Some(q) = link.queue_stats() {
+            let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            tracing::info!(
+                "shared queues: appended={} delivered={} settled={} requeued={} reclaimed={} refused={} errors={}",
+                load(&q.appended),
+                load(&q.delivered),
+                load(&q.settled),
+                load(&q.requeued),
+                load(&q.reclaimed),
+                load(&q.refused),
+                load(&q.errors)
+            );
         }
         if let Some(inbox) = link.inbox_stats() {
             tracing::info!(

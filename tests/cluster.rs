@@ -1,6 +1,7 @@
 //! Several gateway nodes on a real Redis: topic fan-out across nodes, user destinations,
 //! interest-based routing (checked with `PUBSUB NUMSUB` and `CLIENT LIST`), patterns, Redis
-//! restarts, the durable inbox and cluster-wide presence.
+//! restarts, the durable inbox, cluster-wide presence and competing queues shared by the
+//! nodes (Redis Streams).
 //!
 //! Nodes run in this process, each a full gateway with its own broker, engine and STOMP-over-
 //! TCP listener on a free loopback port, driven by raw STOMP clients. Tests share the
@@ -43,6 +44,11 @@ fn prefix() -> String {
 }
 
 async fn node(redis: &str, prefix: &str, name: &str, extra: &str) -> Node {
+    node_with(redis, prefix, name, "", extra).await
+}
+
+/// A node with `stomp_extra` in its `[stomp]` section and `extra` in its `[cluster]` one.
+async fn node_with(redis: &str, prefix: &str, name: &str, stomp_extra: &str, extra: &str) -> Node {
     let toml = format!(
         r#"
 [[service]]
@@ -52,6 +58,7 @@ app = "stomp"
 [stomp]
 allow_client_send_to_user = true
 principal_header = "login"
+{stomp_extra}
 
 [cluster]
 redis = "{redis}"
@@ -666,5 +673,197 @@ async fn presence_answers_for_the_whole_cluster_and_a_dead_nodes_entries_expire(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(presence.sessions("nobody").await.unwrap().is_empty());
+    clean(SHARED_REDIS, &p);
+}
+
+/// A node whose `/queue` destinations are competing queues shared by the cluster; a message
+/// another consumer leaves unsettled for a second is taken over.
+async fn queue_node(prefix: &str, name: &str) -> Node {
+    node_with(
+        SHARED_REDIS,
+        prefix,
+        name,
+        "queue_semantics = \"competing\"",
+        "queue_reclaim_ms = 1000",
+    )
+    .await
+}
+
+fn stream_len(url: &str, key: &str) -> i64 {
+    redis::cmd("XLEN")
+        .arg(key)
+        .query(&mut redis_conn(url))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_competing_queue_is_one_queue_across_nodes_each_message_to_one_subscriber() {
+    let p = prefix();
+    let (n1, n2, n3) = (
+        queue_node(&p, "q1").await,
+        queue_node(&p, "q2").await,
+        queue_node(&p, "q3").await,
+    );
+    let mut publisher = client(&n3, "pub").await;
+    // Sent before anyone subscribes anywhere: kept in the stream for the first consumer.
+    for i in 0..5 {
+        send(&mut publisher, "/queue/jobs", &format!("j{i}")).await;
+    }
+    let key = format!("{p}queue:/queue/jobs");
+    wait_for("the early messages in the stream", || {
+        stream_len(SHARED_REDIS, &key) == 5
+    })
+    .await;
+    let mut a = client(&n1, "a").await;
+    let mut b = client(&n2, "b").await;
+    a.subscribe("1", "/queue/jobs", "").await;
+    b.subscribe("1", "/queue/jobs", "").await;
+    for i in 5..60 {
+        send(&mut publisher, "/queue/jobs", &format!("j{i}")).await;
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + SETTLE;
+    while seen.len() < 60 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 60 arrived",
+            seen.len()
+        );
+        for (who, c) in [("a", &mut a), ("b", &mut b)] {
+            if let Ok(Some(frame)) = tokio::time::timeout(Duration::from_millis(50), c.next()).await
+            {
+                assert_eq!(frame.command, Command::Message, "{frame:?}");
+                let id = frame.get("message-id").unwrap_or_default().to_owned();
+                assert!(id.contains('-'), "the stream id is the message id: {id}");
+                let previous = seen.insert(body(&frame), who);
+                assert!(previous.is_none(), "{} delivered twice", body(&frame));
+            }
+        }
+    }
+    a.expect_silence(300).await;
+    b.expect_silence(0).await;
+    let expected: std::collections::BTreeSet<String> = (0..60).map(|i| format!("j{i}")).collect();
+    assert_eq!(
+        seen.keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        expected
+    );
+    // Settled messages leave the stream; nothing stays pending.
+    wait_for("an empty stream", || stream_len(SHARED_REDIS, &key) == 0).await;
+    assert_eq!(
+        n3.link
+            .queue_stats()
+            .unwrap()
+            .appended
+            .load(Ordering::Relaxed),
+        60
+    );
+    let delivered: u64 = [&n1, &n2]
+        .iter()
+        .map(|n| {
+            n.link
+                .queue_stats()
+                .unwrap()
+                .delivered
+                .load(Ordering::Relaxed)
+        })
+        .sum();
+    assert_eq!(delivered, 60);
+    clean(SHARED_REDIS, &p);
+}
+
+async fn ack(c: &mut Client, frame: &Frame, command: &str) {
+    let token = frame.get("ack").expect("an ack header").to_owned();
+    c.send(&format!("{command}\nid:{token}\nreceipt:r-{token}\n\n\0"))
+        .await;
+    c.receipt(&format!("r-{token}")).await;
+}
+
+#[tokio::test]
+async fn what_is_nacked_left_or_held_by_a_dead_consumer_is_redelivered_across_nodes() {
+    let p = prefix();
+    let (n1, n2) = (queue_node(&p, "r1").await, queue_node(&p, "r2").await);
+    let key = format!("{p}queue:/queue/work");
+    let client_ack = "ack:client-individual\nprefetch-count:1\n";
+    let mut a = client(&n1, "a").await;
+    a.subscribe("1", "/queue/work", client_ack).await;
+    let mut publisher = client(&n2, "pub").await;
+    send(&mut publisher, "/queue/work", "job").await;
+    let first = message(&mut a).await;
+    assert_eq!(
+        (body(&first).as_str(), first.get("redelivered")),
+        ("job", Some("false"))
+    );
+    // NACK: back in the queue, and here again, marked redelivered.
+    ack(&mut a, &first, "NACK").await;
+    let again = message(&mut a).await;
+    assert_eq!(
+        (body(&again).as_str(), again.get("redelivered")),
+        ("job", Some("true"))
+    );
+    // Its subscriber leaves without an ACK: a subscriber on the other node gets it.
+    let mut b = client(&n2, "b").await;
+    b.subscribe("1", "/queue/work", client_ack).await;
+    drop(a);
+    let moved = message(&mut b).await;
+    assert_eq!(
+        (body(&moved).as_str(), moved.get("redelivered")),
+        ("job", Some("true"))
+    );
+    ack(&mut b, &moved, "ACK").await;
+    wait_for("the ACKed message out of the stream", || {
+        stream_len(SHARED_REDIS, &key) == 0
+    })
+    .await;
+    b.send("UNSUBSCRIBE\nid:1\nreceipt:u\n\n\0").await;
+    b.receipt("u").await;
+
+    // A consumer that read a message and died (its node was killed): here a consumer made
+    // with XREADGROUP by the test, which never acknowledges. A live node takes it over once
+    // it has been idle longer than queue_reclaim_ms.
+    send(&mut publisher, "/queue/work", "orphan").await;
+    wait_for("the orphan in the stream", || {
+        stream_len(SHARED_REDIS, &key) == 1
+    })
+    .await;
+    let mut conn = redis_conn(SHARED_REDIS);
+    let read: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("consumers")
+        .arg("dead-node")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(&key)
+        .arg(">")
+        .query(&mut conn)
+        .unwrap();
+    assert!(
+        matches!(read, redis::Value::Array(ref a) if !a.is_empty()),
+        "{read:?}"
+    );
+    let started = Instant::now();
+    let mut c = client(&n1, "c").await;
+    c.subscribe("1", "/queue/work", client_ack).await;
+    let taken = message(&mut c).await;
+    assert_eq!(
+        (body(&taken).as_str(), taken.get("redelivered")),
+        ("orphan", Some("true"))
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "taken over before it was idle"
+    );
+    ack(&mut c, &taken, "ACK").await;
+    wait_for("nothing pending", || stream_len(SHARED_REDIS, &key) == 0).await;
+    assert!(
+        n1.link
+            .queue_stats()
+            .unwrap()
+            .reclaimed
+            .load(Ordering::Relaxed)
+            >= 1
+    );
     clean(SHARED_REDIS, &p);
 }

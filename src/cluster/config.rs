@@ -62,6 +62,10 @@ pub struct ClusterConfig {
     pub presence_ttl_s: u64,
     /// How often a node refreshes its presence entries, in seconds (less than the TTL).
     pub presence_heartbeat_s: u64,
+    /// With `queue_semantics = "competing"`, how long a message of a shared `/queue` may
+    /// stay unsettled at one node before another node takes it over (a dead node's
+    /// unacknowledged messages are redelivered after this), in milliseconds.
+    pub queue_reclaim_ms: u64,
     /// The durable per-user inbox; None: no inbox.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inbox: Option<InboxConfig>,
@@ -93,6 +97,7 @@ impl Default for ClusterConfig {
             subscribe_batch: 512,
             presence_ttl_s: 30,
             presence_heartbeat_s: 10,
+            queue_reclaim_ms: 30_000,
             inbox: None,
         }
     }
@@ -202,6 +207,15 @@ impl ClusterConfig {
                 ),
             ));
         }
+        if !(100..=86_400_000).contains(&self.queue_reclaim_ms) {
+            return Err(invalid(
+                "queue_reclaim_ms",
+                format!(
+                    "{} is not in 100..=86400000 (a tenth of a second to a day)",
+                    self.queue_reclaim_ms
+                ),
+            ));
+        }
         if let Some(inbox) = &self.inbox {
             inbox.validate(user_prefix)?;
         }
@@ -303,6 +317,11 @@ mod tests {
         assert_eq!(c.validate("/user/").unwrap_err().key, "redis");
         let c = parse("node_id = \"a b\"");
         assert_eq!(c.validate("/user/").unwrap_err().key, "node_id");
+        for bad in ["queue_reclaim_ms = 99", "queue_reclaim_ms = 86400001"] {
+            let err = parse(bad).validate("/user/").unwrap_err();
+            assert_eq!(err.key, "queue_reclaim_ms", "{bad}");
+            assert!(err.message.contains("100..=86400000"), "{}", err.message);
+        }
         let c = parse("presence_ttl_s = 5\npresence_heartbeat_s = 5");
         assert_eq!(
             c.validate("/user/").unwrap_err().key,

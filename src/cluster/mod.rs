@@ -29,6 +29,7 @@ pub mod inbox;
 pub mod interest;
 pub mod presence;
 pub mod publisher;
+pub mod queues;
 pub mod resp;
 pub mod stats;
 pub mod subscriber;
@@ -38,7 +39,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncConnectionConfig;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use tokio::sync::{mpsc, watch};
 
 pub use config::{ClusterConfig, ClusterConfigError, InboxConfig};
@@ -145,6 +147,8 @@ struct Shared {
     redis: ConnectionManager,
     /// The channels Redis has confirmed on the live pub/sub connection (full names).
     live: Arc<LiveChannels>,
+    /// For connections of their own (blocking reads of shared queues).
+    client: redis::Client,
 }
 
 /// The channels Redis confirmed on the current pub/sub connection: what this node is sure
@@ -183,7 +187,7 @@ impl ClusterEngine {
             .set_response_timeout(Some(Duration::from_secs(3)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
-        let redis = ConnectionManager::new_lazy_with_config(client, manager)
+        let redis = ConnectionManager::new_lazy_with_config(client.clone(), manager)
             .map_err(|e| ClusterError::Url(e.to_string()))?;
         let naming = Arc::new(Naming {
             node: config.resolved_node_id(),
@@ -225,6 +229,7 @@ impl ClusterEngine {
             max_envelope: config.max_envelope_bytes,
             redis,
             live,
+            client,
         };
         Ok((
             ClusterHandle {
@@ -254,6 +259,19 @@ impl ClusterHandle {
     /// The multiplexed command connection, for presence and the inbox.
     pub fn redis(&self) -> ConnectionManager {
         self.shared.redis.clone()
+    }
+
+    /// A connection of its own, for commands that block (`XREADGROUP ... BLOCK`), which
+    /// would hold up everything else on the multiplexed one; `block` is the longest they
+    /// block.
+    pub async fn dedicated(&self, block: Duration) -> redis::RedisResult<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(block + Duration::from_secs(3)));
+        self.shared
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
     }
 
     /// A local subscriber wants the literal `destination`.
