@@ -100,6 +100,17 @@ def until_live(sender, destination, *recorders):
             r.frames = [f for f in r.frames if f.cmd != "MESSAGE"]
 
 
+def live_subscriber(clients, prefix):
+    """A fresh destination under ``prefix``, an auto-ack subscriber to it whose broker
+    subscription is live, and a sender."""
+    dest = unique(prefix)
+    subscriber = clients.tcp("1.2")
+    subscriber.subscribe(dest, "s")
+    sender = clients.tcp("1.2")
+    until_live(sender.conn, dest, subscriber.rec)
+    return dest, subscriber, sender
+
+
 def test_topic_fan_out_goes_through_one_broker_subscription(clients):
     dest = unique("/topic/relay")
     subs = [clients.tcp("1.2") for _ in range(5)]
@@ -147,13 +158,9 @@ def test_queue_and_exchange_destinations_round_trip(clients):
 
 
 def test_a_transaction_is_relayed_on_commit_and_prefetch_holds_until_the_ack(clients):
-    dest = unique("/topic/relay-tx")
     # An auto-ack watcher shares the pool's broker subscription; the client-ack subscriber
     # gets a broker connection of its session's own, where RabbitMQ applies prefetch-count.
-    watcher = clients.tcp("1.2")
-    watcher.subscribe(dest, "w")
-    sender = clients.tcp("1.2")
-    until_live(sender.conn, dest, watcher.rec)
+    dest, _watcher, sender = live_subscriber(clients, "/topic/relay-tx")
     c = clients.tcp("1.2")
     c.subscribe(dest, "s", ack="client-individual", **{"prefetch-count": "1"})
     tx = "tx-" + uuid.uuid4().hex[:6]
@@ -190,11 +197,7 @@ def test_a_pattern_under_a_relayed_prefix_is_refused(clients):
 
 
 def test_destinations_rabbitmq_would_refuse_are_errors_that_cut_nobody_else(clients):
-    dest = unique("/topic/relay-ok")
-    c = clients.tcp("1.2")
-    c.subscribe(dest, "s")
-    sender = clients.tcp("1.2")
-    until_live(sender.conn, dest, c.rec)
+    dest, c, sender = live_subscriber(clients, "/topic/relay-ok")
     bad_sub = clients.tcp("1.2")
     bad_sub.subscribe("/topic/a/b", "x", receipt=False)
     error = bad_sub.rec.frame("ERROR")
@@ -273,11 +276,7 @@ def test_a_durable_subscription_keeps_what_was_sent_while_away(clients):
 
 
 def test_a_broker_error_on_a_sessions_connection_closes_that_session_only(clients):
-    dest = unique("/topic/relay-calm")
-    calm = clients.tcp("1.2")
-    calm.subscribe(dest, "s")
-    sender = clients.tcp("1.2")
-    until_live(sender.conn, dest, calm.rec)
+    dest, calm, sender = live_subscriber(clients, "/topic/relay-calm")
     doomed = clients.tcp("1.2")
     # RabbitMQ refuses a subscription to a queue that does not exist (an ERROR that ends its
     # connection): only this session's own connection carries it.
@@ -329,11 +328,7 @@ def test_api_stats_and_metrics_show_the_pool(clients, relay_gateway):
 
 
 def test_a_broker_restart_is_an_error_for_senders_then_recovers(clients, relay_gateway):
-    dest = unique("/topic/relay-restart")
-    c = clients.tcp("1.2")
-    c.subscribe(dest, "s")
-    sender = clients.tcp("1.2")
-    until_live(sender.conn, dest, c.rec)
+    dest, c, sender = live_subscriber(clients, "/topic/relay-restart")
     rabbitmqctl("stop_app")
     try:
         # Once the relay has seen its connections drop, a SEND gets ERROR Broker unavailable.

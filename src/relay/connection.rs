@@ -86,6 +86,64 @@ pub(super) struct Beats {
     pub(super) dead_after: Option<Duration>,
 }
 
+/// The heart-beat bookkeeping of one live broker connection: when it last read and wrote,
+/// and what was agreed.
+pub(super) struct Pulse {
+    beats: Beats,
+    last_read: Instant,
+    last_write: Instant,
+}
+
+impl Pulse {
+    pub(super) fn new(beats: Beats) -> Pulse {
+        let now = Instant::now();
+        Pulse {
+            beats,
+            last_read: now,
+            last_write: now,
+        }
+    }
+
+    /// What a read into `buf` returned: the bytes go to `parser`, or the connection is over.
+    pub(super) fn received(
+        &mut self,
+        read: std::io::Result<usize>,
+        buf: &[u8],
+        parser: &mut FrameParser,
+    ) -> Result<(), Ended> {
+        match read {
+            Ok(0) => Err(Ended::Protocol("the broker closed the connection".into())),
+            Ok(n) => {
+                self.last_read = Instant::now();
+                parser.push(&buf[..n]);
+                Ok(())
+            }
+            Err(e) => Err(Ended::Io(e)),
+        }
+    }
+
+    /// Something was written.
+    pub(super) fn wrote(&mut self) {
+        self.last_write = Instant::now();
+    }
+
+    /// On each tick: the broker silent for too long is dead; an EOL goes out when due.
+    pub(super) async fn tick(&mut self, writer: &mut OwnedWriteHalf) -> Result<(), Ended> {
+        if let Some(limit) = self.beats.dead_after
+            && self.last_read.elapsed() > limit
+        {
+            return Err(Ended::Timeout);
+        }
+        if let Some(every) = self.beats.send
+            && self.last_write.elapsed() >= every
+        {
+            write(writer, b"\n").await?;
+            self.wrote();
+        }
+        Ok(())
+    }
+}
+
 impl Connection {
     /// Run until the gateway stops.
     pub async fn run(mut self) {
@@ -167,8 +225,7 @@ impl Connection {
         let (mut reader, mut writer) = stream.into_split();
         let mut subs = Subscriptions::default();
         let mut buf = vec![0u8; 16 * 1024];
-        let mut last_read = Instant::now();
-        let mut last_write = Instant::now();
+        let mut pulse = Pulse::new(beats);
         let mut tick = tokio::time::interval(TICK);
         tick.tick().await;
         lane.dirty.store(false, Ordering::Release);
@@ -182,16 +239,11 @@ impl Connection {
         loop {
             tokio::select! {
                 read = reader.read(&mut buf) => {
-                    match read {
-                        Ok(0) => return Ended::Protocol("the broker closed the connection".into()),
-                        Ok(n) => {
-                            last_read = Instant::now();
-                            parser.push(&buf[..n]);
-                            if let Err(e) = self.drain_frames(lane, &mut parser, &mut subs) {
-                                return e;
-                            }
-                        }
-                        Err(e) => return Ended::Io(e),
+                    let drained = pulse
+                        .received(read, &buf, &mut parser)
+                        .and_then(|()| self.drain_frames(lane, &mut parser, &mut subs));
+                    if let Err(e) = drained {
+                        return e;
                     }
                 }
                 _ = lane.changed.notified() => {
@@ -199,7 +251,7 @@ impl Connection {
                     if let Err(e) = self.converge(lane, &mut subs, &mut writer).await {
                         return e;
                     }
-                    last_write = Instant::now();
+                    pulse.wrote();
                 }
                 next = self.queue.recv() => {
                     let Some(first) = next else { return Ended::Stopped };
@@ -212,7 +264,7 @@ impl Connection {
                     if let Err(e) = self.send(first, &mut writer).await {
                         return e;
                     }
-                    last_write = Instant::now();
+                    pulse.wrote();
                 }
                 _ = tick.tick() => {
                     if Arc::strong_count(lane) == 1 {
@@ -226,18 +278,8 @@ impl Connection {
                             "the STOMP broker did not confirm subscriptions within 5 s; their RECEIPTs were sent anyway"
                         );
                     }
-                    if let Some(limit) = beats.dead_after
-                        && last_read.elapsed() > limit
-                    {
-                        return Ended::Timeout;
-                    }
-                    if let Some(every) = beats.send
-                        && last_write.elapsed() >= every
-                    {
-                        if let Err(e) = write(&mut writer, b"\n").await {
-                            return e;
-                        }
-                        last_write = Instant::now();
+                    if let Err(e) = pulse.tick(&mut writer).await {
+                        return e;
                     }
                 }
             }

@@ -14,15 +14,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
-use super::connection::{Ended, LIVE_WAIT, TICK, describe, open, put_send, write};
+use super::connection::{Ended, LIVE_WAIT, Pulse, TICK, describe, open, put_send, write};
 use super::{Readiness, RelayStats};
 use crate::stomp::broker::{Broker, Published};
 use crate::stomp::config::RelayConfig;
@@ -145,9 +143,7 @@ impl LinkTask {
                 tracing::debug!(stomp_session = %self.session, broker = %config.address, "session connection to the STOMP broker is up");
                 drop(link);
                 let (reader, writer) = stream.into_split();
-                let ended = self
-                    .serve(reader, writer, parser, beats.send, beats.dead_after)
-                    .await;
+                let ended = self.serve(reader, writer, parser, Pulse::new(beats)).await;
                 self.stats.session_connected.fetch_sub(1, Ordering::Relaxed);
                 if let Some(link) = self.link.upgrade() {
                     link.up.store(false, Ordering::Relaxed);
@@ -177,13 +173,10 @@ impl LinkTask {
         mut reader: tokio::net::tcp::OwnedReadHalf,
         mut writer: OwnedWriteHalf,
         mut parser: FrameParser,
-        send_every: Option<Duration>,
-        dead_after: Option<Duration>,
+        mut pulse: Pulse,
     ) -> Ended {
         let mut pending = Pending::default();
         let mut buf = vec![0u8; 16 * 1024];
-        let mut last_read = Instant::now();
-        let mut last_write = Instant::now();
         let mut tick = tokio::time::interval(TICK);
         tick.tick().await;
         if let Err(e) = self.drain_frames(&mut parser, &mut pending) {
@@ -192,16 +185,11 @@ impl LinkTask {
         loop {
             tokio::select! {
                 read = reader.read(&mut buf) => {
-                    match read {
-                        Ok(0) => return Ended::Protocol("the broker closed the connection".into()),
-                        Ok(n) => {
-                            last_read = Instant::now();
-                            parser.push(&buf[..n]);
-                            if let Err(e) = self.drain_frames(&mut parser, &mut pending) {
-                                return e;
-                            }
-                        }
-                        Err(e) => return Ended::Io(e),
+                    let drained = pulse
+                        .received(read, &buf, &mut parser)
+                        .and_then(|()| self.drain_frames(&mut parser, &mut pending));
+                    if let Err(e) = drained {
+                        return e;
                     }
                 }
                 next = self.queue.recv() => {
@@ -215,24 +203,14 @@ impl LinkTask {
                     if let Err(e) = self.write_orders(first, &mut pending, &mut writer).await {
                         return e;
                     }
-                    last_write = Instant::now();
+                    pulse.wrote();
                 }
                 _ = tick.tick() => {
                     if let Some(link) = self.link.upgrade() {
                         link.ready.expire_waiters(LIVE_WAIT);
                     }
-                    if let Some(limit) = dead_after
-                        && last_read.elapsed() > limit
-                    {
-                        return Ended::Timeout;
-                    }
-                    if let Some(every) = send_every
-                        && last_write.elapsed() >= every
-                    {
-                        if let Err(e) = write(&mut writer, b"\n").await {
-                            return e;
-                        }
-                        last_write = Instant::now();
+                    if let Err(e) = pulse.tick(&mut writer).await {
+                        return e;
                     }
                 }
             }
