@@ -867,3 +867,107 @@ async fn what_is_nacked_left_or_held_by_a_dead_consumer_is_redelivered_across_no
     );
     clean(SHARED_REDIS, &p);
 }
+
+/// A gateway node in a process of its own, to be killed with SIGKILL.
+struct ProcessNode {
+    child: Child,
+    stomp: SocketAddr,
+    _dir: Scratch,
+}
+
+/// A scratch directory, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for ProcessNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn process_queue_node(prefix: &str, name: &str) -> ProcessNode {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("sgtest-{name}-{:08x}", rand::random::<u32>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[[service]]\nprefix = \"/stomp\"\napp = \"stomp\"\n\n\
+             [stomp]\ntcp_listen = \"127.0.0.1:0\"\nprincipal_header = \"login\"\n\
+             queue_semantics = \"competing\"\n\n\
+             [cluster]\nredis = \"{SHARED_REDIS}\"\nnode_id = \"{name}\"\nchannel_prefix = \"{prefix}\"\n\
+             queue_reclaim_ms = 1000\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Process::new(env!("CARGO_BIN_EXE_sockjs-gateway"))
+        .arg("--config")
+        .arg(&config)
+        .env("SOCKJS_GATEWAY_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the gateway binary");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("STOMP over TCP listening on ").nth(1)
+                && let Some(addr) = rest.split_whitespace().next().and_then(|a| a.parse().ok())
+            {
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let stomp = rx.recv_timeout(SETTLE).expect("the node's STOMP address");
+    ProcessNode {
+        child,
+        stomp,
+        _dir: Scratch(dir),
+    }
+}
+
+#[tokio::test]
+async fn a_killed_nodes_unacknowledged_queue_messages_are_redelivered_by_another_node() {
+    let p = prefix();
+    let mut doomed = process_queue_node(&p, "k1");
+    let survivor = queue_node(&p, "k2").await;
+    let key = format!("{p}queue:/queue/crash");
+    let client_ack = "ack:client-individual\nprefetch-count:5\n";
+    let mut a = Client::stomp(doomed.stomp, "1.2", "login:a\n").await;
+    a.subscribe("1", "/queue/crash", client_ack).await;
+    let mut publisher = client(&survivor, "pub").await;
+    for i in 0..3 {
+        send(&mut publisher, "/queue/crash", &format!("c{i}")).await;
+    }
+    for i in 0..3 {
+        let frame = message(&mut a).await;
+        assert_eq!(body(&frame), format!("c{i}"));
+    }
+    // SIGKILL: no goodbye, no requeue; the three stay pending at its consumer.
+    doomed.child.kill().unwrap();
+    doomed.child.wait().unwrap();
+    let mut b = client(&survivor, "b").await;
+    b.subscribe("1", "/queue/crash", client_ack).await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let frame = message(&mut b).await;
+        assert_eq!(frame.get("redelivered"), Some("true"), "{frame:?}");
+        got.push(body(&frame));
+        ack(&mut b, &frame, "ACK").await;
+    }
+    got.sort();
+    assert_eq!(got, ["c0", "c1", "c2"]);
+    b.expect_silence(300).await;
+    wait_for("an empty stream", || stream_len(SHARED_REDIS, &key) == 0).await;
+    clean(SHARED_REDIS, &p);
+}
