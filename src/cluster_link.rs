@@ -77,9 +77,10 @@ pub struct InboxStats {
 }
 
 impl ClusterLink {
-    /// Attach what `config` asks for to `broker`; None when it asks for nothing (no Redis, no
-    /// inbox). Must run inside a tokio runtime.
-    pub fn attach(
+    /// Start what `config` asks for, fed into `broker`; None when it asks for nothing (no
+    /// Redis, no inbox). The caller attaches it to the broker (alone, or under the relay:
+    /// [`Layered`](crate::stomp::engine::Layered)). Must run inside a tokio runtime.
+    pub fn start(
         config: &ClusterConfig,
         stomp: &StompConfig,
         broker: &Arc<Broker>,
@@ -135,10 +136,6 @@ impl ClusterLink {
         if stomp.stats_log_period_s > 0 {
             let period = Duration::from_secs(stomp.stats_log_period_s);
             tokio::spawn(log_stats(Arc::downgrade(&link), period));
-        }
-        if broker.attach_engine(link.clone()).is_err() {
-            tracing::warn!("the broker already has an engine; the cluster link is not attached");
-            return Ok(None);
         }
         Ok(Some(link))
     }

@@ -366,16 +366,6 @@ impl Config {
                  (only such destinations cross nodes)",
             );
         }
-        if self.stomp.relay.is_some()
-            && (self.cluster.redis.is_some() || self.cluster.inbox.is_some())
-        {
-            problems.invalid(
-                "stomp.relay",
-                "cannot be combined with [cluster] redis or [cluster.inbox] yet: the external \
-                 broker already carries relayed destinations between nodes, and the two \
-                 bridges would deliver them twice; run the nodes on the relay alone",
-            );
-        }
         if let Err(message) = crate::proxy::TrustedProxies::parse(&self.server.trusted_proxies) {
             problems.invalid("server.trusted_proxies", message);
         }
@@ -477,7 +467,7 @@ mod tests {
     }
 
     #[test]
-    fn the_relay_and_the_cluster_are_not_combined_and_the_passcode_is_not_printed() {
+    fn the_relay_combines_with_the_cluster_and_its_passcodes_are_not_printed() {
         let relay = "[[service]]\nprefix = \"/s\"\napp = \"stomp\"\n[stomp.relay]\nsystem_passcode = \"hunter2\"\npasscode = \"hunter3\"\nmode = \"per-session\"\n";
         let c = Config::from_toml(relay).unwrap();
         let printed = c.to_toml().unwrap();
@@ -488,17 +478,13 @@ mod tests {
                 && printed.contains("mode = \"per-session\""),
             "{printed}"
         );
+        // With the cluster: the relay serves its prefixes, the cluster link the rest.
         for cluster in [
             "[cluster]\nredis = \"redis://127.0.0.1:6379\"\n",
             "[cluster.inbox]\ndestinations = [\"/user/queue/n\"]\n",
         ] {
-            let err = Config::from_toml(&format!("{relay}{cluster}"))
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("stomp.relay") && err.contains("cannot be combined"),
-                "{err}"
-            );
+            let both = Config::from_toml(&format!("{relay}{cluster}"));
+            assert!(both.is_ok(), "{both:?}");
         }
     }
 

@@ -35,6 +35,7 @@ use crate::sockjs::http::{
     HttpRequest, HttpResponse, RequestBody, TEXT_PLAIN, WriteWatch, not_found, response,
 };
 use crate::sockjs::{Peer, Service};
+use crate::stomp::engine::{BrokerEngine, Layered};
 use crate::stomp::tcp::{TcpSettings, serve_tcp_limited};
 use crate::stomp::{
     AppHandler, Authenticator as StompAuthenticator, PasswordAuthenticator, StompApp,
@@ -83,12 +84,29 @@ impl Gateway {
         }
         let auth = Authenticator::from_config(&config.auth, &config.base_dir)?;
         let stomp = stomp_app(config, &auth)?;
-        let cluster = ClusterLink::attach(&config.cluster, &config.stomp, &stomp.broker())
-            .map_err(|e| ConfigError::Invalid {
+        let broker = stomp.broker();
+        let cluster = ClusterLink::start(&config.cluster, &config.stomp, &broker).map_err(|e| {
+            ConfigError::Invalid {
                 key: "cluster.redis".into(),
                 message: e.to_string(),
-            })?;
-        let relay = crate::relay::Relay::attach(&config.stomp, &stomp.broker(), stomp.presence());
+            }
+        })?;
+        let relay = crate::relay::Relay::start(&config.stomp, &broker, stomp.presence());
+        // One engine on the broker: the relay over the cluster link when both are there
+        // (the relay serves its destinations, the cluster link the rest).
+        let engine: Option<Arc<dyn BrokerEngine>> = match (&relay, &cluster) {
+            (Some(r), Some(c)) => Some(Arc::new(Layered::new(r.clone(), c.clone()))),
+            (Some(r), None) => Some(r.clone()),
+            (None, Some(c)) => Some(c.clone()),
+            (None, None) => None,
+        };
+        if let Some(engine) = engine
+            && broker.attach_engine(engine).is_err()
+        {
+            tracing::warn!(
+                "the broker already has an engine; the relay and cluster link are not attached"
+            );
+        }
         let tls_failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let tls_error = |e: crate::tls::TlsError| ConfigError::Invalid {
             key: "server.tls_cert".into(),

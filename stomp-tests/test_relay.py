@@ -404,3 +404,67 @@ def test_per_session_mode_gives_every_session_its_own_broker_connection(per_sess
         pool.close_all()
     wait_for(lambda: broker_connections() == before, "the sessions' broker connections close")
     assert relay_stats(per_session_gateway)["sessions_with_own_connection"] == 0
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_cli(*args):
+    return subprocess.run(["redis-cli", "-u", REDIS_URL, *args], capture_output=True, text=True,
+                          timeout=30, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def relay_cluster():
+    """Two nodes relaying to the same RabbitMQ and joined by Redis (a prefix of their own)."""
+    prefix = "sgrelay-%s:" % uuid.uuid4().hex[:8]
+    config = (
+        '[[service]]\nprefix = "/stomp"\napp = "stomp"\n\n'
+        '[stomp]\nprincipal_header = "login"\nallow_client_send_to_user = true\n\n'
+        '[stomp.relay]\naddress = "127.0.0.1:%s"\npool_size = 1\n\n'
+        '[cluster]\nredis = "%s"\nnode_id = "%%s"\nchannel_prefix = "%s"\n' % (PORT, REDIS_URL, prefix)
+    )
+    try:
+        with conftest.running_gateway(config % "rc-a", tempfile.mkdtemp(prefix="stomp-relay-ca-")) as a, \
+                conftest.running_gateway(config % "rc-b", tempfile.mkdtemp(prefix="stomp-relay-cb-")) as b:
+            for gw in (a, b):
+                wait_for(lambda: "STOMP relay connected" in gw.log(), gw.log())
+            yield a, b
+    finally:
+        keys = redis_cli("--scan", "--pattern", prefix + "*").split()
+        if keys:
+            redis_cli("DEL", *keys)
+
+
+def test_two_nodes_on_rabbitmq_and_redis_deliver_once_each_way(relay_cluster):
+    node_a, node_b = relay_cluster
+    on_a, on_b = stomp_client.Pool(node_a), stomp_client.Pool(node_b)
+    try:
+        # A relayed topic crosses nodes through RabbitMQ only: one copy, not a second one
+        # through Redis.
+        dest = unique("/topic/relay-cluster")
+        subscriber = on_b.tcp("1.2")
+        subscriber.subscribe(dest, "s")
+        sender = on_a.tcp("1.2")
+        sender.conn.send(dest, "across")
+        assert [m.body for m in subscriber.rec.messages(1)] == ["across"]
+        subscriber.rec.expect_no_more_messages(1)
+        # A user destination stays off RabbitMQ and crosses nodes through Redis (the node
+        # subscribes to alice's channel as her session opens: asynchronous, so retried).
+        alice = on_b.tcp("1.2", login="alice")
+        alice.subscribe("/user/queue/notify", "n")
+        bob = on_a.tcp("1.2", login="bob")
+        sent = []
+        deadline = time.monotonic() + WAIT
+        while not alice.rec.of("MESSAGE"):
+            assert time.monotonic() < deadline, alice.rec.describe()
+            sent.append("hi alice %d" % len(sent))
+            bob.conn.send("/user/alice/queue/notify", sent[-1])
+            time.sleep(0.2)
+        time.sleep(stomp_client.QUIET)
+        got = bodies(alice.rec)
+        assert len(got) == len(set(got)) and set(got) <= set(sent), got
+        assert alice.rec.of("MESSAGE")[0].headers["destination"] == "/user/queue/notify"
+    finally:
+        on_a.close_all()
+        on_b.close_all()

@@ -250,10 +250,11 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
-    /// Start the pool for `config` and attach it to `broker` (inside a tokio runtime);
-    /// `presence` closes a session whose own broker connection fails. Returns None when the
-    /// broker already has an engine.
-    pub fn attach(
+    /// Start the pool for `config`, fed into `broker` (inside a tokio runtime); `presence`
+    /// closes a session whose own broker connection fails. None without `[stomp.relay]`. The
+    /// caller attaches it to the broker (alone, or over the cluster link:
+    /// [`Layered`](crate::stomp::engine::Layered)).
+    pub fn start(
         stomp: &StompConfig,
         broker: &Arc<Broker>,
         presence: Arc<dyn PresenceDirectory>,
@@ -301,10 +302,6 @@ impl Relay {
             runtime: tokio::runtime::Handle::current(),
             max_frame,
         });
-        if broker.attach_engine(relay.clone()).is_err() {
-            tracing::warn!("the broker already has an engine; the STOMP relay is not attached");
-            return None;
-        }
         if stomp.stats_log_period_s > 0 {
             let period = Duration::from_secs(stomp.stats_log_period_s);
             tokio::spawn(log_stats(Arc::downgrade(&relay), period));

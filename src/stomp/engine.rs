@@ -123,3 +123,113 @@ pub trait BrokerEngine: Send + Sync + 'static {
         completion.accept();
     }
 }
+
+/// Two engines on one broker: `front` (the relay to an external STOMP broker) serves the
+/// destinations it relays and the subscriptions it serves alone; `back` (the cluster link)
+/// everything else: user destinations, presence, the inbox and whatever crosses nodes
+/// through Redis. A relayed destination never reaches `back`, so nothing arrives twice
+/// (once from the external broker, once from another node).
+pub struct Layered {
+    front: Arc<dyn BrokerEngine>,
+    back: Arc<dyn BrokerEngine>,
+}
+
+impl Layered {
+    /// `front` over `back`.
+    pub fn new(front: Arc<dyn BrokerEngine>, back: Arc<dyn BrokerEngine>) -> Layered {
+        Layered { front, back }
+    }
+
+    /// The engine a destination belongs to.
+    fn of(&self, destination: &str) -> &dyn BrokerEngine {
+        match self.front.relays(destination) {
+            true => &*self.front,
+            false => &*self.back,
+        }
+    }
+
+    /// The engine a subscription belongs to.
+    fn of_request(&self, request: &SubscribeRequest) -> &dyn BrokerEngine {
+        match self.front.serves_alone(request) {
+            true => &*self.front,
+            false => self.of(&request.target),
+        }
+    }
+}
+
+impl BrokerEngine for Layered {
+    fn session_opened(&self, session: &str, user: Option<&str>) {
+        self.front.session_opened(session, user);
+        self.back.session_opened(session, user);
+    }
+
+    fn session_closed(&self, session: &str, user: Option<&str>) {
+        self.front.session_closed(session, user);
+        self.back.session_closed(session, user);
+    }
+
+    fn subscribed(&self, session: &str, user: Option<&str>, request: &SubscribeRequest) {
+        self.of_request(request).subscribed(session, user, request);
+    }
+
+    fn unsubscribed(&self, session: &str, user: Option<&str>, request: &SubscribeRequest) {
+        self.of_request(request)
+            .unsubscribed(session, user, request);
+    }
+
+    fn published(&self, destination: &str, message: &Arc<Published>) {
+        self.of(destination).published(destination, message);
+    }
+
+    fn sent_to_user(
+        &self,
+        user: &str,
+        destination: &str,
+        message: &Arc<Published>,
+    ) -> UserDelivery {
+        self.back.sent_to_user(user, destination, message)
+    }
+
+    fn acked(&self, session: &str, user: Option<&str>, request: &SubscribeRequest, ids: &[&str]) {
+        self.of_request(request).acked(session, user, request, ids);
+    }
+
+    fn nacked(&self, session: &str, user: Option<&str>, request: &SubscribeRequest, ids: &[&str]) {
+        self.of_request(request).nacked(session, user, request, ids);
+    }
+
+    fn serves_alone(&self, request: &SubscribeRequest) -> bool {
+        self.of_request(request).serves_alone(request)
+    }
+
+    fn relays(&self, destination: &str) -> bool {
+        self.of(destination).relays(destination)
+    }
+
+    fn relay(
+        &self,
+        origin: Option<&str>,
+        destination: &str,
+        message: &Arc<Published>,
+    ) -> Result<(), Refusal> {
+        self.of(destination).relay(origin, destination, message)
+    }
+
+    fn check_subscription(&self, request: &SubscribeRequest) -> Result<(), String> {
+        // The relay also refuses patterns that reach into its prefixes.
+        self.front.check_subscription(request)?;
+        match self.front.relays(&request.target) {
+            true => Ok(()),
+            false => self.back.check_subscription(request),
+        }
+    }
+
+    fn is_live(&self, session: &str, request: &SubscribeRequest) -> bool {
+        self.of_request(request).is_live(session, request)
+    }
+
+    fn when_live(&self, session: &str, request: &SubscribeRequest, completion: Completion) {
+        self.of_request(request)
+            .when_live(session, request, completion);
+    }
+}
