@@ -971,3 +971,73 @@ async fn a_killed_nodes_unacknowledged_queue_messages_are_redelivered_by_another
     wait_for("an empty stream", || stream_len(SHARED_REDIS, &key) == 0).await;
     clean(SHARED_REDIS, &p);
 }
+
+/// A node with its admin listener too; returns the node and the admin address.
+async fn admin_node(prefix: &str, name: &str) -> (Node, SocketAddr) {
+    let toml = format!(
+        "[[service]]\nprefix = \"/stomp\"\napp = \"stomp\"\n\n[stomp]\nprincipal_header = \"login\"\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [cluster]\nredis = \"{SHARED_REDIS}\"\nnode_id = \"{name}\"\nchannel_prefix = \"{prefix}\"\n\
+         presence_ttl_s = 3\npresence_heartbeat_s = 1\n"
+    );
+    let config = Config::from_toml(&toml).expect("config");
+    let gateway = Gateway::from_config(&config).expect("gateway");
+    let link = gateway.cluster().expect("cluster link").clone();
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stomp = tcp.local_addr().unwrap();
+    gateway.spawn_stomp_tcp(tcp);
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    gateway.spawn_admin(admin, rx.clone()).expect("admin");
+    tokio::spawn(async move {
+        let _ = gateway.serve(http, rx).await;
+    });
+    let node = Node {
+        stomp,
+        link,
+        _stop: stop,
+    };
+    (node, admin_addr)
+}
+
+#[tokio::test]
+async fn the_admin_api_answers_a_users_presence_for_the_whole_cluster() {
+    let p = prefix();
+    let (n1, admin) = admin_node(&p, "a1").await;
+    let n2 = node(SHARED_REDIS, &p, "a2", "").await;
+    let _here = client(&n1, "alice").await;
+    let _there = client(&n2, "alice").await;
+    let deadline = Instant::now() + SETTLE;
+    let answer = loop {
+        let response = common::request(admin, "GET", "/api/presence/users/alice", &[], b"").await;
+        assert_eq!(response.status, 200);
+        let answer: serde_json::Value =
+            serde_json::from_slice(&response.body().await).expect("JSON");
+        let nodes: Vec<&str> = answer["cluster"]["sessions"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s["node"].as_str()).collect())
+            .unwrap_or_default();
+        if nodes == ["a1", "a2"] {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // This node's own session in full; every node's by node and session id.
+    assert_eq!(answer["cluster"]["node"], "a1");
+    assert_eq!(
+        answer["sessions"].as_array().map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
+    let own = answer["sessions"][0]["id"].as_str().unwrap_or_default();
+    assert!(
+        answer["cluster"]["sessions"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|s| s["session"] == own)),
+        "{answer}"
+    );
+    clean(SHARED_REDIS, &p);
+}

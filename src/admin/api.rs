@@ -202,15 +202,34 @@ impl Admin {
         Ok(json!({ "disconnected": disconnected }))
     }
 
-    /// `GET /api/presence/users/{user}`.
-    pub(super) fn presence_user(&self, user: &str) -> Value {
+    /// `GET /api/presence/users/{user}`: this node's sessions in full and, in cluster mode,
+    /// every node's (node and session id, from Redis).
+    pub(super) async fn presence_user(&self, user: &str) -> Result<Value, ApiError> {
         let sessions: Vec<Value> = self
             .presence
             .user_sessions(user)
             .iter()
             .map(session_json)
             .collect();
-        json!({ "user": user, "sessions": sessions })
+        let Some(cluster) = &self.cluster_presence else {
+            return Ok(json!({ "user": user, "sessions": sessions }));
+        };
+        let everywhere = cluster.sessions(user).await.map_err(|e| {
+            ApiError::new(
+                503,
+                "cluster_unavailable",
+                format!("{e}: presence across nodes needs Redis; retry once it answers"),
+            )
+        })?;
+        let entries: Vec<Value> = everywhere
+            .iter()
+            .map(|e| json!({ "node": e.node, "session": e.session }))
+            .collect();
+        Ok(json!({
+            "user": user,
+            "sessions": sessions,
+            "cluster": { "node": cluster.node(), "sessions": entries },
+        }))
     }
 
     /// `GET /api/presence/destinations/{destination}`.

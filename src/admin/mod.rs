@@ -94,6 +94,8 @@ pub struct Sources {
     pub tls_failures: Arc<std::sync::atomic::AtomicU64>,
     /// The STOMP relay, when `[stomp.relay]` configures one.
     pub relay: Option<Arc<crate::relay::Relay>>,
+    /// Cluster-wide presence (in Redis), in cluster mode: a user's sessions on every node.
+    pub cluster_presence: Option<crate::cluster::presence::Presence>,
     /// True while the gateway drains (what `Gateway::serve` watches).
     pub shutdown: watch::Receiver<bool>,
 }
@@ -108,6 +110,8 @@ pub struct Admin {
     stomp: StompApp,
     /// Presence answers.
     presence: Arc<dyn PresenceDirectory>,
+    /// Cluster-wide presence, in cluster mode.
+    cluster_presence: Option<crate::cluster::presence::Presence>,
     /// Routes destinations as client SENDs are routed.
     router: Router,
     /// `[admin] allow_destinations`, compiled; empty allows all.
@@ -151,6 +155,7 @@ impl Admin {
             config: config.clone(),
             stomp: sources.stomp,
             presence: sources.presence,
+            cluster_presence: sources.cluster_presence,
             router,
             allow,
             metrics,
@@ -269,7 +274,10 @@ impl Admin {
                 Err(e) => Err(e),
             },
             (Method::GET, p) if p.starts_with("/api/presence/users/") => {
-                path_parameter(p, "/api/presence/users/", "user").map(|u| self.presence_user(&u))
+                match path_parameter(p, "/api/presence/users/", "user") {
+                    Ok(user) => self.presence_user(&user).await,
+                    Err(e) => Err(e),
+                }
             }
             (Method::GET, p) if p.starts_with("/api/presence/destinations/") => {
                 path_parameter(p, "/api/presence/destinations/", "destination")

@@ -111,6 +111,11 @@ impl Presence {
         Presence { shared }
     }
 
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.shared.node
+    }
+
     /// A session of `user` opened on this node.
     pub fn join(&self, user: &str, session: &str) {
         self.shared
