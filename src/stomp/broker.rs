@@ -58,6 +58,7 @@ use super::frame::Version;
 pub use super::message::{AckMode, Published, SubscribeRequest};
 use super::message::{DeliveryHead, Redelivered};
 use super::outbound::{Discard, Outbound};
+use super::pattern_index::PatternIndex;
 use super::selector::Selector;
 use super::stats::{StompStats, bump};
 
@@ -263,7 +264,7 @@ struct CompetingQueue {
 }
 
 /// Everything behind the broker's lock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct BrokerState {
     /// Connected sessions by id.
     sessions: HashMap<Arc<str>, SessionEntry>,
@@ -271,8 +272,8 @@ struct BrokerState {
     users: HashMap<String, HashSet<Arc<str>>>,
     /// Literal destination → its subscriptions.
     literal: HashMap<String, Topic>,
-    /// Pattern subscriptions by position.
-    patterns: BTreeMap<u64, SubKey>,
+    /// Pattern subscriptions by literal prefix and position.
+    patterns: PatternIndex<SubKey>,
     /// The next subscription position.
     next_position: u64,
     /// Competing queues by destination.
@@ -369,7 +370,15 @@ impl Broker {
     /// A broker configured by `config`, counting into `stats`.
     pub fn new(config: &StompConfig, stats: Arc<StompStats>) -> Broker {
         Broker {
-            state: Mutex::new(BrokerState::default()),
+            state: Mutex::new(BrokerState {
+                sessions: HashMap::new(),
+                users: HashMap::new(),
+                literal: HashMap::new(),
+                patterns: PatternIndex::new(config.path_separator),
+                next_position: 0,
+                queues: HashMap::new(),
+                pending_bytes: 0,
+            }),
             settings: BrokerSettings {
                 queue_semantics: config.queue_semantics,
                 max_queue_messages: config.max_queue_messages,
@@ -524,8 +533,10 @@ impl Broker {
         let alone = self.engine().is_some_and(|e| e.serves_alone(&request));
         if alone {
             // The engine delivers it through `deliver_to_subscription`; no index holds it.
-        } else if pattern.is_some() {
-            state.patterns.insert(position, key);
+        } else if let Some(pattern) = &pattern {
+            state
+                .patterns
+                .insert(pattern.literal_prefix(), position, key);
         } else {
             if request.ack == AckMode::Auto
                 && let Some(entry) = state.sessions.get(session)
@@ -972,7 +983,7 @@ impl Broker {
                 });
             }
         }
-        for key in state.patterns.values() {
+        for key in state.patterns.candidates(destination) {
             let visible = owner.as_deref().is_none_or(|o| *o == *key.session);
             if visible && pattern_matches(state, key, destination) {
                 tracked.push(key.clone());
@@ -1434,8 +1445,10 @@ fn forget_subscription_index(
     if !sub.indexed {
         return None;
     }
-    if sub.pattern.is_some() {
-        state.patterns.remove(&sub.position);
+    if let Some(pattern) = &sub.pattern {
+        state
+            .patterns
+            .remove(pattern.literal_prefix(), sub.position);
         return None;
     }
     let mut order = None;

@@ -22,6 +22,7 @@ pub mod frame;
 pub mod message;
 pub mod outbound;
 pub mod pattern;
+pub mod pattern_index;
 pub(crate) mod pending;
 pub mod presence;
 pub mod selector;
