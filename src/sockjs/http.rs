@@ -68,7 +68,19 @@ pub enum Body {
     /// A fixed body, sent with `Content-Length`.
     Full(Option<Bytes>),
     /// A receiver; dropping it before its end (client gone) is how it learns of an abort.
-    Receiver(super::transport::ReceiverBody),
+    Receiver(Box<dyn StreamedBody>),
+}
+
+/// A body streamed one chunk per frame: what a receiving transport hands over (boxed, so
+/// this module does not depend on the transports that build one).
+pub trait StreamedBody:
+    http_body::Body<Data = Bytes, Error = Infallible> + Send + Unpin + 'static
+{
+}
+
+impl<T> StreamedBody for T where
+    T: http_body::Body<Data = Bytes, Error = Infallible> + Send + Unpin + 'static
+{
 }
 
 impl Body {
@@ -93,7 +105,7 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Body::Receiver(receiver) => Pin::new(receiver).poll_frame(cx),
+            Body::Receiver(receiver) => Pin::new(&mut **receiver).poll_frame(cx),
         }
     }
 

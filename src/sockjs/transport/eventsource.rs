@@ -25,26 +25,3 @@ pub async fn eventsource(
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
     serve_receiver(svc, &req, sid, client, Framing::EventSource, resp).await
 }
-
-/// Append `frame` with `%`, CR, LF and NUL percent-escaped.
-pub fn escape_into(out: &mut Vec<u8>, frame: &[u8]) {
-    for &b in frame {
-        match b {
-            b'%' => out.extend_from_slice(b"%25"),
-            b'\r' => out.extend_from_slice(b"%0D"),
-            b'\n' => out.extend_from_slice(b"%0A"),
-            0 => out.extend_from_slice(b"%00"),
-            _ => out.push(b),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn percent_and_line_breaks_are_escaped() {
-        let mut out = Vec::new();
-        super::escape_into(&mut out, b"a[\"100% \r\n\0\"]");
-        assert_eq!(out, b"a[\"100%25 %0D%0A%00\"]");
-    }
-}

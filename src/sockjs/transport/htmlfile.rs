@@ -3,26 +3,11 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{HeaderValue, Request};
 
 use super::{Framing, serve_receiver, stream_response};
 use crate::sockjs::http::{HttpRequest, HttpResponse, TEXT_HTML, server_error, set_jsessionid};
 use crate::sockjs::{Client, Service};
-
-const HEAD: &str = r#"<!doctype html>
-<html><head>
-  <meta http-equiv="X-UA-Compatible" content="IE=edge" />
-  <meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />
-</head><body><h2>Don't panic!</h2>
-  <script>
-    document.domain = document.domain;
-    var c = parent.{{ callback }};
-    c.start();
-    function p(d) {c.message(d);};
-    window.onload = function() {c.stop();};
-  </script>
-"#;
 
 /// `GET P/S/I/htmlfile?c=callback`.
 pub async fn htmlfile(
@@ -39,15 +24,6 @@ pub async fn htmlfile(
     resp.headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
     serve_receiver(svc, &req, sid, client, Framing::HtmlFile(callback), resp).await
-}
-
-/// The head page, padded with spaces to 1024 bytes, then `\r\n\r\n`.
-pub fn prelude(callback: &str) -> Bytes {
-    let mut page = HEAD.replace("{{ callback }}", callback);
-    let pad = 1024usize.saturating_sub(page.len());
-    page.extend(std::iter::repeat_n(' ', pad));
-    page.push_str("\r\n\r\n");
-    Bytes::from(page)
 }
 
 /// Set JSESSIONID when the service needs it (transport responses, errors included).
@@ -113,12 +89,5 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn prelude_is_padded_past_1024_bytes() {
-        let p = prelude("cb");
-        assert!(p.len() > 1024);
-        assert!(p.ends_with(b"\r\n\r\n"));
     }
 }

@@ -7,6 +7,7 @@
 //! response limit, and detect client aborts. Each frame is its own HTTP chunk.
 
 pub mod eventsource;
+mod framing;
 pub mod hixie76;
 pub mod htmlfile;
 pub mod jsonp;
@@ -31,82 +32,10 @@ use super::session::{Attach, Session};
 use super::{Client, Service};
 use crate::session::{CloseCause, CloseInfo, TransportKind};
 
+pub use framing::Framing;
+
 /// How long a new receiver waits for an attached one to turn out aborted (§6.6).
 const ABORT_GRACE: Duration = Duration::from_millis(100);
-/// The xhr-streaming prelude: 2048 `h` and a newline (§5.3), so browsers start delivering.
-static XHR_PRELUDE: [u8; 2049] = {
-    let mut p = [b'h'; 2049];
-    p[2048] = b'\n';
-    p
-};
-
-/// How a receiving transport wraps frames.
-pub enum Framing {
-    XhrPolling,
-    XhrStreaming,
-    EventSource,
-    /// htmlfile with its (validated) callback.
-    HtmlFile(String),
-    /// JSONP polling with its (validated) callback.
-    Jsonp(String),
-}
-
-impl Framing {
-    /// The transport kind, for the session's info.
-    pub fn kind(&self) -> TransportKind {
-        match self {
-            Framing::XhrPolling => TransportKind::XhrPolling,
-            Framing::XhrStreaming => TransportKind::XhrStreaming,
-            Framing::EventSource => TransportKind::EventSource,
-            Framing::HtmlFile(_) => TransportKind::HtmlFile,
-            Framing::Jsonp(_) => TransportKind::JsonpPolling,
-        }
-    }
-
-    /// Polling transports end after one frame.
-    fn is_polling(&self) -> bool {
-        matches!(self, Framing::XhrPolling | Framing::Jsonp(_))
-    }
-
-    /// The first chunk of a streaming response, not counted towards the response limit.
-    fn prelude(&self) -> Option<Bytes> {
-        match self {
-            Framing::XhrStreaming => Some(Bytes::from_static(&XHR_PRELUDE)),
-            Framing::EventSource => Some(Bytes::from_static(b"\r\n")),
-            Framing::HtmlFile(callback) => Some(htmlfile::prelude(callback)),
-            Framing::XhrPolling | Framing::Jsonp(_) => None,
-        }
-    }
-
-    /// One frame as the bytes of one chunk.
-    fn wrap(&self, f: &[u8]) -> Bytes {
-        let mut out = Vec::with_capacity(f.len() + 32);
-        match self {
-            Framing::XhrPolling | Framing::XhrStreaming => {
-                out.extend_from_slice(f);
-                out.push(b'\n');
-            }
-            Framing::EventSource => {
-                out.extend_from_slice(b"data: ");
-                eventsource::escape_into(&mut out, f);
-                out.extend_from_slice(b"\r\n\r\n");
-            }
-            Framing::HtmlFile(_) => {
-                out.extend_from_slice(b"<script>\np(");
-                frame::quote_into(&mut out, &String::from_utf8_lossy(f), true);
-                out.extend_from_slice(b");\n</script>\r\n");
-            }
-            Framing::Jsonp(callback) => {
-                out.extend_from_slice(b"/**/");
-                out.extend_from_slice(callback.as_bytes());
-                out.push(b'(');
-                frame::quote_into(&mut out, &String::from_utf8_lossy(f), false);
-                out.extend_from_slice(b");\r\n");
-            }
-        }
-        Bytes::from(out)
-    }
-}
 
 /// Attach a receiving request to session `sid` and stream its frames into `resp`'s body.
 /// `resp` carries the transport's headers; its body is replaced by a [`ReceiverBody`].
@@ -154,9 +83,9 @@ pub async fn serve_receiver(
                 http::header::CONNECTION,
                 http::HeaderValue::from_static("close"),
             );
-            *resp.body_mut() = Body::Receiver(body);
+            *resp.body_mut() = Body::Receiver(Box::new(body));
         }
-        (false, _) => *resp.body_mut() = Body::Receiver(body),
+        (false, _) => *resp.body_mut() = Body::Receiver(Box::new(body)),
     }
     resp
 }
