@@ -210,7 +210,7 @@ impl Service {
         transport_name: &str,
         peer: Peer,
     ) -> HttpResponse {
-        use transport::{eventsource, htmlfile, jsonp, websocket, xhr};
+        use transport::{eventsource, hixie76, htmlfile, jsonp, websocket, xhr};
         let (needs, allow): (&[Transport], &'static str) = match transport_name {
             "websocket" => (&[Transport::Websocket], "GET"),
             "xhr" => (&[Transport::XhrPolling], "POST, OPTIONS"),
@@ -258,6 +258,9 @@ impl Service {
         };
         let client = &client;
         match transport_name {
+            "websocket" if hixie76::is_hixie76(req.headers()) => {
+                hixie76::handshake(self, req, client)
+            }
             "websocket" => websocket::sockjs(self, req, client),
             "xhr" => xhr::poll(self, req, sid, client).await,
             "xhr_send" => xhr::send(self, req, sid, client).await,

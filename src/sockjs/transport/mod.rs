@@ -9,8 +9,10 @@
 pub mod eventsource;
 mod framing;
 pub mod hixie76;
+mod hixie76_codec;
 pub mod htmlfile;
 pub mod jsonp;
+mod socket;
 pub mod websocket;
 pub mod xhr;
 

@@ -21,7 +21,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::hixie76::{self, Hixie76};
+use super::hixie76_codec::Hixie76;
+pub use super::socket::WsIn;
 use crate::limits::ConnectionPermit;
 use crate::session::{CloseCause, CloseInfo, Inbound, OutMessage, TransportKind};
 use crate::sockjs::frame;
@@ -48,13 +49,11 @@ pub enum Framing {
     Raw,
 }
 
-/// `GET P/S/I/websocket`: RFC 6455, or hixie-76 when the old handshake is offered.
+/// `GET P/S/I/websocket` with the RFC 6455 handshake (the service sends the old one to
+/// `hixie76::handshake`).
 pub fn sockjs(svc: &Arc<Service>, req: HttpRequest, client: &Client) -> HttpResponse {
     if let Err(resp) = check_upgrade(req.headers()) {
         return resp;
-    }
-    if hixie76::is_hixie76(req.headers()) {
-        return hixie76::handshake(svc, req, client);
     }
     upgrade(svc, req, client, Framing::SockJs)
 }
@@ -71,7 +70,7 @@ pub fn raw(svc: &Arc<Service>, req: HttpRequest, client: &Client) -> HttpRespons
 }
 
 /// The validity check of §10.1: `Upgrade: websocket` and a `Connection` holding `upgrade`.
-fn check_upgrade(headers: &HeaderMap) -> Result<(), HttpResponse> {
+pub(super) fn check_upgrade(headers: &HeaderMap) -> Result<(), HttpResponse> {
     let upgrade_ok = headers
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
@@ -203,19 +202,6 @@ fn ws_config(max_inbound: usize) -> WebSocketConfig {
         .write_buffer_size(WRITE_COALESCE)
         .max_message_size(Some(max_inbound))
         .max_frame_size(Some(max_inbound))
-}
-
-/// What a socket read produced, whatever the wire protocol.
-pub enum WsIn {
-    Text(String),
-    Binary(Bytes),
-    Pong,
-    /// The client closed: a close frame, or the end of the stream after one.
-    Closed,
-    /// The connection ended without a closing handshake (the client dropped its socket).
-    Dropped,
-    /// The client broke the protocol; close with this code and reason.
-    Failed(u16, &'static str),
 }
 
 /// An upgraded connection: RFC 6455 via tungstenite, or our hixie-76 codec.
