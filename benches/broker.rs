@@ -8,6 +8,11 @@
 //! 2. Copies: bytes allocated per delivery of one 64 KiB message to 1,000 subscribers, counted
 //!    by a counting global allocator (the carrier's own framing is not included).
 //!
+//! 3. Patterns: publishes per second to one destination with one subscriber while 10,000
+//!    pattern subscriptions under other prefixes exist (`/user.N/**`, one session each) and
+//!    ten that match (`/topic/**`): what a publish pays for pattern subscriptions that
+//!    cannot match it.
+//!
 //! Every loop is bounded in count. Output: one line per measurement and a JSON line at the
 //! end (`BROKER_BENCH_QUICK=1` for a short run).
 
@@ -191,6 +196,58 @@ fn copies_run(subscribers: usize, size: usize, carriage: Carriage) -> (f64, f64)
     ((bytes1 - bytes0) as f64 / n, (count1 - count0) as f64 / n)
 }
 
+/// Publishes per second to `/topic/t0` with `unrelated` pattern subscriptions elsewhere and
+/// ten matching ones.
+fn patterns_run(unrelated: usize, publishes: usize) -> f64 {
+    let (broker, sinks) = broker(1, 1, Carriage::TextAndBinary);
+    let stats = Arc::new(StompStats::default());
+    let mut matching = Vec::new();
+    for i in 0..unrelated + 10 {
+        let sink = Arc::new(CountingSink::default());
+        let (_inbound, handle) = new_session(info(), sink.clone());
+        let out = Arc::new(Outbound::new(
+            handle.sender().clone(),
+            Version::V1_2,
+            Carriage::TextAndBinary,
+            stats.clone(),
+        ));
+        let session = format!("p{i}");
+        broker.register_session(&session, out, None);
+        let target = match i < unrelated {
+            true => format!("/user.{i}/**"),
+            false => "/topic/**".to_owned(),
+        };
+        let request = SubscribeRequest {
+            id: "0".into(),
+            target,
+            shown: None,
+            ack: AckMode::Auto,
+            prefetch: None,
+            selector: None,
+            headers: Vec::new(),
+        };
+        if let Err(e) = broker.subscribe(&session, request) {
+            eprintln!("subscribe failed: {e}");
+            std::process::exit(1);
+        }
+        if i >= unrelated {
+            matching.push(sink);
+        }
+    }
+    let body = Bytes::from(vec![b'x'; 100]);
+    let start = Instant::now();
+    for _ in 0..publishes {
+        broker.publish("/topic/t0", broker.message(&[], body.clone()));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let expected = publishes as u64;
+    if delivered(&sinks) != expected || delivered(&matching) != expected * 10 {
+        eprintln!("pattern deliveries are missing");
+        std::process::exit(1);
+    }
+    publishes as f64 / secs
+}
+
 fn main() {
     // `cargo test --benches` runs this with --bench absent: keep that quick.
     let quick = std::env::var_os("BROKER_BENCH_QUICK").is_some()
@@ -220,12 +277,21 @@ fn main() {
     println!(
         "64 KiB MESSAGE: {text_bytes:.0} B in {text_allocs:.1} allocations per delivery to SockJS (text-only) sessions, {raw_bytes:.0} B in {raw_allocs:.1} to raw WebSocket/TCP ones"
     );
+    let pattern_publishes = if quick { 200 } else { 5_000 };
+    let mut runs: Vec<f64> = (0..repeats)
+        .map(|_| patterns_run(10_000, pattern_publishes))
+        .collect();
+    runs.sort_by(f64::total_cmp);
+    let patterns = runs[runs.len() / 2];
+    println!(
+        "patterns: {patterns:.0} publishes/s to one destination beside 10,000 pattern subscriptions that cannot match it (and 10 that do)"
+    );
     let curve: Vec<String> = curve
         .iter()
         .map(|(t, v)| format!("\"{t}\":{v:.0}"))
         .collect();
     println!(
-        "{{\"cores\":{cores},\"deliveries_per_s\":{{{}}},\"alloc_bytes_per_delivery_64k_sockjs\":{text_bytes:.0},\"alloc_bytes_per_delivery_64k_raw\":{raw_bytes:.0}}}",
+        "{{\"cores\":{cores},\"deliveries_per_s\":{{{}}},\"alloc_bytes_per_delivery_64k_sockjs\":{text_bytes:.0},\"alloc_bytes_per_delivery_64k_raw\":{raw_bytes:.0},\"publishes_per_s_beside_10k_patterns\":{patterns:.0}}}",
         curve.join(",")
     );
 }
