@@ -225,6 +225,22 @@ def wait_for(predicate, what, timeout=WAIT):
         time.sleep(0.05)
 
 
+def test_the_nodes_topic_queue_is_exclusive(clients):
+    """RabbitMQ 4 deprecates transient non-exclusive queues: the node's queue for a topic is
+    exclusive (it lives as long as the pool connection that consumes it)."""
+    dest = unique("/topic/relay-excl")
+    c = clients.tcp("1.2")
+    c.subscribe(dest, "s")
+    key = dest[len("/topic/"):]
+    bindings = rabbitmqctl("list_bindings", "-q", "source_name", "destination_name", "routing_key")
+    queues = [line.split("\t")[1] for line in bindings.splitlines()
+              if line.split("\t")[0] == "amq.topic" and line.split("\t")[-1] == key]
+    assert len(queues) == 1, bindings
+    listed = rabbitmqctl("list_queues", "-q", "name", "exclusive", "durable")
+    row = [line.split("\t") for line in listed.splitlines() if line.split("\t")[0] == queues[0]]
+    assert row and row[0][1:] == ["true", "false"], listed
+
+
 def test_client_acks_are_the_brokers_own(clients):
     """A client-ack subscription has its session's own broker connection: what the client does
     not ACK, RabbitMQ redelivers (after a NACK, and after the session is gone)."""

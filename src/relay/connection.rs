@@ -348,12 +348,18 @@ impl Connection {
             let id = format!("relay-{}", subs.next);
             // Its RECEIPT says the broker subscription exists; local SUBSCRIBEs wait for it.
             let receipt = format!("{id}-ready");
-            Frame::new(Command::Subscribe)
+            let mut frame = Frame::new(Command::Subscribe)
                 .header("id", id.clone())
                 .header("destination", destination.clone())
                 .header("ack", "auto")
-                .header("receipt", receipt.clone())
-                .encode_into(Version::V1_2, &mut wire);
+                .header("receipt", receipt.clone());
+            if per_subscription_queue(destination) {
+                // The node's own queue for it: exclusive, so RabbitMQ 4 does not see a
+                // transient non-exclusive queue (a deprecated feature) and drops it with
+                // the connection.
+                frame.add_header("exclusive".to_owned(), "true".to_owned());
+            }
+            frame.encode_into(Version::V1_2, &mut wire);
             subs.unconfirmed.insert(receipt, destination.clone());
             subs.by_destination.insert(destination.clone(), id.clone());
             subs.by_id.insert(id, destination.clone());
@@ -398,6 +404,13 @@ impl Connection {
         self.stats.sent.fetch_add(count as u64, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Whether RabbitMQ makes a queue for each subscription to `destination` (`/topic/...`,
+/// `/exchange/...`), rather than consuming a named queue others share (`/queue/...`,
+/// `/amq/queue/...`, which must never be made exclusive).
+fn per_subscription_queue(destination: &str) -> bool {
+    destination.starts_with("/topic/") || destination.starts_with("/exchange/")
 }
 
 /// Append a SEND of `message` to `destination`, with its user headers.
