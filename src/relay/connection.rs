@@ -409,7 +409,7 @@ impl Connection {
 /// Whether RabbitMQ makes a queue for each subscription to `destination` (`/topic/...`,
 /// `/exchange/...`), rather than consuming a named queue others share (`/queue/...`,
 /// `/amq/queue/...`, which must never be made exclusive).
-fn per_subscription_queue(destination: &str) -> bool {
+pub(super) fn per_subscription_queue(destination: &str) -> bool {
     destination.starts_with("/topic/") || destination.starts_with("/exchange/")
 }
 

@@ -20,7 +20,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
-use super::connection::{Ended, LIVE_WAIT, Pulse, TICK, describe, open, put_send, write};
+use super::connection::{
+    Ended, LIVE_WAIT, Pulse, TICK, describe, open, per_subscription_queue, put_send, write,
+};
 use super::{Readiness, RelayStats};
 use crate::stomp::broker::{Broker, Published};
 use crate::stomp::config::RelayConfig;
@@ -257,6 +259,14 @@ impl LinkTask {
                     AckMode::Client => "client",
                     AckMode::ClientIndividual => "client-individual",
                 };
+                // A queue made for this subscription alone is exclusive to this connection,
+                // unless the client asks for a queue that outlives it.
+                let lasting = headers.iter().any(|(name, value)| {
+                    name == "exclusive"
+                        || (matches!(name.as_str(), "durable" | "persistent") && value == "true")
+                        || (name == "auto-delete" && value == "false")
+                });
+                let exclusive = !lasting && per_subscription_queue(&destination);
                 let mut frame = Frame::new(Command::Subscribe)
                     .header("id", id.clone())
                     .header("destination", destination)
@@ -264,6 +274,9 @@ impl LinkTask {
                     .header("receipt", receipt.clone());
                 for (name, value) in headers {
                     frame.add_header(name, value);
+                }
+                if exclusive {
+                    frame.add_header("exclusive".to_owned(), "true".to_owned());
                 }
                 frame.encode_into(Version::V1_2, wire);
                 pending.receipts.insert(receipt, id);
