@@ -65,6 +65,16 @@ pub struct ClusterLink {
     queues: Option<Arc<QueueLink>>,
 }
 
+impl std::fmt::Debug for ClusterLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterLink")
+            .field("node", &self.cluster.as_ref().map(ClusterHandle::node_id))
+            .field("inbox", &self.inbox.is_some())
+            .field("shared_queues", &self.queues.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Counters of the inbox.
 #[derive(Debug, Default)]
 pub struct InboxStats {

@@ -248,7 +248,7 @@ impl Gateway {
             connections: self.connections.clone(),
             tls_failures: self.tls_failures.clone(),
             relay: self.relay.clone(),
-            cluster_presence: self.cluster.as_ref().and_then(|c| c.presence().cloned()),
+            cluster: self.cluster.clone(),
             shutdown,
         };
         let admin = crate::admin::Admin::new(&self.admin.0, &self.admin.1, sources)?;

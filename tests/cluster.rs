@@ -1003,7 +1003,7 @@ async fn admin_node(prefix: &str, name: &str) -> (Node, SocketAddr) {
 }
 
 #[tokio::test]
-async fn the_admin_api_answers_a_users_presence_for_the_whole_cluster() {
+async fn the_admin_api_answers_presence_for_the_whole_cluster_and_shows_the_cluster_state() {
     let p = prefix();
     let (n1, admin) = admin_node(&p, "a1").await;
     let n2 = node(SHARED_REDIS, &p, "a2", "").await;
@@ -1039,5 +1039,32 @@ async fn the_admin_api_answers_a_users_presence_for_the_whole_cluster() {
             .is_some_and(|all| all.iter().any(|s| s["session"] == own)),
         "{answer}"
     );
+    // The cluster's state is in /api/stats and /metrics too.
+    let response = common::request(admin, "GET", "/api/stats", &[], b"").await;
+    let stats: serde_json::Value = serde_json::from_slice(&response.body().await).expect("JSON");
+    let redis = &stats["cluster"]["redis"];
+    assert_eq!(
+        (&redis["node"], &redis["connected"]),
+        (&json_str("a1"), &serde_json::Value::Bool(true)),
+        "{stats}"
+    );
+    assert!(redis["subscribe_commands"].as_u64() >= Some(1), "{stats}");
+    assert!(stats["cluster"]["shared_queues"].is_null() && stats["cluster"]["inbox"].is_null());
+    let response = common::request(admin, "GET", "/metrics", &[], b"").await;
+    let metrics = String::from_utf8(response.body().await).expect("text");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "sockjs_gateway_cluster_redis_connected 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sockjs_gateway_cluster_redis_subscribe_commands_total "),
+        "{metrics}"
+    );
     clean(SHARED_REDIS, &p);
+}
+
+fn json_str(s: &str) -> serde_json::Value {
+    serde_json::Value::String(s.to_owned())
 }

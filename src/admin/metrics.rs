@@ -25,6 +25,7 @@ use prometheus_client::registry::Registry;
 use serde_json::{Map, Value, json};
 
 use super::{ServiceView, Sources};
+use crate::cluster_link::ClusterLink;
 use crate::limits::{ConnectionLimiter, ConnectionRefused};
 use crate::relay::Relay;
 use crate::sockjs::stats::{CLOSE_CAUSES, LIMITS, TRANSPORTS, cause_name, limit_name};
@@ -91,6 +92,8 @@ struct Readings {
     tls_failures: Arc<AtomicU64>,
     /// The STOMP relay, when configured.
     relay: Option<Arc<Relay>>,
+    /// The cluster link, when configured.
+    cluster: Option<Arc<ClusterLink>>,
     /// Queue depth samples.
     queues: Arc<QueueDepths>,
     /// Scrapes served (one self-describing counter, handy to check a scraper is there).
@@ -445,6 +448,9 @@ impl Collector for GatewayCollector {
             MetricType::Counter,
         )?;
         f.counter(vec![], load(&r.tls_failures))?;
+        if let Some(cluster) = &r.cluster {
+            cluster_metrics(&mut encoder, cluster)?;
+        }
         if let Some(relay) = &r.relay {
             relay_metrics(&mut encoder, relay)?;
         }
@@ -482,6 +488,7 @@ impl Metrics {
             connections: sources.connections.clone(),
             tls_failures: sources.tls_failures.clone(),
             relay: sources.relay.clone(),
+            cluster: sources.cluster.clone(),
             queues: Arc::default(),
             scrapes: AtomicU64::new(0),
         });
@@ -614,6 +621,7 @@ impl Metrics {
             },
             "sockjs": services,
             "relay": r.relay.as_deref().map(relay_json),
+            "cluster": r.cluster.as_deref().map(cluster_json),
         })
     }
 }
@@ -736,4 +744,94 @@ fn relay_json(relay: &Relay) -> Value {
         "received": load(&s.received),
         "refused": load(&s.refused),
     })
+}
+
+/// The cluster's counters by part and name: the Redis bridge, the shared queues and the
+/// inbox (each when configured), for `/api/stats` and `/metrics` alike.
+fn cluster_counters(link: &ClusterLink) -> Vec<(&'static str, &'static str, u64)> {
+    let mut out = Vec::new();
+    if let Some(c) = link.cluster() {
+        let s = c.stats();
+        for (name, counter) in [
+            ("published", &s.published),
+            ("outbound_dropped", &s.outbound_dropped),
+            ("publish_failed", &s.publish_failed),
+            ("received", &s.received),
+            ("own_skipped", &s.own_skipped),
+            ("duplicate_skipped", &s.duplicate_skipped),
+            ("bad_envelopes", &s.bad_envelopes),
+            ("oversized", &s.oversized),
+            ("resubscribes", &s.resubscribes),
+            ("subscribe_commands", &s.subscribe_commands),
+        ] {
+            out.push(("redis", name, load(counter)));
+        }
+    }
+    if let Some(q) = link.queue_stats() {
+        for (name, counter) in [
+            ("appended", &q.appended),
+            ("delivered", &q.delivered),
+            ("settled", &q.settled),
+            ("requeued", &q.requeued),
+            ("reclaimed", &q.reclaimed),
+            ("refused", &q.refused),
+            ("errors", &q.errors),
+        ] {
+            out.push(("shared_queues", name, load(counter)));
+        }
+    }
+    if let Some(i) = link.inbox_stats() {
+        for (name, counter) in [
+            ("stored", &i.stored),
+            ("unstored", &i.unstored),
+            ("replayed", &i.replayed),
+        ] {
+            out.push(("inbox", name, load(counter)));
+        }
+    }
+    out
+}
+
+/// The cluster's part of `/api/stats`: `redis` (this node's id, whether its pub/sub
+/// connection is up, the bridge's counters), `shared_queues` and `inbox`, each null when
+/// not configured.
+fn cluster_json(link: &ClusterLink) -> Value {
+    let mut parts = json!({ "redis": null, "shared_queues": null, "inbox": null });
+    for (part, name, value) in cluster_counters(link) {
+        if parts[part].is_null() {
+            parts[part] = json!({});
+        }
+        parts[part][name] = json!(value);
+    }
+    if let Some(c) = link.cluster() {
+        parts["redis"]["node"] = json!(c.node_id());
+        parts["redis"]["connected"] = json!(c.stats().connected.load(Ordering::Relaxed));
+    }
+    parts
+}
+
+/// The cluster's families in `/metrics`: whether this node's Redis pub/sub connection is
+/// up, and every counter as `sockjs_gateway_cluster_<part>_<name>`.
+fn cluster_metrics(
+    encoder: &mut DescriptorEncoder<'_>,
+    link: &ClusterLink,
+) -> Result<(), std::fmt::Error> {
+    if let Some(c) = link.cluster() {
+        family(
+            encoder,
+            "sockjs_gateway_cluster_redis_connected",
+            "1 while this node's Redis pub/sub connection is up, else 0.",
+            MetricType::Gauge,
+        )?
+        .gauge(
+            vec![],
+            i64::from(c.stats().connected.load(Ordering::Relaxed)),
+        )?;
+    }
+    for (part, name, value) in cluster_counters(link) {
+        let metric = format!("sockjs_gateway_cluster_{part}_{name}");
+        let help = format!("The cluster's {part} counter {name} (see /api/stats).");
+        family(encoder, &metric, &help, MetricType::Counter)?.counter(vec![], value)?;
+    }
+    Ok(())
 }

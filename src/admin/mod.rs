@@ -94,8 +94,9 @@ pub struct Sources {
     pub tls_failures: Arc<std::sync::atomic::AtomicU64>,
     /// The STOMP relay, when `[stomp.relay]` configures one.
     pub relay: Option<Arc<crate::relay::Relay>>,
-    /// Cluster-wide presence (in Redis), in cluster mode: a user's sessions on every node.
-    pub cluster_presence: Option<crate::cluster::presence::Presence>,
+    /// The cluster link (Redis bridge, presence, shared queues, inbox), when `[cluster]`
+    /// asks for one: its counters, and a user's sessions on every node.
+    pub cluster: Option<Arc<crate::cluster_link::ClusterLink>>,
     /// True while the gateway drains (what `Gateway::serve` watches).
     pub shutdown: watch::Receiver<bool>,
 }
@@ -155,7 +156,7 @@ impl Admin {
             config: config.clone(),
             stomp: sources.stomp,
             presence: sources.presence,
-            cluster_presence: sources.cluster_presence,
+            cluster_presence: sources.cluster.as_ref().and_then(|c| c.presence().cloned()),
             router,
             allow,
             metrics,
