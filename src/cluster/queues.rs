@@ -167,6 +167,9 @@ impl SharedQueues {
 
     /// These messages were settled here (ACKed, or taken by an auto-ack subscriber).
     pub fn settle(&self, destination: &str, ids: Vec<String>) {
+        if ids.is_empty() {
+            return;
+        }
         let _ = self.queue(Op::Settle {
             destination: destination.to_owned(),
             ids,

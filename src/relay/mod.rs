@@ -378,19 +378,23 @@ impl Relay {
     /// Queue `order` for the session's connection; when its queue is full the session is
     /// closed (a frame it made cannot be dropped), and false is returned.
     fn order(&self, session: &str, link: &Link, order: Order) -> bool {
-        if link.orders.try_send(order).is_ok() {
-            return true;
+        match link.orders.try_send(order) {
+            Ok(()) => true,
+            // Its connection failed and the session is being closed already.
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                session::close_session(
+                    &*self.presence,
+                    session,
+                    format!(
+                        "Broker unavailable: more than {} frames wait for the STOMP broker at {}",
+                        self.config.queue, self.config.address
+                    ),
+                );
+                false
+            }
         }
-        self.stats.refused.fetch_add(1, Ordering::Relaxed);
-        session::close_session(
-            &*self.presence,
-            session,
-            format!(
-                "Broker unavailable: more than {} frames wait for the STOMP broker at {}",
-                self.config.queue, self.config.address
-            ),
-        );
-        false
     }
 
     /// Forward the client's ACKs or NACKs of a subscription on its own connection: in
@@ -538,7 +542,8 @@ impl BrokerEngine for Relay {
             return match self.order(session, &link, order) {
                 true => Ok(()),
                 false => Err(Refusal::Unavailable(format!(
-                    "the queue to the STOMP broker at {} is full ([stomp.relay] queue = {})",
+                    "this session's connection to the STOMP broker at {} failed or has more \
+                     than {} frames waiting ([stomp.relay] queue)",
                     self.config.address, self.config.queue
                 ))),
             };
