@@ -158,8 +158,9 @@ pub struct RelayConfig {
     pub pool_size: usize,
     /// Heart-beat interval both ways with the broker, in milliseconds (0: none).
     pub heartbeat_ms: u64,
-    /// Frames (SEND, SUBSCRIBE, UNSUBSCRIBE) waiting for one broker connection; beyond it a
-    /// SEND is refused with `Broker unavailable`.
+    /// Frames waiting for one broker connection (a pool connection's SENDs, or a session's
+    /// own connection's frames); beyond it a SEND is refused with `Broker unavailable`, and
+    /// a session whose own connection is that far behind is closed.
     pub queue: usize,
 }
 
