@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::cluster::queues::{QueueConsumer, SharedQueues, Taken};
 use crate::cluster::{ClusterHandle, Message, PublishError};
@@ -20,6 +20,9 @@ const AUTO_WINDOW: usize = 64;
 /// What a client-ack subscription without `prefetch-count` holds unacknowledged at most,
 /// so that one node does not take a whole queue other nodes could serve.
 const CLIENT_WINDOW: usize = 100;
+/// How long a subscription that could not take a message (its connection's queue is full)
+/// is offered none, so a slow consumer does not make its messages go round through Redis.
+const STALL: Duration = Duration::from_millis(100);
 
 /// One local subscription consuming a shared queue.
 #[derive(Debug)]
@@ -30,10 +33,18 @@ struct Consumer {
     window: usize,
     /// Delivered and not settled, by stream id (kept to put back).
     held: HashMap<String, Message>,
+    /// Offered nothing until then: it could not take the last message.
+    stalled_until: Option<Instant>,
 }
 
 impl Consumer {
     fn room(&self) -> usize {
+        if self
+            .stalled_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return 0;
+        }
         match self.ack {
             AckMode::Auto => self.window,
             _ => self.window.saturating_sub(self.held.len()),
@@ -106,6 +117,7 @@ impl QueueLink {
                 ack: request.ack,
                 window,
                 held: HashMap::new(),
+                stalled_until: None,
             });
             local.consumers.len() == 1
         };
@@ -208,7 +220,9 @@ impl QueueLink {
         None
     }
 
-    fn forget(&self, destination: &str, session: &str, id: &str, message_id: &str) {
+    /// The consumer could not take `message_id` (its connection's queue is full, or it is
+    /// leaving): forget it there, and offer it nothing for a moment.
+    fn refused_by(&self, destination: &str, session: &str, id: &str, message_id: &str) {
         let mut state = lock(&self.state);
         if let Some(consumer) = state.get_mut(destination).and_then(|local| {
             local
@@ -217,6 +231,7 @@ impl QueueLink {
                 .find(|c| c.session == session && c.id == id)
         }) {
             consumer.held.remove(message_id);
+            consumer.stalled_until = Some(Instant::now() + STALL);
         }
     }
 }
@@ -248,7 +263,7 @@ impl QueueConsumer for QueueLink {
                     _ => Taken::Held,
                 };
             }
-            self.forget(destination, &session, &id, &message.id);
+            self.refused_by(destination, &session, &id, &message.id);
         }
         Taken::Refused
     }
