@@ -112,33 +112,51 @@ fn broker(
     let mut sinks = Vec::new();
     for d in 0..destinations {
         for s in 0..subscribers {
-            let sink = Arc::new(CountingSink::default());
-            let (_inbound, handle) = new_session(info(), sink.clone());
-            let out = Arc::new(Outbound::new(
-                handle.sender().clone(),
-                Version::V1_2,
-                carriage,
-                stats.clone(),
-            ));
             let session = format!("s{d}-{s}");
-            broker.register_session(&session, out, None);
-            let request = SubscribeRequest {
-                id: "0".into(),
-                target: format!("/topic/t{d}"),
-                shown: None,
-                ack: AckMode::Auto,
-                prefetch: None,
-                selector: None,
-                headers: Vec::new(),
-            };
-            if let Err(e) = broker.subscribe(&session, request) {
-                eprintln!("subscribe failed: {e}");
-                std::process::exit(1);
-            }
-            sinks.push(sink);
+            sinks.push(subscriber(
+                &broker,
+                &stats,
+                carriage,
+                &session,
+                format!("/topic/t{d}"),
+            ));
         }
     }
     (broker, sinks)
+}
+
+/// A session `session` with one auto-ack subscription to `target` (a destination or a
+/// pattern); returns its sink.
+fn subscriber(
+    broker: &Broker,
+    stats: &Arc<StompStats>,
+    carriage: Carriage,
+    session: &str,
+    target: String,
+) -> Arc<CountingSink> {
+    let sink = Arc::new(CountingSink::default());
+    let (_inbound, handle) = new_session(info(), sink.clone());
+    let out = Arc::new(Outbound::new(
+        handle.sender().clone(),
+        Version::V1_2,
+        carriage,
+        stats.clone(),
+    ));
+    broker.register_session(session, out, None);
+    let request = SubscribeRequest {
+        id: "0".into(),
+        target,
+        shown: None,
+        ack: AckMode::Auto,
+        prefetch: None,
+        selector: None,
+        headers: Vec::new(),
+    };
+    if let Err(e) = broker.subscribe(session, request) {
+        eprintln!("subscribe failed: {e}");
+        std::process::exit(1);
+    }
+    sink
 }
 
 fn delivered(sinks: &[Arc<CountingSink>]) -> u64 {
@@ -203,33 +221,17 @@ fn patterns_run(unrelated: usize, publishes: usize) -> f64 {
     let stats = Arc::new(StompStats::default());
     let mut matching = Vec::new();
     for i in 0..unrelated + 10 {
-        let sink = Arc::new(CountingSink::default());
-        let (_inbound, handle) = new_session(info(), sink.clone());
-        let out = Arc::new(Outbound::new(
-            handle.sender().clone(),
-            Version::V1_2,
-            Carriage::TextAndBinary,
-            stats.clone(),
-        ));
-        let session = format!("p{i}");
-        broker.register_session(&session, out, None);
         let target = match i < unrelated {
             true => format!("/user.{i}/**"),
             false => "/topic/**".to_owned(),
         };
-        let request = SubscribeRequest {
-            id: "0".into(),
+        let sink = subscriber(
+            &broker,
+            &stats,
+            Carriage::TextAndBinary,
+            &format!("p{i}"),
             target,
-            shown: None,
-            ack: AckMode::Auto,
-            prefetch: None,
-            selector: None,
-            headers: Vec::new(),
-        };
-        if let Err(e) = broker.subscribe(&session, request) {
-            eprintln!("subscribe failed: {e}");
-            std::process::exit(1);
-        }
+        );
         if i >= unrelated {
             matching.push(sink);
         }

@@ -47,9 +47,15 @@ async fn node(redis: &str, prefix: &str, name: &str, extra: &str) -> Node {
     node_with(redis, prefix, name, "", extra).await
 }
 
-/// A node with `stomp_extra` in its `[stomp]` section and `extra` in its `[cluster]` one.
+/// A node with `stomp_extra` in its `[stomp]` section and `extra` after its `[cluster]` one.
 async fn node_with(redis: &str, prefix: &str, name: &str, stomp_extra: &str, extra: &str) -> Node {
-    let toml = format!(
+    launch(&node_toml(redis, prefix, name, stomp_extra, extra), false)
+        .await
+        .0
+}
+
+fn node_toml(redis: &str, prefix: &str, name: &str, stomp_extra: &str, extra: &str) -> String {
+    format!(
         r#"
 [[service]]
 prefix = "/stomp"
@@ -68,8 +74,13 @@ presence_ttl_s = 3
 presence_heartbeat_s = 1
 {extra}
 "#
-    );
-    let config = Config::from_toml(&toml).expect("config");
+    )
+}
+
+/// Start a node from `toml`, with its admin listener too when `admin` (its address is
+/// returned then).
+async fn launch(toml: &str, admin: bool) -> (Node, Option<SocketAddr>) {
+    let config = Config::from_toml(toml).expect("config");
     let gateway = Gateway::from_config(&config).expect("gateway");
     let link = gateway.cluster().expect("cluster link").clone();
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -77,14 +88,21 @@ presence_heartbeat_s = 1
     gateway.spawn_stomp_tcp(tcp);
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);
+    let mut admin_addr = None;
+    if admin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        admin_addr = Some(listener.local_addr().unwrap());
+        gateway.spawn_admin(listener, rx.clone()).expect("admin");
+    }
     tokio::spawn(async move {
         let _ = gateway.serve(http, rx).await;
     });
-    Node {
+    let node = Node {
         stomp,
         link,
         _stop: stop,
-    }
+    };
+    (node, admin_addr)
 }
 
 async fn client(node: &Node, user: &str) -> Client {
@@ -974,32 +992,10 @@ async fn a_killed_nodes_unacknowledged_queue_messages_are_redelivered_by_another
 
 /// A node with its admin listener too; returns the node and the admin address.
 async fn admin_node(prefix: &str, name: &str) -> (Node, SocketAddr) {
-    let toml = format!(
-        "[[service]]\nprefix = \"/stomp\"\napp = \"stomp\"\n\n[stomp]\nprincipal_header = \"login\"\n\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n\n\
-         [cluster]\nredis = \"{SHARED_REDIS}\"\nnode_id = \"{name}\"\nchannel_prefix = \"{prefix}\"\n\
-         presence_ttl_s = 3\npresence_heartbeat_s = 1\n"
-    );
-    let config = Config::from_toml(&toml).expect("config");
-    let gateway = Gateway::from_config(&config).expect("gateway");
-    let link = gateway.cluster().expect("cluster link").clone();
-    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let stomp = tcp.local_addr().unwrap();
-    gateway.spawn_stomp_tcp(tcp);
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_addr = admin.local_addr().unwrap();
-    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    gateway.spawn_admin(admin, rx.clone()).expect("admin");
-    tokio::spawn(async move {
-        let _ = gateway.serve(http, rx).await;
-    });
-    let node = Node {
-        stomp,
-        link,
-        _stop: stop,
-    };
-    (node, admin_addr)
+    let admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let toml = node_toml(SHARED_REDIS, prefix, name, "", admin);
+    let (node, addr) = launch(&toml, true).await;
+    (node, addr.expect("the admin address"))
 }
 
 #[tokio::test]
