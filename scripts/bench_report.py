@@ -204,6 +204,12 @@ def targets(med):
         v is not None and v <= 5, "Spring's relay: 1,001")
     r = ratio(g("relay-fanout-1k", "gateway-relay", "msgs_per_s"), g("relay-fanout-1k", "rabbitmq", "msgs_per_s"))
     add("relay /topic fan-out 1k vs RabbitMQ Web-STOMP", r and f"{r:.1f}×", "≥ 2×", r is not None and r >= 2)
+    r = ratio(g("relay-modes-1k", "gateway-relay", "msgs_per_s"), g("relay-modes-1k", "gateway-relay-ps", "msgs_per_s"))
+    add("relay /topic fan-out 1k: shared mode vs per-session mode", r and f"{r:.1f}×", "≥ 1× (one broker subscription per node)",
+        r is not None and r >= 1,
+        "broker connections: shared %s, per-session %s" % (
+            g("relay-modes-1k", "gateway-relay", "broker_connections"),
+            g("relay-modes-1k", "gateway-relay-ps", "broker_connections")))
     for carrier, label in (("sjs", "SockJS websocket"), ("raw", "raw WebSocket")):
         for n in ("1k", "10k"):
             for size, goal in (("100", 1.0), ("16k", 2.0)):
