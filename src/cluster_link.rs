@@ -38,6 +38,7 @@ use tokio::sync::mpsc;
 
 use crate::cluster::inbox::{InboxStore, MemoryInbox, RedisInbox, stream_id};
 use crate::cluster::presence::Presence;
+use crate::cluster::stats::summary;
 use crate::cluster::{
     ClusterConfig, ClusterEngine, ClusterError, ClusterHandle, Inbound, InboxConfig, Message, Route,
 };
@@ -84,6 +85,17 @@ pub struct InboxStats {
     pub unstored: AtomicU64,
     /// Stored messages delivered from a replay on subscribe.
     pub replayed: AtomicU64,
+}
+
+impl InboxStats {
+    /// Every counter by name, for the log, `/api/stats` and `/metrics`.
+    pub fn counters(&self) -> [(&'static str, &AtomicU64); 3] {
+        [
+            ("stored", &self.stored),
+            ("unstored", &self.unstored),
+            ("replayed", &self.replayed),
+        ]
+    }
 }
 
 impl ClusterLink {
@@ -386,25 +398,10 @@ async fn log_stats(link: Weak<ClusterLink>, period: Duration) {
             tracing::info!(node = %cluster.node_id(), "{}", cluster.stats().summary());
         }
         if let Some(q) = link.queue_stats() {
-            let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-            tracing::info!(
-                "shared queues: appended={} delivered={} settled={} requeued={} reclaimed={} refused={} errors={}",
-                load(&q.appended),
-                load(&q.delivered),
-                load(&q.settled),
-                load(&q.requeued),
-                load(&q.reclaimed),
-                load(&q.refused),
-                load(&q.errors)
-            );
+            tracing::info!("{}", summary("shared queues:", &q.counters()));
         }
         if let Some(inbox) = link.inbox_stats() {
-            tracing::info!(
-                "inbox: stored={} unstored={} replayed={}",
-                inbox.stored.load(Ordering::Relaxed),
-                inbox.unstored.load(Ordering::Relaxed),
-                inbox.replayed.load(Ordering::Relaxed)
-            );
+            tracing::info!("{}", summary("inbox:", &inbox.counters()));
         }
     }
 }

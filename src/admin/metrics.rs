@@ -750,44 +750,17 @@ fn relay_json(relay: &Relay) -> Value {
 /// inbox (each when configured), for `/api/stats` and `/metrics` alike.
 fn cluster_counters(link: &ClusterLink) -> Vec<(&'static str, &'static str, u64)> {
     let mut out = Vec::new();
+    let mut add = |part: &'static str, counters: &[(&'static str, &AtomicU64)]| {
+        out.extend(counters.iter().map(|(name, c)| (part, *name, load(c))));
+    };
     if let Some(c) = link.cluster() {
-        let s = c.stats();
-        for (name, counter) in [
-            ("published", &s.published),
-            ("outbound_dropped", &s.outbound_dropped),
-            ("publish_failed", &s.publish_failed),
-            ("received", &s.received),
-            ("own_skipped", &s.own_skipped),
-            ("duplicate_skipped", &s.duplicate_skipped),
-            ("bad_envelopes", &s.bad_envelopes),
-            ("oversized", &s.oversized),
-            ("resubscribes", &s.resubscribes),
-            ("subscribe_commands", &s.subscribe_commands),
-        ] {
-            out.push(("redis", name, load(counter)));
-        }
+        add("redis", &c.stats().counters());
     }
     if let Some(q) = link.queue_stats() {
-        for (name, counter) in [
-            ("appended", &q.appended),
-            ("delivered", &q.delivered),
-            ("settled", &q.settled),
-            ("requeued", &q.requeued),
-            ("reclaimed", &q.reclaimed),
-            ("refused", &q.refused),
-            ("errors", &q.errors),
-        ] {
-            out.push(("shared_queues", name, load(counter)));
-        }
+        add("shared_queues", &q.counters());
     }
     if let Some(i) = link.inbox_stats() {
-        for (name, counter) in [
-            ("stored", &i.stored),
-            ("unstored", &i.unstored),
-            ("replayed", &i.replayed),
-        ] {
-            out.push(("inbox", name, load(counter)));
-        }
+        add("inbox", &i.counters());
     }
     out
 }

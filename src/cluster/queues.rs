@@ -92,6 +92,21 @@ pub struct QueueStats {
     pub errors: AtomicU64,
 }
 
+impl QueueStats {
+    /// Every counter by name, for the log, `/api/stats` and `/metrics`.
+    pub fn counters(&self) -> [(&'static str, &AtomicU64); 7] {
+        [
+            ("appended", &self.appended),
+            ("delivered", &self.delivered),
+            ("settled", &self.settled),
+            ("requeued", &self.requeued),
+            ("reclaimed", &self.reclaimed),
+            ("refused", &self.refused),
+            ("errors", &self.errors),
+        ]
+    }
+}
+
 enum Op {
     Append {
         destination: String,

@@ -39,10 +39,9 @@ pub fn bump(counter: &AtomicU64) {
 }
 
 impl ClusterStats {
-    /// One log line with every counter.
-    pub fn summary(&self) -> String {
-        let mut out = String::from("cluster:");
-        for (name, counter) in [
+    /// Every counter by name, for the log, `/api/stats` and `/metrics`.
+    pub fn counters(&self) -> [(&'static str, &AtomicU64); 10] {
+        [
             ("published", &self.published),
             ("outbound_dropped", &self.outbound_dropped),
             ("publish_failed", &self.publish_failed),
@@ -53,10 +52,22 @@ impl ClusterStats {
             ("oversized", &self.oversized),
             ("resubscribes", &self.resubscribes),
             ("subscribe_commands", &self.subscribe_commands),
-        ] {
-            let _ = write!(out, " {name}={}", counter.load(Ordering::Relaxed));
-        }
+        ]
+    }
+
+    /// One log line with every counter.
+    pub fn summary(&self) -> String {
+        let mut out = summary("cluster:", &self.counters());
         let _ = write!(out, " connected={}", self.connected.load(Ordering::Relaxed));
         out
     }
+}
+
+/// `title` and ` name=value` for each counter: one log line.
+pub fn summary(title: &str, counters: &[(&str, &AtomicU64)]) -> String {
+    let mut out = String::from(title);
+    for (name, counter) in counters {
+        let _ = write!(out, " {name}={}", counter.load(Ordering::Relaxed));
+    }
+    out
 }
